@@ -1,0 +1,78 @@
+"""The ``kansrijk`` command: the composition root that mounts each role's command group.
+
+This module is the only part of ``kansrijk`` that imports the role packages (``node_agent``, ``coordinator``);
+the import-linter contracts in pyproject.toml keep the rest of the core free of them. Commands are thin: they
+parse options, call one library function and render its result. Every ``KansrijkError`` becomes a one-line
+message on stderr and its documented exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from kansrijk import __version__
+from kansrijk.errors import KansrijkError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _KansrijkGroup(TyperGroup):
+    """Root group that turns a ``KansrijkError`` from any subcommand into a message and its exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except KansrijkError as exc:
+            err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+            ctx.exit(exc.exit_code)
+
+app = typer.Typer(
+    name="kansrijk",
+    cls=_KansrijkGroup,
+    help=(
+        "Privacy-first federated analysis of linked youth data.\n\n"
+        "Partners run `kansrijk node` on their own extract; the coordinator runs `kansrijk coordinator`; "
+        "privacy officers use `kansrijk policy` and `kansrijk ledger`. `kansrijk demo` runs it all on the "
+        "synthetic city."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kansrijk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Privacy-first federated analysis of linked youth data."""
+
+
+def _mount() -> None:
+    """Mount every command group that exists. A group without commands is not registered."""
+    from kansrijk.synth.cli import app as synth_app
+
+    app.add_typer(synth_app, name="synth")
+
+
+_mount()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="kansrijk")
