@@ -8,8 +8,6 @@ message on stderr and its documented exit code, never a traceback.
 
 from __future__ import annotations
 
-import sys
-
 import click
 import typer
 from rich.console import Console
@@ -31,6 +29,7 @@ class _KansrijkGroup(TyperGroup):
         except KansrijkError as exc:
             err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
             ctx.exit(exc.exit_code)
+
 
 app = typer.Typer(
     name="kansrijk",

@@ -190,9 +190,7 @@ def _unb64(text: str, where: str) -> bytes:
 
 
 def _scrypt(passphrase: str, salt: bytes, log2n: int) -> bytes:
-    return Scrypt(salt=salt, length=KEY_BYTES, n=2**log2n, r=_SCRYPT_R, p=_SCRYPT_P).derive(
-        passphrase.encode("utf-8")
-    )
+    return Scrypt(salt=salt, length=KEY_BYTES, n=2**log2n, r=_SCRYPT_R, p=_SCRYPT_P).derive(passphrase.encode("utf-8"))
 
 
 def default_scrypt_log2n() -> int:
@@ -279,8 +277,14 @@ def read_secret_key(path: Path, kind: SecretKind, passphrase: str) -> bytes:
 def write_public_key(path: Path, kind: PublicKind, key: bytes, *, label: str) -> str:
     """Write a public key file (JSON, world-readable). Returns its fingerprint."""
     fp = fingerprint(kind, key)
-    document = {"format": "kansrijk-public-key", "version": 1, "kind": kind, "label": label,
-                "fingerprint": fp, "key": _b64(key)}
+    document = {
+        "format": "kansrijk-public-key",
+        "version": 1,
+        "kind": kind,
+        "label": label,
+        "fingerprint": fp,
+        "key": _b64(key),
+    }
     atomic_write_bytes(Path(path), (json.dumps(document, indent=2) + "\n").encode())
     return fp
 

@@ -109,9 +109,7 @@ _VARIABLES: tuple[Variable, ...] = (
     Variable("parenting_concerns", Kind.BOOL, "Parenting concerns noted at the last visit."),
     Variable("visit_year", Kind.INT, "Year of the last CJG visit (visit date generalised).", 2000, 2100),
     # --- DUO education register ---
-    Variable(
-        "school_type", Kind.CATEGORY, "Sector of education.", categories=("primary", "secondary", "mbo")
-    ),
+    Variable("school_type", Kind.CATEGORY, "Sector of education.", categories=("primary", "secondary", "mbo")),
     Variable("track", Kind.CATEGORY, "School track (onderwijstype / niveau).", categories=TRACKS),
     Variable("grade", Kind.INT, "Grade (leerjaar) within the school type.", 1, 8),
     Variable("repeated_grade", Kind.BOOL, "Repeated a grade (zittenblijven) since last year."),

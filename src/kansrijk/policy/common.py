@@ -1,0 +1,62 @@
+"""Loading TOML policy files into pydantic models with errors that name the file, key path and problem."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kansrijk.errors import PolicyError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class PolicyModel(BaseModel):
+    """Base for every policy model: immutable, and unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+def policy_digest(raw: bytes) -> str:
+    """The digest that identifies a policy file's exact bytes (recorded in manifests and ledger entries)."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def read_policy_bytes(path: Path) -> bytes:
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: policy file not found") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file ({exc.strerror})") from None
+
+
+def parse_policy(path: Path, model: type[M], raw: bytes | None = None) -> M:
+    """Parse ``path`` (or ``raw``, its bytes) as TOML into ``model``.
+
+    Raises ``PolicyError`` listing every problem as ``file: key.path: message``.
+    """
+    path = Path(path)
+    raw = read_policy_bytes(path) if raw is None else raw
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyError(f"{path}: policy files must be UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(format_validation_error(path, exc)) from None
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s)"]
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {path}: {where}: {error['msg']}")
+    return "\n".join(lines)
