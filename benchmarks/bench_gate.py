@@ -1,0 +1,96 @@
+"""Release-gate speed: batched DP counts vs separate OpenDP queries, and SDC checks vs ACRO."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import polars as pl
+
+from kansrijk.gate import dp as gate_dp
+from kansrijk.gate.requests import CountTable
+from kansrijk.gate.sdc import check_table
+from kansrijk.policy.release import SdcRules
+
+
+def _frame(persons: int, cells_a: int, cells_b: int, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {"a": rng.integers(0, cells_a, persons).astype(str), "b": rng.integers(0, cells_b, persons).astype(str)}
+    )
+
+
+def _bench_dp(scale: str) -> list[dict]:
+    persons = 20_000 if scale == "small" else 150_000
+    separate_n = 50 if scale == "small" else 1000
+    df = _frame(persons, 40, 25)
+    keys = {"a": tuple(str(i) for i in range(40)), "b": tuple(str(i) for i in range(25))}  # 1,000 cells
+    request = CountTable(name="bench", data=df, by=("a", "b"), keys=keys)
+    start = time.perf_counter()
+    gate_dp.measure(request, Fraction(1), max_persons=10_000_000)
+    batched = time.perf_counter() - start
+    # reference: one OpenDP query per cell (each a filtered count), the way a naive caller would do it
+    cells = [(a, b) for a in keys["a"] for b in keys["b"]][:separate_n]
+    start = time.perf_counter()
+    for a, b in cells:
+        sub = df.filter((pl.col("a") == a) & (pl.col("b") == b)).select("a")
+        gate_dp.measure(
+            CountTable(name="one", data=sub, by=("a",), keys={"a": (a,)}), Fraction(1, 1000), max_persons=10_000_000
+        )
+    separate = (time.perf_counter() - start) * (1000 / separate_n)
+    return [
+        {
+            "name": "gate: 1,000 grouped DP counts, one batched release",
+            "value": round(batched, 3),
+            "unit": "s",
+            "reference_name": "1,000 separate OpenDP queries" + (" (extrapolated from 50)" if scale == "small" else ""),
+            "reference_value": round(separate, 3),
+            "ratio": round(separate / batched, 1),
+            "target": "<= 2 s",
+        },
+    ]
+
+
+def _bench_sdc(scale: str) -> list[dict]:
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    from acro import ACRO
+
+    repeats = 5 if scale == "small" else 20
+    frames = [_frame(5_000, 12, 6, seed) for seed in range(repeats)]
+    rules = SdcRules()
+    start = time.perf_counter()
+    for df in frames:
+        check_table(CountTable(name="x", data=df, by=("a", "b")), rules)
+    ours = (time.perf_counter() - start) / repeats
+    acro = ACRO(suppress=True)
+    pandas_frames = [f.to_pandas() for f in frames]
+    start = time.perf_counter()
+    for df in pandas_frames:
+        acro.crosstab(df.a, df.b)
+    theirs = (time.perf_counter() - start) / repeats
+    return [
+        {
+            "name": "gate: SDC check of a 12x6 crosstab (5,000 persons, incl. secondary suppression)",
+            "value": round(ours * 1000, 2),
+            "unit": "ms",
+            "reference_name": "ACRO crosstab(suppress=True)",
+            "reference_value": round(theirs * 1000, 2),
+            "ratio": round(theirs / ours, 1),
+            "target": ">= 10x faster",
+        },
+    ]
+
+
+def run(scale: str) -> list[dict]:
+    return _bench_dp(scale) + _bench_sdc(scale)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for row in run(sys.argv[1] if len(sys.argv) > 1 else "small"):
+        print(row)

@@ -1,0 +1,214 @@
+"""`kansrijk policy` and `kansrijk ledger`: the privacy officer's commands.
+
+Thin commands: each parses its options, calls one library function and renders the result with rich.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kansrijk import crypto
+from kansrijk.errors import KeyMaterialError, OutputExists, PolicyError
+from kansrijk.gate.ledger import LEDGER_FILE, entries, open_existing, verify_ledger
+from kansrijk.policy.common import policy_digest, read_policy_bytes
+from kansrijk.policy.release import ReleasePolicy, explain_release_policy, judge_change
+from kansrijk.policy.signing import diff_policies, load_policy, sign_policy, verify_policy
+
+PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable name, not a secret)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+policy_app = typer.Typer(
+    help="Check, explain, compare, sign and verify policy files (for privacy officers).", no_args_is_help=True
+)
+ledger_app = typer.Typer(help="Read and verify the release gate's audit ledger.", no_args_is_help=True)
+
+
+def _passphrase(env: str, *, confirm: bool) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    first = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("repeat passphrase: ") != first:
+        raise KeyMaterialError("the two passphrases differ", hint="run the command again")
+    return first
+
+
+@policy_app.command("check")
+def check_cmd(files: Annotated[list[Path], typer.Argument(help="Policy files (TOML) to validate.")]) -> None:
+    """Validate policy files of any known kind (dispatch on the top-level `kind` key).
+
+    Every problem is listed as `file: key.path: message`. Exit code 3 if any file fails.
+
+    Example: kansrijk policy check policies/release/dp-sdc.toml policies/release/sdc-only.toml
+    """
+    failed: PolicyError | None = None
+    for path in files:
+        try:
+            kind, _ = load_policy(path)
+        except PolicyError as exc:
+            err.print(f"[bold red]FAIL[/] {exc}")
+            failed = exc
+            continue
+        console.print(f"[green]ok[/]   {path}  kind={kind}  {policy_digest(read_policy_bytes(path))}")
+    if failed is not None:
+        raise typer.Exit(failed.exit_code)
+
+
+@policy_app.command("explain")
+def explain_cmd(file: Annotated[Path, typer.Argument(help="A release policy file.")]) -> None:
+    """Say in plain language what a release policy does, and where it is stricter than ACRO and why.
+
+    Example: kansrijk policy explain policies/release/dp-sdc.toml
+    """
+    kind, model = load_policy(file)
+    if not isinstance(model, ReleasePolicy):
+        raise PolicyError(f"{file}: explain knows release policies only (this file is kind {kind!r})")
+    for line in explain_release_policy(model):
+        console.print(line, markup=False)
+
+
+@policy_app.command("diff")
+def diff_cmd(
+    a: Annotated[Path, typer.Argument(help="The policy before.")],
+    b: Annotated[Path, typer.Argument(help="The policy after.")],
+) -> None:
+    """Key-by-key semantic difference between two policy files (defaults filled in), with each change
+    judged stricter or looser where the direction is known. Exit code 0 even when they differ.
+
+    Example: kansrijk policy diff policies/release/sdc-only.toml policies/release/dp-sdc.toml
+    """
+    changes = diff_policies(a, b)
+    if not changes:
+        console.print("no semantic difference")
+        return
+    table = Table("key", "before", "after", "effect")
+    for c in changes:
+        table.add_row(
+            c.key,
+            json.dumps(c.before, default=repr),
+            json.dumps(c.after, default=repr),
+            judge_change(c.key, c.before, c.after) or c.change,
+        )
+    console.print(table)
+
+
+@policy_app.command("keygen")
+def keygen_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Directory for officer.key (secret) and officer.pub.")],
+    label: Annotated[str, typer.Option(help="Label stored in the key files.")] = "privacy officer",
+    passphrase_env: Annotated[str, typer.Option(help="Environment variable with the passphrase.")] = PASSPHRASE_ENV,
+) -> None:
+    """Create a privacy officer's Ed25519 signing key pair (secret key passphrase-protected with scrypt).
+
+    Example: KANSRIJK_PASSPHRASE=... kansrijk policy keygen --out ~/officer-keys
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = out / "officer.key", out / "officer.pub"
+    if key_path.exists() or pub_path.exists():
+        raise OutputExists(f"{out}: officer.key or officer.pub exists already", hint="choose another --out")
+    private, public = crypto.generate_signing_key()
+    fp = crypto.write_secret_key(
+        key_path, "ed25519-signing", private, _passphrase(passphrase_env, confirm=True), label=label
+    )
+    crypto.write_public_key(pub_path, "ed25519-signing", public, label=label)
+    console.print(f"wrote {key_path} (secret, 0600) and {pub_path}; fingerprint {fp}")
+
+
+@policy_app.command("sign")
+def sign_cmd(
+    file: Annotated[Path, typer.Argument(help="The policy file to sign (it must validate).")],
+    key: Annotated[Path, typer.Option("--key", help="The officer's secret key file (officer.key).")],
+    passphrase_env: Annotated[str, typer.Option(help="Environment variable with the passphrase.")] = PASSPHRASE_ENV,
+) -> None:
+    """Sign a policy file: writes FILE.sig (JSON with the file digest and the signer's fingerprint).
+
+    Example: kansrijk policy sign policies/release/dp-sdc.toml --key ~/officer-keys/officer.key
+    """
+    private = crypto.read_secret_key(key, "ed25519-signing", _passphrase(passphrase_env, confirm=False))
+    sig = sign_policy(file, private)
+    console.print(f"signed {file} -> {sig}")
+
+
+@policy_app.command("verify")
+def verify_cmd(
+    file: Annotated[Path, typer.Argument(help="The signed policy file.")],
+    officer_key: Annotated[list[Path], typer.Option("--officer-key", help="Trusted officer public key(s) (.pub).")],
+) -> None:
+    """Verify FILE.sig against trusted officer keys and the file's bytes. Exit code 4 if unsigned or altered.
+
+    Example: kansrijk policy verify policies/release/dp-sdc.toml --officer-key officer.pub
+    """
+    _, digest, signer = verify_policy(file, officer_key)
+    console.print(f"[green]verified[/] {file}  {digest}  signed by {signer}")
+
+
+@ledger_app.command("show")
+def show_cmd(
+    workspace: Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per entry instead of a table.")] = False,
+) -> None:
+    """List every ledger entry: time, requester, release, outcome, epsilon, refusing/suppressing rules.
+
+    Example: kansrijk ledger show demo-run/coordinator
+    """
+    conn = open_existing(workspace)
+    try:
+        rows = entries(conn)
+    finally:
+        conn.close()
+    if as_json:
+        for e in rows:
+            console.print_json(
+                json.dumps(
+                    {
+                        "entry": e.entry_id,
+                        "time": e.time,
+                        "requested_by": e.requested_by,
+                        "release": e.release_name,
+                        "kind": e.kind,
+                        "outcome": e.outcome,
+                        "epsilon": str(e.epsilon),
+                        "policy_digest": e.policy_digest,
+                        "request_digest": e.request_digest,
+                        "outputs": e.outputs,
+                        "verdicts": list(e.verdicts),
+                        "entry_hash": e.entry_hash,
+                    }
+                )
+            )
+        return
+    table = Table("entry", "time (UTC)", "by", "release", "kind", "outcome", "epsilon", "rules not passed")
+    for e in rows:
+        rules = ", ".join(f"{v['rule']}:{v['verdict']}" for v in e.verdicts if v["verdict"] != "pass")
+        table.add_row(e.entry_id, e.time[:19], e.requested_by, e.release_name, e.kind, e.outcome, str(e.epsilon), rules)
+    console.print(table)
+    if rows:
+        console.print(f"head: {rows[-1].entry_id} {rows[-1].entry_hash}  (note it down to anchor the chain)")
+
+
+@ledger_app.command("verify")
+def verify_ledger_cmd(
+    workspace: Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")],
+) -> None:
+    """Recompute the hash chain and check budget, head and every file in released/. Exit code 22 on any
+    edited, removed or reordered entry, or a file without its entry or digest.
+
+    Example: kansrijk ledger verify demo-run/coordinator
+    """
+    report = verify_ledger(workspace)
+    spent = ", ".join(f"{d}: epsilon {e}" for d, e in report.epsilon_spent.items()) or "no DP budget spent"
+    console.print(
+        f"ledger verified: {report.entries} entries, {report.files_checked} released files, "
+        f"head {report.head_hash[:16]}…  ({spent}), {workspace / LEDGER_FILE}",
+        markup=False,
+    )

@@ -1,0 +1,392 @@
+"""The audit ledger: an append-only, hash-chained record of every release decision, in ``WS/ledger.sqlite``.
+
+Each entry records what was asked (request digest, kind, name, requested_by), under which policy (policy digest),
+every rule's verdict, the privacy budget spent (exact fractions as text) and the digests of the files written to
+``released/``. ``entry_hash = SHA-256(prev_hash || canonical JSON of the entry)``; the head (last sequence number
+and hash) is kept in the ``meta`` table and mirrored to ``released/LEDGER-HEAD.json`` so a removed last entry is
+detected too. The budget table (``kansrijk.gate.budget``) lives in the same database so a release's budget spend
+and its ledger entry commit in one transaction.
+
+``verify_ledger`` recomputes the chain and cross-checks the budget, the differencing records and every file in
+``released/``; any mismatch is ``LedgerCorrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from kansrijk.errors import LedgerCorrupted, WorkspaceError
+from kansrijk.fsutil import atomic_write_bytes
+
+LEDGER_FILE = "ledger.sqlite"
+RELEASED_DIR = "released"
+HEAD_FILE = "LEDGER-HEAD.json"
+PENDING_PREFIX = ".pending."
+GENESIS = "0" * 64
+LEDGER_FORMAT = "kansrijk-release-ledger"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS budget (
+    dataset        TEXT PRIMARY KEY,
+    epsilon_spent  TEXT NOT NULL,
+    delta_spent    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq            INTEGER PRIMARY KEY,
+    time           TEXT NOT NULL,
+    requested_by   TEXT NOT NULL,
+    release_name   TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    policy_digest  TEXT NOT NULL,
+    dataset        TEXT NOT NULL,
+    epsilon        TEXT NOT NULL,
+    delta          TEXT NOT NULL,
+    verdicts       TEXT NOT NULL,
+    outputs        TEXT NOT NULL,
+    record_digest  TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    entry_hash     TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS table_records (
+    seq        INTEGER PRIMARY KEY REFERENCES ledger(seq),
+    dims       TEXT NOT NULL,
+    population TEXT NOT NULL,
+    cells      TEXT NOT NULL
+);
+"""
+
+_HASHED_FIELDS = (
+    "seq",
+    "time",
+    "requested_by",
+    "release_name",
+    "kind",
+    "outcome",
+    "request_digest",
+    "policy_digest",
+    "dataset",
+    "epsilon",
+    "delta",
+    "verdicts",
+    "outputs",
+    "record_digest",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One ledger row. ``outputs`` maps file name (under ``released/``) to ``sha256:`` digest."""
+
+    seq: int
+    time: str
+    requested_by: str
+    release_name: str
+    kind: str
+    outcome: str
+    request_digest: str
+    policy_digest: str
+    dataset: str
+    epsilon: Fraction
+    delta: Fraction
+    verdicts: tuple[dict[str, Any], ...]
+    outputs: dict[str, str]
+    record_digest: str
+    prev_hash: str
+    entry_hash: str
+
+    @property
+    def entry_id(self) -> str:
+        return f"L{self.seq:06d}"
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_prefixed(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    body = {k: row[k] for k in _HASHED_FIELDS}
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the ledger database in autocommit mode (transactions are explicit: BEGIN IMMEDIATE)."""
+    conn = sqlite3.connect(str(path), timeout=120.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    # Rollback journal (SQLite's default): readers never change the file; writers serialise on BEGIN IMMEDIATE.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def initialise(conn: sqlite3.Connection) -> None:
+    with immediate(conn):
+        for statement in _SCHEMA.strip().split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (LEDGER_FORMAT,))
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '1')")
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_seq', '0')")
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_hash', ?)", (GENESIS,))
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taking the write lock up front (safe across processes)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    seq = _meta(conn, "head_seq")
+    h = _meta(conn, "head_hash")
+    if seq is None or h is None:
+        raise LedgerCorrupted("ledger.sqlite: meta table has no head; the ledger was altered or is not initialised")
+    return int(seq), h
+
+
+def append_entry(
+    conn: sqlite3.Connection,
+    *,
+    requested_by: str,
+    release_name: str,
+    kind: str,
+    outcome: str,
+    request_digest: str,
+    policy_digest: str,
+    dataset: str,
+    epsilon: Fraction,
+    delta: Fraction,
+    verdicts: list[dict[str, Any]],
+    outputs: dict[str, str],
+    record_digest: str = "",
+    seq: int | None = None,
+    now: dt.datetime | None = None,
+) -> LedgerEntry:
+    """Append one entry; must run inside ``immediate(conn)``. ``seq`` (if given) must be the next number."""
+    head_seq, head_hash = head(conn)
+    if seq is not None and seq != head_seq + 1:
+        raise LedgerCorrupted(f"ledger.sqlite: expected next entry {head_seq + 1}, got {seq}")
+    row: dict[str, Any] = {
+        "seq": head_seq + 1,
+        "time": (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "requested_by": requested_by,
+        "release_name": release_name,
+        "kind": kind,
+        "outcome": outcome,
+        "request_digest": request_digest,
+        "policy_digest": policy_digest,
+        "dataset": dataset,
+        "epsilon": str(epsilon),
+        "delta": str(delta),
+        "verdicts": canonical(verdicts).decode(),
+        "outputs": canonical(outputs).decode(),
+        "record_digest": record_digest,
+    }
+    h = entry_hash(head_hash, row)
+    conn.execute(
+        f"INSERT INTO ledger({', '.join(_HASHED_FIELDS)}, prev_hash, entry_hash) "  # noqa: S608 (fixed names)
+        f"VALUES ({', '.join('?' for _ in _HASHED_FIELDS)}, ?, ?)",
+        (*[row[k] for k in _HASHED_FIELDS], head_hash, h),
+    )
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'head_seq'", (str(row["seq"]),))
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (h,))
+    return _entry({**row, "prev_hash": head_hash, "entry_hash": h})
+
+
+def next_seq(conn: sqlite3.Connection) -> int:
+    return head(conn)[0] + 1
+
+
+def _entry(row: Any) -> LedgerEntry:
+    r = dict(row)
+    return LedgerEntry(
+        seq=int(r["seq"]),
+        time=r["time"],
+        requested_by=r["requested_by"],
+        release_name=r["release_name"],
+        kind=r["kind"],
+        outcome=r["outcome"],
+        request_digest=r["request_digest"],
+        policy_digest=r["policy_digest"],
+        dataset=r["dataset"],
+        epsilon=Fraction(r["epsilon"]),
+        delta=Fraction(r["delta"]),
+        verdicts=tuple(json.loads(r["verdicts"])),
+        outputs=json.loads(r["outputs"]),
+        record_digest=r["record_digest"],
+        prev_hash=r["prev_hash"],
+        entry_hash=r["entry_hash"],
+    )
+
+
+def entries(conn: sqlite3.Connection) -> list[LedgerEntry]:
+    return [_entry(r) for r in conn.execute("SELECT * FROM ledger ORDER BY seq")]
+
+
+def released_names(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT release_name FROM ledger WHERE outcome IN ('released', 'suppressed')")
+    return {r[0] for r in rows}
+
+
+# --- head mirror -----------------------------------------------------------------------------------------
+def write_head_file(released: Path, seq: int, h: str) -> None:
+    atomic_write_bytes(released / HEAD_FILE, canonical({"format": LEDGER_FORMAT, "seq": seq, "entry_hash": h}))
+
+
+def read_head_file(released: Path) -> tuple[int, str] | None:
+    path = released / HEAD_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return int(doc["seq"]), str(doc["entry_hash"])
+    except (ValueError, KeyError, TypeError):
+        raise LedgerCorrupted(f"{path}: not a ledger head file") from None
+
+
+# --- verification ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LedgerReport:
+    entries: int
+    head_seq: int
+    head_hash: str
+    files_checked: int
+    epsilon_spent: dict[str, Fraction]
+
+
+def open_existing(workspace: Path) -> sqlite3.Connection:
+    path = Path(workspace) / LEDGER_FILE
+    if not path.is_file():
+        raise WorkspaceError(
+            f"{path}: no release ledger in this workspace", hint="run a release through the gate first"
+        )
+    # Read-only URI so verifying or showing never changes the file.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=120.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def verify_ledger(workspace: Path) -> LedgerReport:
+    """Recompute the hash chain and cross-check budget, differencing records, head and released files.
+
+    Raises ``LedgerCorrupted`` naming the first problem found (entry number and what does not match).
+    """
+    workspace = Path(workspace)
+    released = workspace / RELEASED_DIR
+    conn = open_existing(workspace)
+    try:
+        try:
+            rows = [dict(r) for r in conn.execute("SELECT * FROM ledger ORDER BY rowid")]
+            budget_rows = {r["dataset"]: dict(r) for r in conn.execute("SELECT * FROM budget")}
+            records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
+            head_seq, head_hash = head(conn)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerCorrupted(f"{workspace / LEDGER_FILE}: unreadable ledger database ({exc})") from None
+    finally:
+        conn.close()
+    prev = GENESIS
+    spent: dict[str, Fraction] = {}
+    delta_spent: dict[str, Fraction] = {}
+    expected_files: dict[str, str] = {}
+    where = workspace / LEDGER_FILE
+    for i, row in enumerate(rows, start=1):
+        if row["seq"] != i:
+            raise LedgerCorrupted(
+                f"{where}: entry {i} is missing or out of order (found entry {row['seq']} in its place)",
+                hint="restore the ledger from its last verified backup",
+            )
+        if row["prev_hash"] != prev:
+            raise LedgerCorrupted(f"{where}: entry {i} does not link to entry {i - 1} (removed or reordered)")
+        if entry_hash(prev, row) != row["entry_hash"]:
+            raise LedgerCorrupted(f"{where}: entry {i} was edited (its hash does not match its contents)")
+        prev = row["entry_hash"]
+        try:
+            spent[row["dataset"]] = spent.get(row["dataset"], Fraction(0)) + Fraction(row["epsilon"])
+            delta_spent[row["dataset"]] = delta_spent.get(row["dataset"], Fraction(0)) + Fraction(row["delta"])
+        except (ValueError, ZeroDivisionError):
+            raise LedgerCorrupted(f"{where}: entry {i} has an unreadable epsilon/delta") from None
+        record = records.pop(i, None)
+        if record is not None:
+            digest = sha256_prefixed(canonical([record["dims"], record["population"], record["cells"]]))
+            if digest != row["record_digest"]:
+                raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was edited")
+        elif row["record_digest"]:
+            raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was removed")
+        for name, digest in json.loads(row["outputs"]).items():
+            expected_files[name] = digest
+    if records:
+        raise LedgerCorrupted(f"{where}: differencing record(s) for entries {sorted(records)} have no ledger entry")
+    n = len(rows)
+    if (head_seq, head_hash) != ((n, prev) if n else (0, GENESIS)):
+        raise LedgerCorrupted(f"{where}: the ledger head says entry {head_seq} but the chain ends at entry {n}")
+    mirrored = read_head_file(released)
+    if mirrored is not None:
+        m_seq, m_hash = mirrored
+        if m_seq > n or (m_seq > 0 and rows[m_seq - 1]["entry_hash"] != m_hash):
+            raise LedgerCorrupted(
+                f"{released / HEAD_FILE}: the published head (entry {m_seq}) is not in the ledger; entries were "
+                f"removed or rewritten"
+            )
+    elif n:
+        raise LedgerCorrupted(f"{released / HEAD_FILE}: missing, but the ledger has {n} entries")
+    for dataset in set(spent) | set(budget_rows):
+        row = budget_rows.get(dataset) or {"epsilon_spent": "0", "delta_spent": "0"}
+        if Fraction(row["epsilon_spent"]) != spent.get(dataset, 0) or Fraction(row["delta_spent"]) != delta_spent.get(
+            dataset, 0
+        ):
+            raise LedgerCorrupted(
+                f"{where}: budget of dataset {dataset!r} does not equal the sum of its ledger entries"
+            )
+    checked = _verify_files(released, expected_files)
+    return LedgerReport(entries=n, head_seq=head_seq, head_hash=head_hash, files_checked=checked, epsilon_spent=spent)
+
+
+def _verify_files(released: Path, expected: dict[str, str]) -> int:
+    present = (
+        {p.name: p for p in released.iterdir() if p.is_file() and p.name != HEAD_FILE} if released.is_dir() else {}
+    )
+    pending = [name for name in present if name.startswith(PENDING_PREFIX)]
+    if pending:
+        raise LedgerCorrupted(
+            f"{released}: unfinished release file(s) {pending[:3]}",
+            hint="open the gate once (it recovers interrupted releases), then verify again",
+        )
+    for name in sorted(present):
+        if name not in expected:
+            raise LedgerCorrupted(f"{released / name}: file has no ledger entry (not written by the gate)")
+        if sha256_prefixed(present[name].read_bytes()) != expected[name]:
+            raise LedgerCorrupted(f"{released / name}: file content does not match its ledger digest (edited)")
+    missing = sorted(set(expected) - set(present))
+    if missing:
+        raise LedgerCorrupted(f"{released}: released file(s) {missing[:3]} recorded in the ledger are missing")
+    return len(present)

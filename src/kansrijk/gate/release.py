@@ -1,0 +1,503 @@
+"""The release gate: ``Gate.open(...)`` once, then ``gate.release(request, requested_by=...)`` per output.
+
+The gate is the only code that writes to ``WS/released/``. For every request it:
+
+1. checks ``requested_by`` against the policy's allow-list;
+2. runs every output-checking rule the policy asks for on the true data (``kansrijk.gate.sdc``); a refusal
+   stops here, before any budget is touched;
+3. in one ``BEGIN IMMEDIATE`` transaction on ``WS/ledger.sqlite``: checks the release name is new, checks
+   differencing against earlier releases over shared variables, checks and debits the DP budget (exact
+   fractions) *before* calling OpenDP, computes the noisy values, writes the output to a pending temp file,
+   appends the hash-chained ledger entry, commits;
+4. renames the pending file into place and publishes the new ledger head.
+
+A crash before the commit leaves no spent budget and no entry (the pending file is removed on the next open);
+a crash after it leaves an entry whose pending file is renamed into place on the next open. So ``released/``,
+the budget and the ledger always agree, which ``kansrijk ledger verify`` checks.
+
+Every refusal is recorded in the ledger too (with epsilon 0 and no file), so the audit trail shows what was
+asked and why it was refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from kansrijk.errors import PolicyError, WorkspaceError
+from kansrijk.gate import budget as budget_mod
+from kansrijk.gate import dp as dp_mod
+from kansrijk.gate import ledger as ledger_mod
+from kansrijk.gate.ledger import (
+    LEDGER_FILE,
+    PENDING_PREFIX,
+    RELEASED_DIR,
+    canonical,
+    sha256_prefixed,
+)
+from kansrijk.gate.requests import (
+    CountTable,
+    Histogram,
+    MeanTable,
+    QuantileRequest,
+    ReleaseRequest,
+    SumTable,
+    TreeStructure,
+)
+from kansrijk.gate.sdc import (
+    BIN,
+    RuleOutcome,
+    TableCheck,
+    check_model_output,
+    check_table,
+    grid_cells,
+    marginalise,
+    worst,
+)
+from kansrijk.policy.release import ReleasePolicy
+from kansrijk.policy.signing import OfficerKey, load_signed_policy
+
+RELEASE_FORMAT = "kansrijk-release"
+TABULAR = (CountTable, Histogram, MeanTable, QuantileRequest)
+
+
+def _fault_point(name: str) -> None:
+    """No-op in production. Crash-consistency tests replace it in a child process to stop at ``name``."""
+
+
+# --- outcomes --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Outcome:
+    name: str
+    kind: str
+    verdicts: tuple[RuleOutcome, ...]
+    entry_id: str
+    epsilon: Fraction = Fraction(0)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(f"{v.rule}: {v.reason}" for v in self.verdicts if v.verdict != "pass")
+
+
+@dataclass(frozen=True, eq=False)
+class Released(_Outcome):
+    """Everything requested was released. ``document`` is the JSON written to ``released/NAME.json``."""
+
+    path: Path = field(default=Path())
+    document: Mapping[str, Any] = field(default_factory=dict)
+    outcome: Literal["released", "suppressed"] = "released"
+
+
+@dataclass(frozen=True, eq=False)
+class Suppressed(Released):
+    """Released with some cells (or a tree's class counts) withheld; ``verdicts`` say which and why."""
+
+    outcome: Literal["released", "suppressed"] = "suppressed"
+
+
+@dataclass(frozen=True, eq=False)
+class Refused(_Outcome):
+    """Nothing was released and no budget was spent; ``reasons`` say which rules refused."""
+
+    outcome: Literal["refused"] = "refused"
+
+
+ReleaseResult = Released | Suppressed | Refused
+
+
+# --- the gate --------------------------------------------------------------------------------------------
+class Gate:
+    """The release gate of one workspace under one signed release policy."""
+
+    def __init__(self, workspace: Path, policy: ReleasePolicy, policy_digest: str, conn: sqlite3.Connection):
+        self.workspace = workspace
+        self.policy = policy
+        self.policy_digest = policy_digest
+        self.released_dir = workspace / RELEASED_DIR
+        self._conn = conn
+
+    @classmethod
+    def open(cls, workspace: Path, policy_path: Path, trusted_officer_keys: Sequence[OfficerKey]) -> Gate:
+        """Verify the policy's signature (``PolicyNotSigned`` otherwise), open or create the ledger, and
+        recover any release interrupted by a crash."""
+        workspace = Path(workspace)
+        if not workspace.is_dir():
+            raise WorkspaceError(f"{workspace}: workspace directory not found", hint="create the workspace first")
+        policy, digest = load_signed_policy(Path(policy_path), trusted_officer_keys)
+        if not isinstance(policy, ReleasePolicy):
+            raise PolicyError(f'{policy_path}: kind: the gate needs a release policy (kind = "release")')
+        (workspace / RELEASED_DIR).mkdir(exist_ok=True)
+        conn = ledger_mod.connect(workspace / LEDGER_FILE)
+        ledger_mod.initialise(conn)
+        gate = cls(workspace, policy, digest, conn)
+        gate.recover()
+        return gate
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- crash recovery --------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Finish or discard interrupted releases. Returns what was done (one line per file)."""
+        done: list[str] = []
+        # Under the write lock: a release in flight holds it from writing its pending file until its commit,
+        # so every pending file seen here is either committed (finish it) or from a crashed process (discard).
+        with ledger_mod.immediate(self._conn):
+            expected: dict[int, dict[str, str]] = {
+                int(r["seq"]): json.loads(r["outputs"]) for r in self._conn.execute("SELECT seq, outputs FROM ledger")
+            }
+            head = ledger_mod.head(self._conn)
+            for pending in sorted(self.released_dir.glob(PENDING_PREFIX + "*")):
+                parts = pending.name[len(PENDING_PREFIX) :].split(".", 1)
+                seq = int(parts[0]) if parts[0].isdigit() else -1
+                final = parts[1] if len(parts) == 2 else ""
+                try:
+                    digest = sha256_prefixed(pending.read_bytes())
+                except FileNotFoundError:  # its own process renamed it meanwhile
+                    continue
+                if final and expected.get(seq, {}).get(final) == digest:
+                    _replace(pending, self.released_dir / final)
+                    done.append(f"completed {final} (entry L{seq:06d})")
+                else:
+                    pending.unlink(missing_ok=True)
+                    done.append(f"discarded {pending.name} (its release was never committed)")
+        ledger_mod.write_head_file(self.released_dir, *head)
+        return done
+
+    # -- queries -----------------------------------------------------------------------------------------
+    def budget(self) -> budget_mod.BudgetState | None:
+        if self.policy.dp is None:
+            return None
+        return budget_mod.state(self._conn, self.policy.dataset, self.policy.dp)
+
+    # -- the release ---------------------------------------------------------------------------------------
+    def release(self, request: ReleaseRequest, *, requested_by: str) -> ReleaseResult:
+        """Check ``request`` under the policy and release it, suppress parts of it, or refuse it.
+
+        Every outcome (refusals included) is a committed ledger entry when this returns.
+        """
+        result = self._release(request, requested_by)
+        ledger_mod.write_head_file(self.released_dir, *ledger_mod.head(self._conn))
+        return result
+
+    def _release(self, request: ReleaseRequest, requested_by: str) -> ReleaseResult:
+        rule = self.policy.rule_for(request.kind)
+        method = rule.method
+        verdicts: list[RuleOutcome] = []
+        if requested_by not in self.policy.requesters.allowed:
+            verdicts.append(
+                RuleOutcome(
+                    "requested_by",
+                    "refuse",
+                    f"{requested_by!r} is not in the policy's requesters.allowed list",
+                )
+            )
+            return self._refuse(request, requested_by, verdicts)
+        verdicts.append(RuleOutcome("requested_by", "pass", f"{requested_by!r} may request releases"))
+
+        check: TableCheck | None = None
+        checked = request
+        if method != "sdc":
+            try:
+                keys = self._dp_preflight(request)
+            except dp_mod.DpNotPossible as exc:
+                verdicts.append(RuleOutcome("dp_inputs", "refuse", str(exc)))
+                return self._refuse(request, requested_by, verdicts)
+            if keys:  # SDC checks the same cells DP answers, empty ones included
+                checked = dataclasses.replace(request, keys=keys)  # type: ignore[type-var]
+        if method in ("sdc", "dp+sdc"):
+            extra = check_model_output(checked, self.policy.sdc)
+            verdicts.extend(extra)
+            if worst(extra) != "refuse" and isinstance(checked, TABULAR):
+                check = check_table(checked, self.policy.sdc)
+                verdicts.extend(check.outcomes)
+            if worst(verdicts) == "refuse":
+                return self._refuse(request, requested_by, verdicts)
+
+        with ledger_mod.immediate(self._conn):
+            if request.name in ledger_mod.released_names(self._conn):
+                verdicts.append(
+                    RuleOutcome("unique_name", "refuse", f"a release named {request.name!r} exists already")
+                )
+                return self._record_refusal(request, requested_by, verdicts)
+            record = None
+            if method == "sdc" and check is not None:
+                record = _difference_record(request, check)
+                conflict = self._differencing(record)
+                verdicts.append(conflict)
+                if conflict.verdict == "refuse":
+                    return self._record_refusal(request, requested_by, verdicts)
+            epsilon = Fraction(0)
+            if method != "sdc":
+                assert self.policy.dp is not None and rule.epsilon is not None
+                epsilon = rule.epsilon
+                why = budget_mod.refusal_reason(self._conn, self.policy.dataset, self.policy.dp, epsilon)
+                if why is not None:
+                    verdicts.append(RuleOutcome("dp_budget", "refuse", why))
+                    return self._record_refusal(request, requested_by, verdicts)
+                budget_mod.spend(self._conn, self.policy.dataset, epsilon)
+                verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before measuring"))
+                dp_result = dp_mod.measure(
+                    request, epsilon, max_persons=self.policy.dp.max_persons, rounding=rule.rounding
+                )
+                values = _dp_values(request, dp_result, check)
+            else:
+                dp_result = None
+                values = _sdc_values(request, check, verdicts)
+            outcome: Literal["released", "suppressed"] = "suppressed" if worst(verdicts) == "suppress" else "released"
+            seq = ledger_mod.next_seq(self._conn)
+            document = {
+                "format": RELEASE_FORMAT,
+                "version": 1,
+                "name": request.name,
+                "kind": request.kind,
+                "description": request.description,
+                "population": request.population,
+                "outcome": outcome,
+                "method": method,
+                "requested_by": requested_by,
+                "ledger_entry": f"L{seq:06d}",
+                "policy_digest": self.policy_digest,
+                "request_digest": request.digest(),
+                "epsilon_spent": str(epsilon),
+                "noisy": dp_result is not None,
+                "noise": dp_result.noise if dp_result is not None else None,
+                "values": values,
+                "verdicts": [v.to_json() for v in verdicts],
+            }
+            files = {f"{request.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
+            if isinstance(values, dict) and "rows" in values:
+                files[f"{request.name}.csv"] = _csv(values)
+            pending = self._write_pending(seq, files)
+            _fault_point("after_pending_write")
+            record_digest = ""
+            if record is not None:
+                record_digest = sha256_prefixed(canonical([record[0], record[1], record[2]]))
+            entry = ledger_mod.append_entry(
+                self._conn,
+                requested_by=requested_by,
+                release_name=request.name,
+                kind=request.kind,
+                outcome=outcome,
+                request_digest=document["request_digest"],
+                policy_digest=self.policy_digest,
+                dataset=self.policy.dataset,
+                epsilon=epsilon,
+                delta=Fraction(0),
+                verdicts=[v.to_json() for v in verdicts],
+                outputs={name: sha256_prefixed(data) for name, data in files.items()},
+                record_digest=record_digest,
+                seq=seq,
+            )
+            if record is not None:
+                self._conn.execute(
+                    "INSERT INTO table_records(seq, dims, population, cells) VALUES (?, ?, ?, ?)",
+                    (entry.seq, *record),
+                )
+            _fault_point("before_commit")
+        _fault_point("after_commit")
+        for tmp, final in pending:
+            _replace(tmp, final)
+        cls = Suppressed if outcome == "suppressed" else Released
+        return cls(
+            name=request.name,
+            kind=request.kind,
+            verdicts=tuple(verdicts),
+            entry_id=entry.entry_id,
+            epsilon=epsilon,
+            path=self.released_dir / f"{request.name}.json",
+            document=document,
+        )
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _dp_preflight(self, request: ReleaseRequest) -> dict[str, tuple[Any, ...]]:
+        """Raise ``DpNotPossible`` unless DP has the public keys and bounds it needs; return the keys."""
+        if not isinstance(request, TABULAR):
+            raise dp_mod.DpNotPossible(f"{request.kind} cannot be answered with DP by the gate")
+        by: tuple[str, ...] = tuple(getattr(request, "by", ()))
+        keys = dp_mod.public_keys(request, by)
+        if isinstance(request, MeanTable | QuantileRequest):
+            dp_mod.public_bounds(request)
+        return {c: tuple(keys.get_column(c).unique(maintain_order=True).to_list()) for c in by}
+
+    def _write_pending(self, seq: int, files: Mapping[str, bytes]) -> list[tuple[Path, Path]]:
+        out = []
+        for name, data in files.items():
+            tmp = self.released_dir / f"{PENDING_PREFIX}{seq}.{name}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            out.append((tmp, self.released_dir / name))
+        return out
+
+    def _differencing(self, record: tuple[str, str, str]) -> RuleOutcome:
+        dims = json.loads(record[0])
+        cells = {tuple(k): n for k, n in json.loads(record[2])}
+        t = self.policy.sdc.min_persons_per_cell
+        conflicts: list[str] = []
+        for row in self._conn.execute("SELECT seq, dims, population, cells FROM table_records ORDER BY seq"):
+            old_dims = json.loads(row["dims"])
+            shared = [d for d in dims if d in old_dims]
+            if not shared and dims and old_dims:
+                continue
+            old = {tuple(k): n for k, n in json.loads(row["cells"])}
+            a = marginalise(cells, dims, shared)
+            b = marginalise(old, old_dims, shared)
+            for key in a.keys() | b.keys():
+                diff = abs(a.get(key, 0) - b.get(key, 0))
+                if 0 < diff < t:
+                    where = ", ".join(f"{d}={v}" for d, v in zip(shared, key, strict=True)) or "the total"
+                    conflicts.append(f"entry L{row['seq']:06d} ({where} differs by fewer than {t})")
+                    break
+        if conflicts:
+            return RuleOutcome(
+                "differencing",
+                "refuse",
+                f"comparing with earlier release(s) over the same variables would isolate fewer than {t} persons: "
+                + "; ".join(conflicts[:5]),
+            )
+        return RuleOutcome("differencing", "pass", "no earlier release isolates a small group by differencing")
+
+    def _refuse(self, request: ReleaseRequest, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
+        with ledger_mod.immediate(self._conn):
+            refused = self._record_refusal(request, requested_by, verdicts)
+        return refused
+
+    def _record_refusal(self, request: ReleaseRequest, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
+        entry = ledger_mod.append_entry(
+            self._conn,
+            requested_by=requested_by,
+            release_name=request.name,
+            kind=request.kind,
+            outcome="refused",
+            request_digest=request.digest(),
+            policy_digest=self.policy_digest,
+            dataset=self.policy.dataset,
+            epsilon=Fraction(0),
+            delta=Fraction(0),
+            verdicts=[v.to_json() for v in verdicts],
+            outputs={},
+        )
+        return Refused(name=request.name, kind=request.kind, verdicts=tuple(verdicts), entry_id=entry.entry_id)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename a committed pending file into place; another process's recovery may have done it already."""
+    try:
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        if not final.exists():
+            raise
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_key(values: Sequence[Any]) -> list[Any]:
+    return json.loads(json.dumps(list(values), default=str))
+
+
+def _difference_record(request: ReleaseRequest, check: TableCheck) -> tuple[str, str, str]:
+    """(dims, population, cells) for the differencing check: true person counts per cell of this table."""
+    dims = [f"{BIN}({request.value})" if d == BIN and isinstance(request, Histogram) else d for d in check.dims]
+    counts = grid_cells(check.dims, check.cells)
+    cells = [[_json_key(k), int(n)] for k, n in counts.items()]
+    return json.dumps(dims), request.population, json.dumps(cells, separators=(",", ":"))
+
+
+def _statistics(request: ReleaseRequest) -> list[str]:
+    if isinstance(request, SumTable):
+        return ["n", "sum"]
+    if isinstance(request, MeanTable):
+        return ["n", "mean"]
+    if isinstance(request, QuantileRequest):
+        return [f"q{q:g}" for q in request.quantiles]
+    return ["n"]
+
+
+def _sdc_values(request: ReleaseRequest, check: TableCheck | None, verdicts: list[RuleOutcome]) -> dict[str, Any]:
+    if check is not None:
+        stats = _statistics(request)
+        table = check.cells.select(
+            *check.dims,
+            *[pl.when(pl.col("suppressed")).then(None).otherwise(pl.col(s)).alias(s) for s in stats],
+            pl.when(pl.col("suppressed"))
+            .then(pl.lit("suppressed: ") + pl.col("suppressed_by"))
+            .otherwise(pl.lit("released"))
+            .alias("status"),
+        )
+        return {"columns": table.columns, "rows": [list(r) for r in table.rows()], "exact": True}
+    params = request.parameters()
+    for key in ("kind", "name", "description", "population"):
+        params.pop(key, None)
+    if isinstance(request, TreeStructure) and any(
+        v.rule.startswith("tree_") and v.verdict == "suppress" for v in verdicts
+    ):
+        for node in params["nodes"]:
+            node["class_counts"] = None
+        params["class_counts_withheld"] = True
+    return params
+
+
+def _dp_values(request: ReleaseRequest, result: dp_mod.DpResult, check: TableCheck | None) -> dict[str, Any]:
+    dims: list[str] = list(getattr(request, "by", ()))
+    if isinstance(request, Histogram):
+        dims.append(BIN)
+    stats = [c for c in result.table.columns if c not in dims]
+    table = result.table
+    if check is not None:
+        table = (
+            table.join(check.cells.select(*check.dims, "suppressed", "suppressed_by"), on=dims or None, how="left")
+            if dims
+            else table.with_columns(
+                pl.lit(bool(check.cells["suppressed"][0])).alias("suppressed"),
+                pl.lit(check.cells["suppressed_by"][0], dtype=pl.String).alias("suppressed_by"),
+            )
+        )
+        table = table.select(
+            *dims,
+            *[pl.when(pl.col("suppressed").fill_null(True)).then(None).otherwise(pl.col(s)).alias(s) for s in stats],
+            pl.when(pl.col("suppressed").fill_null(True))
+            .then(pl.lit("suppressed: ") + pl.col("suppressed_by").fill_null("not checked"))
+            .otherwise(pl.lit("released (noisy)"))
+            .alias("status"),
+        )
+    else:
+        table = table.with_columns(pl.lit("released (noisy)").alias("status"))
+    return {"columns": table.columns, "rows": [list(r) for r in table.rows()], "exact": False}
+
+
+def _csv(values: Mapping[str, Any]) -> bytes:
+    frame = pl.DataFrame(
+        [list(r) for r in values["rows"]], schema=list(values["columns"]), orient="row", infer_schema_length=None
+    )
+    return frame.write_csv().encode()
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

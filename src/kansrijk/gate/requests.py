@@ -1,0 +1,432 @@
+"""Release requests: typed values that say exactly what a release would reveal.
+
+Analysis code never writes output; it builds one of these requests and hands it to ``Gate.release``. For
+tabular statistics the request carries the **person-level data** (one row per person) and the gate computes the
+statistic itself, so it can check cell counts and dominance and, where the policy says so, answer through
+OpenDP. Model outputs (metrics, importances, tree structures, tests, regressions) are computed by the analysis;
+their requests carry the numbers plus the counts the gate needs to check them (``n``, ``dof``, leaf counts).
+
+Every request has:
+
+- ``name``: the unique release name; it becomes the file name under ``released/`` (``[a-z0-9][a-z0-9_.-]*``);
+- ``description``: one sentence a privacy officer reads in the ledger;
+- ``population``: a short label of the population filter (e.g. ``"cohort 2010, Rotterdam"``). Together with
+  the grouping variables it forms the *query signature* the gate uses to detect differencing between releases.
+
+This module is a stable interface for other packages: add fields only with defaults, never rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+
+from kansrijk.errors import GateError
+
+OutputKind = Literal[
+    "frequency_table",
+    "mean_table",
+    "sum_table",
+    "quantile",
+    "histogram",
+    "extremes",
+    "model_metrics",
+    "feature_importances",
+    "tree_structure",
+    "test_result",
+    "regression",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,119}$")
+
+
+class RequestInvalid(GateError):
+    """A release request is malformed (bad name, missing column, inconsistent counts). Nothing was released."""
+
+    exit_code = 23
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.match(name) or ".." in name:
+        raise RequestInvalid(
+            f"{kind} request {name!r}: name must match [a-z0-9][a-z0-9_.-]* (at most 120 characters)",
+            hint="use a short lower-case release name such as 'outcome_by_buurt'",
+        )
+
+
+def _check_columns(kind: str, name: str, data: pl.DataFrame, columns: tuple[str, ...]) -> None:
+    if not isinstance(data, pl.DataFrame):
+        raise RequestInvalid(f"{kind} request {name!r}: data must be a polars DataFrame (one row per person)")
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        raise RequestInvalid(
+            f"{kind} request {name!r}: column(s) {', '.join(missing)} not in the data",
+            hint=f"available columns: {', '.join(data.columns)}",
+        )
+
+
+def _frame_digest(data: pl.DataFrame, columns: tuple[str, ...]) -> str:
+    """SHA-256 over the Arrow IPC bytes of the columns the request uses (identifies the input exactly)."""
+    buf = io.BytesIO()
+    data.select(list(columns)).write_ipc(buf, compression="uncompressed")
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, TreeNode):
+        return _jsonable({f.name: getattr(value, f.name) for f in fields(value)})
+    return value
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ReleaseRequest:
+    """Base of every request. Subclasses are frozen dataclasses; ``kind`` names the policy section that rules."""
+
+    kind: ClassVar[OutputKind]
+    data_columns: ClassVar[tuple[str, ...]] = ()
+
+    name: str
+    description: str = ""
+    population: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.kind, self.name)
+
+    # -- what the gate records --------------------------------------------------------------------------
+    def parameters(self) -> dict[str, Any]:
+        """Every field except the data, as JSON-able values (recorded in the ledger and the release file)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            if f.name == "data":
+                continue
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+    def used_columns(self) -> tuple[str, ...]:
+        return ()
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical parameters and of the exact input columns: identifies the request."""
+        params = self.parameters()
+        data = getattr(self, "data", None)
+        if isinstance(data, pl.DataFrame):
+            params["data_sha256"] = _frame_digest(data, self.used_columns())
+            params["data_rows"] = data.height
+        blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+# --- tables computed by the gate from person-level data --------------------------------------------------
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CountTable(ReleaseRequest):
+    """A frequency table or crosstab: the number of persons in every combination of the ``by`` variables.
+
+    Reveals: how many persons share each combination (and, through margins, every sub-total). A cell of 0 or
+    equal to its margin reveals that all (or none) of a group share an attribute (class disclosure).
+    ``keys`` optionally lists the public categories per variable (needed for DP; also makes empty cells
+    visible to the zeros rule). ``data`` has one row per person.
+    """
+
+    kind: ClassVar[OutputKind] = "frequency_table"
+
+    data: pl.DataFrame
+    by: tuple[str, ...]
+    keys: Mapping[str, tuple[Any, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "by", tuple(self.by))
+        if not self.by:
+            raise RequestInvalid(f"frequency_table request {self.name!r}: 'by' needs at least one variable")
+        _check_columns(self.kind, self.name, self.data, self.by)
+
+    def used_columns(self) -> tuple[str, ...]:
+        return self.by
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MeanTable(ReleaseRequest):
+    """The mean of ``value`` per combination of the ``by`` variables (``by=()`` for one overall mean).
+
+    Reveals: each group's mean and its number of contributors. A mean over few persons, or one dominated by
+    one or two persons, reveals their values. ``bounds`` (lower, upper) are the public clamping bounds DP
+    needs; SDC checks use the raw values.
+    """
+
+    kind: ClassVar[OutputKind] = "mean_table"
+
+    data: pl.DataFrame
+    value: str
+    by: tuple[str, ...] = ()
+    keys: Mapping[str, tuple[Any, ...]] | None = None
+    bounds: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "by", tuple(self.by))
+        _check_columns(self.kind, self.name, self.data, (*self.by, self.value))
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            raise RequestInvalid(f"{self.kind} request {self.name!r}: bounds must be (lower, upper) with lower < upper")
+
+    def used_columns(self) -> tuple[str, ...]:
+        return (*self.by, self.value)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SumTable(MeanTable):
+    """The sum of ``value`` per combination of the ``by`` variables.
+
+    Reveals: each group's total and its number of contributors; a total dominated by one or two persons
+    reveals (close to) their values, which is what the p% and (n,k) rules test.
+    """
+
+    kind: ClassVar[OutputKind] = "sum_table"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class QuantileRequest(ReleaseRequest):
+    """Quantiles (e.g. the median) of ``value``, overall or per group.
+
+    Reveals: a value that some person actually has (an order statistic). Quantiles 0 and 1 are the minimum and
+    maximum and are never released; other quantiles need at least the threshold of contributors per group.
+    """
+
+    kind: ClassVar[OutputKind] = "quantile"
+
+    data: pl.DataFrame
+    value: str
+    quantiles: tuple[float, ...] = (0.5,)
+    by: tuple[str, ...] = ()
+    keys: Mapping[str, tuple[Any, ...]] | None = None
+    bounds: tuple[float, float] | None = None
+    candidates: tuple[float, ...] | None = None  # public candidate values for the DP quantile
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "by", tuple(self.by))
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
+        _check_columns(self.kind, self.name, self.data, (*self.by, self.value))
+        if not self.quantiles or any(not 0.0 <= q <= 1.0 for q in self.quantiles):
+            raise RequestInvalid(f"quantile request {self.name!r}: quantiles must lie in [0, 1]")
+
+    def used_columns(self) -> tuple[str, ...]:
+        return (*self.by, self.value)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Histogram(ReleaseRequest):
+    """Counts of ``value`` in bins ``[edges[i], edges[i+1])`` (last bin closed), overall or per group.
+
+    Reveals: the distribution's shape; the outer edges, if data-driven, reveal the minimum and maximum, so
+    edges must be fixed in advance (public) and values outside them are counted in the outer bins.
+    """
+
+    kind: ClassVar[OutputKind] = "histogram"
+
+    data: pl.DataFrame
+    value: str
+    edges: tuple[float, ...]
+    by: tuple[str, ...] = ()
+    keys: Mapping[str, tuple[Any, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "by", tuple(self.by))
+        object.__setattr__(self, "edges", tuple(float(e) for e in self.edges))
+        _check_columns(self.kind, self.name, self.data, (*self.by, self.value))
+        if len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise RequestInvalid(f"histogram request {self.name!r}: edges must be at least two increasing values")
+
+    def used_columns(self) -> tuple[str, ...]:
+        return (*self.by, self.value)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Extremes(ReleaseRequest):
+    """The minimum and maximum of ``value``. Reveals two persons' exact values; the default policy refuses it."""
+
+    kind: ClassVar[OutputKind] = "extremes"
+
+    data: pl.DataFrame
+    value: str
+    by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "by", tuple(self.by))
+        _check_columns(self.kind, self.name, self.data, (*self.by, self.value))
+
+    def used_columns(self) -> tuple[str, ...]:
+        return (*self.by, self.value)
+
+
+# --- model outputs computed by the analysis ----------------------------------------------------------------
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ModelMetrics(ReleaseRequest):
+    """Performance metrics of a fitted model (AUC, precision, recall, Brier, ...).
+
+    Reveals: aggregate fit on ``n`` persons of whom ``n_positive`` have the outcome. A metric on a test set with
+    few positives (or few negatives) can reveal individual outcomes; ``dof`` (residual degrees of freedom,
+    if the model has them) below the threshold means the model nearly memorises its data.
+    """
+
+    kind: ClassVar[OutputKind] = "model_metrics"
+
+    metrics: Mapping[str, float]
+    n: int
+    n_positive: int | None = None
+    dof: int | None = None
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "metrics", dict(self.metrics))
+        if self.n < 0 or (self.n_positive is not None and not 0 <= self.n_positive <= self.n):
+            raise RequestInvalid(f"model_metrics request {self.name!r}: need 0 <= n_positive <= n")
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class FeatureImportances(ReleaseRequest):
+    """Feature importances of a fitted model on ``n`` persons.
+
+    Reveals: which variables the model used and how much; little about individuals unless ``n`` is small or
+    a variable splits off a tiny group (checked through the tree structure, not here).
+    """
+
+    kind: ClassVar[OutputKind] = "feature_importances"
+
+    importances: Mapping[str, float]
+    n: int
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "importances", dict(self.importances))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TreeNode:
+    """One node of a decision tree. Leaves have ``feature=None``; ``class_counts`` are persons per class."""
+
+    node_id: int
+    depth: int
+    class_counts: tuple[int, ...]
+    feature: str | None = None
+    threshold: float | None = None
+    left: int | None = None
+    right: int | None = None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.feature is None
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TreeStructure(ReleaseRequest):
+    """A fitted decision tree: split variables and thresholds, and per node the persons per class.
+
+    Reveals: every leaf is an equivalence class of persons defined by the path's conditions; its class counts
+    say how many of them have each outcome. A small leaf, a small class count, or a class probability of 0
+    (everyone in the leaf has, or lacks, the outcome) discloses persons' outcomes.
+    """
+
+    kind: ClassVar[OutputKind] = "tree_structure"
+
+    nodes: tuple[TreeNode, ...]
+    classes: tuple[str, ...]
+    min_samples_leaf: int
+    max_depth: int | None = None
+    min_samples_split: int = 2
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        bad = [n.node_id for n in self.nodes if len(n.class_counts) != len(self.classes)]
+        if bad:
+            raise RequestInvalid(
+                f"tree_structure request {self.name!r}: node(s) {bad[:5]} have class_counts of the wrong length"
+            )
+
+    @property
+    def leaves(self) -> tuple[TreeNode, ...]:
+        return tuple(n for n in self.nodes if n.is_leaf)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TestResult(ReleaseRequest):
+    """A statistical test: its statistic, degrees of freedom, p-value and number of persons.
+
+    Reveals: one aggregate number; with few residual degrees of freedom the statistic pins down individual
+    values.
+    """
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    kind: ClassVar[OutputKind] = "test_result"
+
+    test: str
+    statistic: float
+    dof: float
+    p_value: float
+    n: int
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class RegressionResult(ReleaseRequest):
+    """A fitted regression: coefficients (and standard errors) of ``n`` persons with ``dof`` residual dof.
+
+    Reveals: with residual dof below the threshold the fit nearly interpolates the data and coefficients
+    reveal individual values; a dummy coefficient for a tiny group reveals that group's mean.
+    """
+
+    kind: ClassVar[OutputKind] = "regression"
+
+    coefficients: Mapping[str, float]
+    n: int
+    dof: int
+    std_errors: Mapping[str, float] = field(default_factory=dict)
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "coefficients", dict(self.coefficients))
+        object.__setattr__(self, "std_errors", dict(self.std_errors))
+
+
+TABLE_REQUESTS = (CountTable, MeanTable, SumTable, QuantileRequest, Histogram, Extremes)
+ALL_REQUESTS = (*TABLE_REQUESTS, ModelMetrics, FeatureImportances, TreeStructure, TestResult, RegressionResult)
+
+__all__ = [
+    "ALL_REQUESTS",
+    "TABLE_REQUESTS",
+    "CountTable",
+    "Extremes",
+    "FeatureImportances",
+    "Histogram",
+    "MeanTable",
+    "ModelMetrics",
+    "OutputKind",
+    "QuantileRequest",
+    "RegressionResult",
+    "ReleaseRequest",
+    "RequestInvalid",
+    "SumTable",
+    "TestResult",
+    "TreeNode",
+    "TreeStructure",
+]
