@@ -1,0 +1,262 @@
+"""`kansrijk node`: what a partner runs on its own machine (keys, prepare, inspect).
+
+Thin commands: parse options, call one library function, render its result with rich. Errors are
+``KansrijkError`` subclasses; the root group turns them into a message and their exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kansrijk import bundle
+from kansrijk.errors import InputError
+from node_agent import keys
+from node_agent.prepare import STAGES, prepare_extract
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+# Names of environment variables, not passphrases.
+DEFAULT_PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105
+DEFAULT_LINK_PASSPHRASE_ENV = "KANSRIJK_LINK_PASSPHRASE"  # noqa: S105
+
+app = typer.Typer(
+    help=(
+        "The partner node: make keys, turn a raw extract into a sealed bundle, inspect a bundle.\n\n"
+        "Example: kansrijk node prepare --policy policies/sharing/cjg.toml --input cjg_2023.csv --out outbox/ "
+        "--signing-key keys/cjg-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+linkkey_app = typer.Typer(
+    help=(
+        "The link key shared by all partners (never by the coordinator); see docs/key-ceremony.md.\n\n"
+        "Example: kansrijk node linkkey new --out link.key"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(linkkey_app, name="linkkey")
+
+PassphraseEnv = Annotated[
+    str,
+    typer.Option(
+        "--passphrase-env",
+        help="Environment variable holding the key passphrase; prompted for when it is unset.",
+    ),
+]
+LinkPassphraseEnv = Annotated[
+    str,
+    typer.Option(
+        "--passphrase-env",
+        help="Environment variable holding the link key's passphrase (falls back to KANSRIJK_PASSPHRASE, then a "
+        "prompt).",
+    ),
+]
+
+
+def _passphrase(env_name: str, *, what: str, confirm: bool = False) -> str:
+    """From ``env_name``; for the link key's variable falling back to KANSRIJK_PASSPHRASE; else a prompt."""
+    value = os.environ.get(env_name)
+    if not value and env_name == DEFAULT_LINK_PASSPHRASE_ENV:
+        value = os.environ.get(DEFAULT_PASSPHRASE_ENV)
+    if value:
+        return value
+    return str(typer.prompt(f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True))
+
+
+@app.command("keygen")
+def keygen_command(
+    partner: Annotated[str, typer.Option("--partner", help="Partner name: cbs, gemeente, cjg or duo.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for <partner>-signing.key and .pub.")],
+    epoch: Annotated[int, typer.Option("--epoch", help="Key epoch: 1, then +1 at every rotation.")] = 1,
+    passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
+) -> None:
+    """Make the partner's Ed25519 signing key pair and print its fingerprint.
+
+    The secret key file is passphrase-protected (scrypt) and mode 0600; send only the .pub file to the
+    privacy officer for the partner registry, and read the fingerprint to them over another channel.
+
+    Example: KANSRIJK_PASSPHRASE=... kansrijk node keygen --partner cjg --out keys/
+    """
+    passphrase = _passphrase(passphrase_env, what=f"the new {partner} signing key", confirm=True)
+    files = keys.generate_partner_keys(partner, out, passphrase, epoch=epoch)
+    console.print(f"secret key:  {files.secret_key}  (keep it here; mode 0600)")
+    console.print(f"public key:  {files.public_key}  (for the coordinator's partner registry)")
+    console.print(f"epoch:       {files.epoch}")
+    console.print(f"fingerprint: [bold]{files.fingerprint}[/bold]")
+
+
+@linkkey_app.command("new")
+def linkkey_new_command(
+    out: Annotated[Path, typer.Option("--out", help="File to write the new link key to.")],
+    passphrase_env: LinkPassphraseEnv = DEFAULT_LINK_PASSPHRASE_ENV,
+) -> None:
+    """Make the link key (once, at the key ceremony) and print its fingerprint.
+
+    Every partner gets a copy; the coordinator never does. Partners compare fingerprints to confirm they hold
+    the same key.
+
+    Example: KANSRIJK_LINK_PASSPHRASE=... kansrijk node linkkey new --out link.key
+    """
+    passphrase = _passphrase(passphrase_env, what="the new link key", confirm=True)
+    fingerprint = keys.new_link_key(out, passphrase)
+    console.print(f"link key:    {out}")
+    console.print(f"fingerprint: [bold]{fingerprint}[/bold]")
+
+
+@linkkey_app.command("fingerprint")
+def linkkey_fingerprint_command(
+    path: Annotated[Path, typer.Argument(help="The link key file.")],
+    passphrase_env: LinkPassphraseEnv = DEFAULT_LINK_PASSPHRASE_ENV,
+) -> None:
+    """Decrypt the link key file and print its fingerprint (to compare with the other partners').
+
+    Example: kansrijk node linkkey fingerprint link.key
+    """
+    passphrase = _passphrase(passphrase_env, what=str(path))
+    typer.echo(keys.link_key_fingerprint(path, passphrase))
+
+
+@app.command("prepare")
+def prepare_command(
+    policy: Annotated[Path, typer.Option("--policy", help="The partner's sharing policy (TOML).")],
+    input_path: Annotated[Path, typer.Option("--input", help="The raw extract (CSV or Parquet, per the policy).")],
+    out: Annotated[Path, typer.Option("--out", help="Outbox directory for the sealed bundle.")],
+    signing_key: Annotated[Path, typer.Option("--signing-key", help="The partner's secret signing key file.")],
+    link_key: Annotated[Path, typer.Option("--link-key", help="The link key file from the key ceremony.")],
+    coordinator_key: Annotated[
+        Path, typer.Option("--coordinator-key", help="The coordinator's public encryption key file.")
+    ],
+    previous: Annotated[
+        Path | None, typer.Option("--previous", help="The last bundle this partner sealed (chains the bundles).")
+    ] = None,
+    quarantine_out: Annotated[
+        Path | None,
+        typer.Option("--quarantine-out", help="Directory for the local quarantine report (default: ../quarantine)."),
+    ] = None,
+    year: Annotated[
+        int | None, typer.Option("--year", help="Reference year, when the policy's column or file name is wrong.")
+    ] = None,
+    key_epoch: Annotated[int, typer.Option("--key-epoch", help="Epoch of the signing key (see keygen).")] = 1,
+    extract_id: Annotated[
+        str | None, typer.Option("--extract-id", help="Extract id (default: partner, year and file digest).")
+    ] = None,
+    passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
+    link_passphrase_env: Annotated[
+        str,
+        typer.Option(
+            "--link-passphrase-env",
+            help="Environment variable with the link key's passphrase (falls back to --passphrase-env).",
+        ),
+    ] = DEFAULT_LINK_PASSPHRASE_ENV,
+) -> None:
+    """Validate, minimise, generalise and pseudonymise an extract, and seal it for the coordinator.
+
+    Rows that fail a check go to a local quarantine report (row, field, rule; never a BSN or value) that stays
+    here; if more rows fail than the policy's max_fault_rate allows, nothing is sealed (exit 5).
+
+    Example: kansrijk node prepare --policy policies/sharing/cjg.toml --input cjg_2023.csv --out outbox/
+    --signing-key keys/cjg-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub
+    """
+    sk = keys.load_signing_key(signing_key, _passphrase(passphrase_env, what=str(signing_key)))
+    link_env = link_passphrase_env if os.environ.get(link_passphrase_env) else passphrase_env
+    lk = keys.load_link_key(link_key, _passphrase(link_env, what=str(link_key)))
+    recipient = keys.load_coordinator_key(coordinator_key)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("prepare", total=len(STAGES))
+
+        def step(stage: str) -> None:
+            progress.update(task, completed=STAGES.index(stage), description=f"prepare: {stage}")
+
+        result = prepare_extract(
+            policy_path=policy,
+            input_path=input_path,
+            out_dir=out,
+            signing_key=sk,
+            link_key=lk,
+            coordinator_public_key=recipient,
+            previous_bundle=previous,
+            quarantine_dir=quarantine_out,
+            key_epoch=key_epoch,
+            year=year,
+            extract_id=extract_id,
+            progress=step,
+        )
+        progress.update(task, completed=len(STAGES))
+    console.print(f"sealed:      {result.bundle_path}")
+    console.print(f"digest:      {result.bundle_digest}")
+    console.print(
+        f"rows:        {result.rows_shared} shared, {result.rows_quarantined} quarantined of {result.rows_in}"
+    )
+    console.print(f"quarantine:  {result.quarantine_path}  (local only; not in the bundle)")
+    for rule, count in result.counts_by_rule.items():
+        console.print(f"  {rule}: {count}")
+
+
+@app.command("inspect")
+def inspect_command(
+    path: Annotated[Path, typer.Argument(help="The bundle file.")],
+    partner_key: Annotated[
+        Path | None, typer.Option("--partner-key", help="The partner's public signing key file, to verify against.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show a bundle's manifest and verify its signature; needs no private key.
+
+    Without --partner-key the signature is not checked; the fingerprint the bundle claims is shown instead.
+
+    Example: kansrijk node inspect outbox/cjg_2023_0123abcd.kbundle --partner-key keys/cjg-signing.pub
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise InputError(f"{path}: bundle file not found or unreadable") from None
+    manifest = bundle.read_manifest(data)
+    if partner_key is not None:
+        key = keys.load_partner_public_key(partner_key)
+        manifest = bundle.verify_bundle(data, {manifest.partner: key})
+        verdict = f"[green]signature valid[/green] (key {manifest.keys.signing})"
+    else:
+        verdict = f"[yellow]not verified[/yellow]: claims signing key {manifest.keys.signing}; pass --partner-key"
+    if as_json:
+        typer.echo(json.dumps(manifest.to_json_object(), indent=2, sort_keys=True))
+        err_console.print(verdict)
+        return
+    table = Table(title=f"{path.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    obj = manifest.to_json_object()
+    for name in (
+        "partner", "extract_id", "extract_year", "row_count", "quarantine_count", "schema_version",
+        "policy_digest", "previous_bundle_hash", "created_at", "format", "format_version",
+    ):  # fmt: skip
+        table.add_row(name, str(obj[name]))
+    table.add_row("columns", ", ".join(manifest.column_names))
+    table.add_row(
+        "keys",
+        f"signing {manifest.keys.signing}, link {manifest.keys.link}, "
+        f"recipient {manifest.keys.recipient}, epoch {manifest.keys.epoch}",
+    )
+    table.add_row(
+        "payload", f"{manifest.payload.format}, {manifest.payload.size} bytes, sha256 {manifest.payload.sha256}"
+    )
+    table.add_row("bundle digest", bundle.bundle_digest(data))
+    table.add_row("signature", verdict)
+    console.print(table)

@@ -1,0 +1,203 @@
+"""The partner pipeline: native extract -> validated, minimised, generalised, pseudonymised, sealed bundle.
+
+``prepare_extract`` reads the extract as the sharing policy declares it, validates every row, writes the local
+quarantine report (always, also when the run aborts), refuses to seal when the fault rate is above the policy's
+``max_fault_rate``, pseudonymises the BSN of every clean row with the link key, and seals one bundle for the
+coordinator. Either the complete bundle file appears in the outbox or nothing does.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from kansrijk import bundle, crypto
+from kansrijk.errors import InputError, OutputExists, ValidationFailed
+from kansrijk.fsutil import atomic_write_bytes
+from kansrijk.policy.sharing import SharingPolicy, load_sharing_policy
+from kansrijk.pseudonym import pseudonym_expr
+from node_agent.extract import RawExtract, read_extract, reference_year_from_filename
+from node_agent.transform import _parse_int, normalised_text
+from node_agent.validate import BSN, ValidationResult, validate_extract
+
+STAGES = ("read", "validate", "quarantine", "pseudonymise", "seal", "write")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    """What a run produced. ``bundle_path`` is None when nothing was sealed (never returned that way today:
+    an aborted run raises ``ValidationFailed``)."""
+
+    partner: str
+    year: int
+    bundle_path: Path
+    bundle_digest: str
+    quarantine_path: Path
+    manifest: bundle.Manifest
+    rows_in: int
+    rows_shared: int
+    rows_quarantined: int
+    counts_by_rule: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_extract(
+    *,
+    policy_path: Path,
+    input_path: Path,
+    out_dir: Path,
+    signing_key: bytes,
+    link_key: bytes,
+    coordinator_public_key: bytes,
+    previous_bundle: Path | None = None,
+    quarantine_dir: Path | None = None,
+    key_epoch: int = 1,
+    year: int | None = None,
+    extract_id: str | None = None,
+    created_at: datetime | None = None,
+    progress: Progress | None = None,
+) -> PrepareResult:
+    """Run the pipeline (see the module docstring). Raises ``ValidationFailed`` (after writing the quarantine
+    report) when too many rows are faulty; ``InputError``/``PolicyError`` on unreadable input; nothing is sealed
+    in either case."""
+    step = progress or (lambda _stage: None)
+    policy, digest = load_sharing_policy(Path(policy_path))
+    previous_hash = _previous_hash(previous_bundle, policy.partner, signing_key)
+
+    step("read")
+    extract = read_extract(Path(input_path), policy)
+    ref_year = _reference_year(extract, policy, year)
+
+    step("validate")
+    result = validate_extract(extract, policy, ref_year)
+
+    step("quarantine")
+    q_dir = Path(quarantine_dir) if quarantine_dir is not None else Path(out_dir).resolve().parent / "quarantine"
+    quarantine_path = q_dir / f"{policy.partner}_{ref_year}_{extract.sha256[:12]}.quarantine.csv"
+    buffer = io.BytesIO()
+    result.quarantine.write_csv(buffer)
+    atomic_write_bytes(quarantine_path, buffer.getvalue(), mode=0o640)
+    if result.fault_rate > policy.max_fault_rate:
+        raise ValidationFailed(
+            _failure_summary(extract, policy, result, quarantine_path),
+            hint="fix the extract at the source (see the quarantine report) and run prepare again",
+        )
+
+    step("pseudonymise")
+    payload = _payload(result, policy, link_key)
+
+    step("seal")
+    sealed = bundle.seal_bundle(
+        payload,
+        partner=policy.partner,
+        extract_id=extract_id or f"{policy.partner}-{ref_year}-{extract.sha256[:16]}",
+        extract_year=ref_year,
+        policy_digest=digest,
+        quarantine_count=result.rows_quarantined,
+        signing_key=signing_key,
+        link_key_fingerprint=crypto.fingerprint("link-key", link_key),
+        recipient_public_key=coordinator_public_key,
+        key_epoch=key_epoch,
+        previous_bundle_hash=previous_hash,
+        created_at=created_at,
+    )
+
+    step("write")
+    sealed_digest = bundle.bundle_digest(sealed)
+    bundle_path = Path(out_dir) / f"{policy.partner}_{ref_year}_{sealed_digest.removeprefix('sha256:')[:16]}.kbundle"
+    if bundle_path.exists():
+        raise OutputExists(f"{bundle_path} exists already", hint="this exact bundle was written before")
+    atomic_write_bytes(bundle_path, sealed)
+    return PrepareResult(
+        partner=policy.partner,
+        year=ref_year,
+        bundle_path=bundle_path,
+        bundle_digest=sealed_digest,
+        quarantine_path=quarantine_path,
+        manifest=bundle.read_manifest(sealed),
+        rows_in=result.rows_in,
+        rows_shared=payload.height,
+        rows_quarantined=result.rows_quarantined,
+        counts_by_rule=result.counts_by_rule(),
+    )
+
+
+def _payload(result: ValidationResult, policy: SharingPolicy, link_key: bytes) -> pl.DataFrame:
+    """``pseudonym`` + the shared variables of every clean row, ordered by a hash of the pseudonym so that the
+    extract's row order (often by BSN or address) does not survive into the bundle."""
+    shared = list(policy.shared_variables)
+    payload = (
+        result.clean.lazy()
+        .select(pseudonym_expr(link_key, pl.col(BSN)).alias("pseudonym"), *shared)
+        .collect(engine="streaming")
+    )
+    payload = payload.sort(pl.col("pseudonym").hash(seed=0), maintain_order=False)
+    # Minimisation is asserted, not assumed: only the pseudonym and mapped canonical variables may be present.
+    leaked = set(payload.columns) & (set(policy.never_share) | {policy.input.bsn_column, BSN})
+    if leaked or payload.columns != ["pseudonym", *shared]:
+        raise AssertionError("payload columns differ from the sharing policy's shared variables")
+    return payload
+
+
+def _previous_hash(previous: Path | None, partner: str, signing_key: bytes) -> str | None:
+    if previous is None:
+        return None
+    try:
+        data = Path(previous).read_bytes()
+    except OSError:
+        raise InputError(f"{previous}: previous bundle not found or unreadable") from None
+    manifest = bundle.read_manifest(data)
+    if manifest.partner != partner:
+        raise InputError(
+            f"{previous}: the previous bundle is partner {manifest.partner!r}'s, not {partner!r}'s",
+            hint="pass the last bundle this partner sealed",
+        )
+    own = crypto.signing_public_key(signing_key)
+    if manifest.keys.signing == crypto.fingerprint("ed25519-signing", own):
+        bundle.verify_bundle(data, {partner: own})  # our own bundle must verify; older epochs are checked upstream
+    return bundle.bundle_digest(data)
+
+
+def _reference_year(extract: RawExtract, policy: SharingPolicy, year: int | None) -> int:
+    if year is not None:
+        return year
+    from_name = reference_year_from_filename(extract.path, policy)
+    if from_name is not None:
+        return from_name
+    source = next(s for s, spec in policy.columns.items() if spec.variable == "year")
+    dtype = extract.frame.schema[source]
+    counts = (
+        extract.frame.lazy()
+        .select(normalised_text(source, dtype))
+        .select(_parse_int(source, dtype).alias("y"))
+        .collect()
+        .drop_nulls()
+        .group_by("y")
+        .len()
+        .sort(["len", "y"], descending=True)
+    )
+    if counts.is_empty():
+        raise InputError(f"{extract.path}: column {source!r} holds no reference year", hint="pass --year")
+    if counts.height > 1 and counts["len"][0] == counts["len"][1]:
+        raise InputError(
+            f"{extract.path}: column {source!r} holds two reference years equally often", hint="pass --year"
+        )
+    return int(counts["y"][0])
+
+
+def _failure_summary(extract: RawExtract, policy: SharingPolicy, result: ValidationResult, report: Path) -> str:
+    lines = [
+        f"{extract.path}: {result.rows_quarantined} of {result.rows_in} rows are faulty "
+        f"({result.fault_rate:.2%}), above the sharing policy's max_fault_rate of {policy.max_fault_rate:.2%}; "
+        "nothing was sealed.",
+        "  rows per rule:",
+    ]
+    lines += [f"    {rule}: {count}" for rule, count in result.counts_by_rule().items()]
+    lines.append(f"  quarantine report (row, field, rule; no values): {report}")
+    return "\n".join(lines)
