@@ -1,7 +1,82 @@
 """`kansrijk synth`: generate the synthetic city."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kansrijk.errors import InputError
+from kansrijk.synth.city import generate_city
 
 app = typer.Typer(
     help="Generate the synthetic city: raw partner extracts plus a separate ground truth.", no_args_is_help=True
 )
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+
+def _parse_years(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(
+            f"--years {text!r} is not a comma-separated list of years", hint="write e.g. --years 2021,2022,2023"
+        ) from None
+
+
+@app.command("city")
+def city(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the city into (must be empty or new).")],
+    persons: Annotated[int, typer.Option("--persons", help="Number of persons aged 4-23 in the last year.")] = 150_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random generator; same seed, same bytes.")] = 7,
+    years: Annotated[
+        str, typer.Option("--years", help="Comma-separated reference years, e.g. 2021,2022,2023.")
+    ] = "2023",
+    fault_rate: Annotated[float, typer.Option("--fault-rate", help="Share of rows per extract given a fault.")] = 0.005,
+    latin1: Annotated[
+        bool, typer.Option("--latin1", help="Write the Gemeente CSV in ISO-8859-1 instead of UTF-8.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the city in a non-empty --out directory.")] = False,
+) -> None:
+    """Generate a Rotterdam-scale synthetic youth population and the four partners' raw extracts.
+
+    Writes DIR/extracts/<partner>/<partner>_<year>.<ext> in each partner's native format and, separately,
+    DIR/ground_truth/ (persons.parquet, faults.parquet, effects.json); DIR/city.json is written last.
+
+    Example:
+
+        kansrijk synth city --persons 150000 --seed 7 --out city --years 2022,2023
+    """
+    year_tuple = _parse_years(years)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=_err, transient=True
+    ) as progress:
+        total = 3 + 4 * len(year_tuple)
+        task = progress.add_task("synthetic city", total=total)
+
+        def step(message: str) -> None:
+            progress.update(task, description=message, advance=1)
+
+        paths = generate_city(
+            out,
+            persons=persons,
+            seed=seed,
+            years=year_tuple,
+            fault_rate=fault_rate,
+            latin1=latin1,
+            force=force,
+            on_step=step,
+        )
+    table = Table(title=f"synthetic city in {paths.root}", show_lines=False)
+    table.add_column("partner")
+    table.add_column("year", justify="right")
+    table.add_column("file")
+    for (partner, year), path in sorted(paths.extracts.items()):
+        table.add_row(partner, str(year), str(path.relative_to(paths.root)))
+    _out.print(table)
+    _out.print(f"ground truth: {paths.ground_truth} (never give it to a partner or the coordinator)")
