@@ -199,6 +199,7 @@ class Rule(PolicyModel):
 class SharingPolicy(PolicyModel):
     """One partner's sharing policy (see the module docstring)."""
 
+    kind: Literal["sharing"] = Field("sharing", description='Policy kind; always "sharing".')
     partner: str = Field(description="Partner name as in the partner registry.")
     purpose: str = Field(min_length=10, description="Why these data are shared.")
     legal_basis: str = Field(min_length=10, description="The legal basis (article, agreement).")

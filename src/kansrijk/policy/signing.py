@@ -40,6 +40,9 @@ SIGNING_KIND = "ed25519-signing"
 # kind -> "module:Model" (a PolicyModel subclass). Other policy kinds are added here, one line each.
 POLICY_KINDS: dict[str, str] = {
     "release": "kansrijk.policy.release:ReleasePolicy",
+    "analysis": "kansrijk.policy.analysis:AnalysisPlan",
+    "factor_model": "kansrijk.policy.factors:FactorModel",
+    "sharing": "kansrijk.policy.sharing:SharingPolicy",
 }
 # Files that say what they are with ``format`` instead of ``kind``.
 POLICY_FORMATS: dict[str, str] = {
