@@ -68,6 +68,20 @@ def _mount() -> None:
 
     app.add_typer(synth_app, name="synth")
 
+    from kansrijk.gate.cli import ledger_app, policy_app
+
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(ledger_app, name="ledger")
+    from coordinator.cli import app as coordinator_app
+
+    app.add_typer(coordinator_app, name="coordinator")
+    from node_agent.cli import app as node_app
+
+    app.add_typer(node_app, name="node")
+    from kansrijk.demo import demo_command
+
+    app.command("demo")(demo_command)
+
 
 _mount()
 

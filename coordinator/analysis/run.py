@@ -1,0 +1,639 @@
+"""The analysis pipeline: plan + datasets in, release requests out, each one sent through the release gate.
+
+``analysis_requests`` is a generator of ``Planned`` requests (pure: it computes, never writes); ``run_analysis``
+opens the gate, checks the plan against the release policy, sends every request to ``Gate.release`` and returns
+a summary built **only from what the gate released** (suppressed cells and refused outputs show no numbers).
+
+Release names (files under ``WS/released/``): ``<scope>.<outcome>.<part>`` where scope is a reference year or
+``pooled``; year-to-year differences are ``years.<a>-<b>.<outcome>.<feature set>``. Every description ends with
+the digests of the plan and factor model that produced it, so the ledger ties each number to the signed plan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from coordinator.analysis import association as assoc
+from coordinator.analysis.compare import Comparison, paired_bootstrap, unpaired_bootstrap
+from coordinator.analysis.factors import factor_coverage
+from coordinator.analysis.plan import (
+    PERSON,
+    LoadedPolicies,
+    encode,
+    feature_variables,
+    load_datasets,
+    load_policies,
+)
+from coordinator.analysis.trees import (
+    CvResult,
+    LeafRules,
+    TreeSettings,
+    cross_validate,
+    fit_final_tree,
+    prune_to_rules,
+    stable_seed,
+)
+from kansrijk.gate.requests import (
+    CountTable,
+    FeatureImportances,
+    MeanTable,
+    ModelMetrics,
+    RegressionResult,
+    ReleaseRequest,
+    TestResult,
+    TreeStructure,
+)
+from kansrijk.policy.analysis import check_plan_against_release
+from kansrijk.policy.signing import OfficerKey
+
+REQUESTED_BY = "analysis"
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One release request with what it is about (for the summary)."""
+
+    request: ReleaseRequest
+    scope: str
+    outcome: str = ""
+    feature_set: str = ""
+    part: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryLine:
+    """What was requested and the gate's verdict; ``released`` holds only numbers the gate released."""
+
+    name: str
+    kind: str
+    scope: str
+    outcome: str
+    feature_set: str
+    part: str
+    verdict: str
+    summary: str
+    reasons: tuple[str, ...] = ()
+    note: str = ""
+    released: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "scope": self.scope,
+            "outcome": self.outcome,
+            "feature_set": self.feature_set,
+            "part": self.part,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "reasons": list(self.reasons),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisReport:
+    lines: tuple[SummaryLine, ...]
+    seconds: float
+    model_fits: int
+    plan_digest: str
+    factors_digest: str
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for line in self.lines:
+            out[line.verdict] = out.get(line.verdict, 0) + 1
+        return out
+
+
+# --- the work list ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Scope:
+    name: str  # "2023" or "pooled"
+    label: str  # "reference year 2023"
+    frame: pl.DataFrame
+    grouped: bool  # persons may appear more than once (pooled years)
+
+
+def scopes_of(datasets: dict[int, pl.DataFrame], pooled: bool) -> list[Scope]:
+    out = [Scope(str(y), f"reference year {y}", f, False) for y, f in sorted(datasets.items())]
+    if pooled and len(datasets) > 1:
+        frame = pl.concat([datasets[y] for y in sorted(datasets)], how="diagonal_relaxed")
+        years = "+".join(str(y) for y in sorted(datasets))
+        out.append(Scope("pooled", f"reference years {years} pooled", frame, True))
+    return out
+
+
+def count_model_fits(policies: LoadedPolicies, scopes: Sequence[Scope]) -> int:
+    """How many tree fits the plan will run (for the progress bar): per fold one tree per ``min_samples_leaf``
+    value (it serves every depth of the grid), plus the released tree."""
+    plan = policies.plan
+    per = plan.model.folds * len(set(plan.model.min_samples_leaf)) + (1 if plan.release_trees else 0)
+    modelled = 0
+    for scope in scopes:
+        for o in plan.outcomes:
+            if o in scope.frame.columns:
+                pos = int(scope.frame.select(pl.col(o).fill_null(False).sum()).item())
+                modelled += pos >= plan.min_positives(o)
+    return modelled * len(plan.feature_sets) * per
+
+
+def _settings(policies: LoadedPolicies) -> TreeSettings:
+    plan = policies.plan
+    return TreeSettings(
+        grid=plan.grid,
+        folds=plan.model.folds,
+        criterion=plan.model.criterion,
+        class_weight=plan.model.class_weight,
+        select_by=plan.model.select_by,
+        top_k_percent=plan.metrics.top_k_percent,
+        permutation_repeats=plan.metrics.permutation_repeats,
+        n_jobs=plan.model.n_jobs,
+    )
+
+
+def _stamp(policies: LoadedPolicies) -> str:
+    return f" [plan {policies.plan_digest}; factor model {policies.factors_digest}]"
+
+
+def analysis_requests(
+    policies: LoadedPolicies,
+    datasets: dict[int, pl.DataFrame],
+    *,
+    leaf_rules: LeafRules,
+    progress: Progress | None = None,
+    oof_sink: dict[tuple[str, str, str], np.ndarray] | None = None,
+) -> Iterator[Planned]:
+    """Every release request of the plan, in a fixed order (deterministic given the plan's seed).
+
+    ``oof_sink``, when given, receives the out-of-fold predictions per (scope, outcome, feature set) for
+    callers inside the secure environment (tests, benchmarks); they are never released.
+    """
+    plan = policies.plan
+    settings = _settings(policies)
+    stamp = _stamp(policies)
+    k = plan.metrics.top_k_percent
+    scopes = scopes_of(datasets, plan.cohort.pooled)
+    cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
+    for scope in scopes:
+        for o in plan.outcomes:
+            if o not in scope.frame.columns:
+                continue
+            pop = scope.frame.filter(pl.col(o).is_not_null())
+            y = pop.get_column(o).cast(pl.Int8).to_numpy().astype(np.int64)
+            n_pos, minimum = int(y.sum()), plan.min_positives(o)
+            modelled = n_pos >= minimum
+            reason = (
+                f"outcome not modelled: fewer positives than the plan's minimum of {minimum} (outcomes.{o}."
+                f"min_positives / model.min_positives)"
+                if not modelled
+                else f"positives at least the plan's minimum of {minimum}: modelled"
+            )
+            population = f"{o} population, {scope.label}"
+            yield Planned(
+                CountTable(
+                    name=f"{scope.name}.{o}.positives",
+                    description=f"Persons with and without {o} in its population; {reason}.{stamp}",
+                    population=population,
+                    data=pop.select(o),
+                    by=(o,),
+                    keys={o: (False, True)},
+                ),
+                scope.name,
+                o,
+                part="positives",
+                note="" if modelled else f"refused by the plan: {reason}",
+            )
+            if not modelled:
+                continue
+            results: dict[str, CvResult] = {}
+            groups = pop.get_column(PERSON).to_numpy() if scope.grouped and PERSON in pop.columns else None
+            for fs in plan.feature_sets:
+                variables = feature_variables(pop.columns, plan, policies.factors, o, fs)
+                design = encode(pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels)
+                seed = stable_seed(plan.seed, scope.name, o)
+                cv = cross_validate(design, y, settings, seed, groups=groups, progress=progress)
+                results[fs] = cv
+                cv_by_scope[(scope.name, o, fs)] = (y, cv)
+                if oof_sink is not None:
+                    oof_sink[(scope.name, o, fs)] = cv.oof
+                yield from _model_requests(scope, o, fs, design, y, cv, settings, seed, leaf_rules, policies, progress)
+            if len(results) == 2:
+                rng = np.random.default_rng(stable_seed(plan.seed, scope.name, o, "compare"))
+                comp = paired_bootstrap(
+                    y,
+                    results["all"].oof,
+                    results["factor_model"].oof,
+                    top_k_percent=k,
+                    replicates=plan.metrics.bootstrap_replicates,
+                    confidence=plan.metrics.confidence,
+                    rng=rng,
+                )
+                yield Planned(
+                    ModelMetrics(
+                        name=f"{scope.name}.{o}.compare",
+                        description=(
+                            f"All variables minus factor model, out-of-fold, paired bootstrap over persons "
+                            f"({comp.replicates} replicates, {comp.confidence:.0%} percentile intervals); keys "
+                            f"<metric>.all, <metric>.factor_model, <metric>.delta, .ci_low, .ci_high, .p.{stamp}"
+                        ),
+                        population=population,
+                        metrics=_comparison_metrics(comp),
+                        n=comp.n,
+                        n_positive=comp.n_positive,
+                        model="decision_tree: all vs factor_model",
+                    ),
+                    scope.name,
+                    o,
+                    "all-vs-factor_model",
+                    part="compare",
+                    note="ranking (AUC) and finding positives (recall@k) disagree" if comp.disagree else "",
+                )
+            if "all" in results:
+                cov = factor_coverage(o, policies.factors, results["all"].permutation)
+                importances = {f.factor: float(f.importance) for f in cov.factors if f.importance is not None}
+                yield Planned(
+                    FeatureImportances(
+                        name=f"{scope.name}.{o}.factors",
+                        description=(
+                            f"Factor importance: sum of the factor's indicators' permutation importances (ROC-AUC "
+                            f"drop) in the all-variables model. No indicator in the model: "
+                            f"{', '.join(cov.uncovered) or 'none'}; indicators absent from the data: "
+                            f"{', '.join(cov.absent) or 'none'}.{stamp}"
+                        ),
+                        population=population,
+                        importances=importances,
+                        n=results["all"].n,
+                        model="decision_tree: all variables",
+                    ),
+                    scope.name,
+                    o,
+                    "all",
+                    part="factors",
+                    note=f"factors without indicator: {', '.join(cov.uncovered) or 'none'}",
+                )
+        if plan.association is not None:
+            yield from _association_requests(scope, policies)
+    yield from _year_differences(scopes, cv_by_scope, policies)
+
+
+def _model_requests(
+    scope: Scope,
+    o: str,
+    fs: str,
+    design: Any,
+    y: np.ndarray,
+    cv: CvResult,
+    settings: TreeSettings,
+    seed: np.random.SeedSequence,
+    leaf_rules: LeafRules,
+    policies: LoadedPolicies,
+    progress: Progress | None,
+) -> Iterator[Planned]:
+    stamp = _stamp(policies)
+    population = f"{o} population, {scope.label}"
+    model = (
+        f"decision_tree(criterion={settings.criterion}, class_weight={settings.class_weight}, selected per fold "
+        f"(max_depth, min_samples_leaf)={list(cv.selected)})"
+    )
+    metrics = dict(cv.metrics)
+    for m, values in cv.fold_metrics.items():
+        metrics[f"{m}.fold_sd"] = float(np.std(values, ddof=1))
+    metrics["top_k_percent"] = settings.top_k_percent
+    base = f"{scope.name}.{o}.{fs}"
+    yield Planned(
+        ModelMetrics(
+            name=f"{base}.metrics",
+            description=(
+                f"Out-of-fold metrics of decision trees ({settings.folds}-fold stratified CV, cross-fitted grid "
+                f"selection) for {o} with the {fs} feature set: roc_auc, pr_auc (average precision), brier "
+                f"(unweighted probabilities), recall_at_k (top {settings.top_k_percent:g}% risk); .fold_sd = "
+                f"spread over folds.{stamp}"
+            ),
+            population=population,
+            metrics=metrics,
+            n=cv.n,
+            n_positive=cv.n_positive,
+            model=model,
+        ),
+        scope.name,
+        o,
+        fs,
+        part="metrics",
+    )
+    for method, imps in (("impurity", cv.impurity), ("permutation", cv.permutation)):
+        values: dict[str, float] = {}
+        for v, imp in sorted(imps.items(), key=lambda kv: -kv[1].mean):
+            values[v] = imp.mean
+            values[f"{v}.sd"] = imp.sd
+        yield Planned(
+            FeatureImportances(
+                name=f"{base}.importance.{method}",
+                description=(
+                    f"{method.capitalize()} importance per canonical variable (mean over folds; <variable>.sd = "
+                    f"standard deviation over folds)"
+                    + (" as a drop in ROC-AUC on the held-out fold" if method == "permutation" else "")
+                    + f".{stamp}"
+                ),
+                population=population,
+                importances=values,
+                n=cv.n,
+                model=model,
+            ),
+            scope.name,
+            o,
+            fs,
+            part=f"importance.{method}",
+        )
+    if policies.plan.release_trees:
+        final_seed = stable_seed(policies.plan.seed, scope.name, o, fs, "final")
+        final = fit_final_tree(design, y, cv.final_params, settings, final_seed)
+        if progress is not None:
+            progress(1)
+        tree = prune_to_rules(final, design, y, leaf_rules)
+        yield Planned(
+            TreeStructure(
+                name=f"{base}.tree",
+                description=(
+                    f"Decision tree for {o} ({fs} features) fitted on the whole population with (max_depth, "
+                    f"min_samples_leaf)={cv.final_params}, pruned from {tree.leaves_before} to {tree.leaves_after} "
+                    f"leaves so every leaf meets the release policy's leaf rules; class counts are persons "
+                    f"(negative, positive); a missing value follows the branch chosen at fitting.{stamp}"
+                ),
+                population=population,
+                nodes=tree.nodes,
+                classes=("negative", "positive"),
+                min_samples_leaf=tree.min_samples_leaf,
+                max_depth=tree.max_depth,
+                model="decision_tree",
+            ),
+            scope.name,
+            o,
+            fs,
+            part="tree",
+        )
+
+
+def _comparison_metrics(comp: Comparison) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for m, d in comp.differences.items():
+        out[f"{m}.all"] = d.a
+        out[f"{m}.factor_model"] = d.b
+        out[f"{m}.delta"] = d.delta
+        out[f"{m}.ci_low"] = d.ci_low
+        out[f"{m}.ci_high"] = d.ci_high
+        out[f"{m}.p"] = d.p_two_sided
+    return out
+
+
+def _association_requests(scope: Scope, policies: LoadedPolicies) -> Iterator[Planned]:
+    spec = policies.plan.association
+    assert spec is not None
+    stamp = _stamp(policies)
+    o, var = spec.outcome, spec.variable
+    if o not in scope.frame.columns or var not in scope.frame.columns:
+        return
+    pop = scope.frame.filter(pl.col(o).is_not_null() & pl.col(var).is_not_null())
+    if pop.height == 0:
+        return
+    rng = np.random.default_rng(stable_seed(policies.plan.seed, scope.name, "association"))
+    result = assoc.associate(
+        pop.get_column(var).cast(pl.Float64).to_numpy(),
+        pop.get_column(o).cast(pl.Int8).to_numpy(),
+        scale=spec.scale,
+        spline_df=spec.spline_df,
+        edges=spec.bin_edges,
+        permutations=spec.permutations,
+        rng=rng,
+    )
+    population = f"{o} population with known {var}, {scope.label}"
+    base = f"{scope.name}.association"
+    for name, t in result.tests.items():
+        yield Planned(
+            TestResult(
+                name=f"{base}.{name}",
+                description=(
+                    f"{name}: association of {o} with {var} ({t.distribution}, {t.df:g} df; the request's dof is "
+                    f"the residual degrees of freedom). Reading at alpha {spec.alpha}: "
+                    f"{result.verdict(spec.alpha)}.{stamp}"
+                ),
+                population=population,
+                test=f"{name} ({t.distribution}, df={t.df:g})",
+                statistic=t.statistic,
+                dof=float(t.residual_dof),
+                p_value=t.p_value,
+                n=t.n,
+            ),
+            scope.name,
+            o,
+            part=f"association.{name}",
+        )
+    yield Planned(
+        RegressionResult(
+            name=f"{base}.linear_fit",
+            description=f"Logistic regression of {o} on {var} / {spec.scale:g} alone (maximum likelihood).{stamp}",
+            population=population,
+            coefficients=result.linear_coefficients,
+            std_errors=result.linear_std_errors,
+            n=result.n,
+            dof=result.n - 2,
+            model="logit",
+        ),
+        scope.name,
+        o,
+        part="association.linear_fit",
+    )
+    labels = assoc.bin_labels(spec.bin_edges)
+    curve = pop.select(assoc.bin_expr(var, spec.bin_edges), pl.col(o).cast(pl.Float64).alias(o))
+    yield Planned(
+        MeanTable(
+            name=f"{base}.rate_by_bin",
+            description=f"Share of {o} per public {var} bin (the curve that shows the shape of the relation).{stamp}",
+            population=population,
+            data=curve,
+            value=o,
+            by=(assoc.BIN_COLUMN,),
+            keys={assoc.BIN_COLUMN: labels},
+            bounds=(0.0, 1.0),
+        ),
+        scope.name,
+        o,
+        part="association.rate_by_bin",
+    )
+
+
+def _year_differences(
+    scopes: Sequence[Scope],
+    cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]],
+    policies: LoadedPolicies,
+) -> Iterator[Planned]:
+    plan = policies.plan
+    years = [s.name for s in scopes if s.name != "pooled"]
+    stamp = _stamp(policies)
+    for a, b in itertools.pairwise(years):
+        for o in plan.outcomes:
+            for fs in plan.feature_sets:
+                if (a, o, fs) not in cv_by_scope or (b, o, fs) not in cv_by_scope:
+                    continue
+                ya, ca = cv_by_scope[(a, o, fs)]
+                yb, cb = cv_by_scope[(b, o, fs)]
+                rng = np.random.default_rng(stable_seed(plan.seed, a, b, o, fs, "years"))
+                comp = unpaired_bootstrap(
+                    yb,
+                    cb.oof,
+                    ya,
+                    ca.oof,
+                    top_k_percent=plan.metrics.top_k_percent,
+                    replicates=plan.metrics.bootstrap_replicates,
+                    confidence=plan.metrics.confidence,
+                    rng=rng,
+                )
+                metrics: dict[str, float] = {}
+                for m, d in comp.differences.items():
+                    metrics[f"{m}.{b}"] = d.a
+                    metrics[f"{m}.{a}"] = d.b
+                    metrics[f"{m}.delta"] = d.delta
+                    metrics[f"{m}.ci_low"] = d.ci_low
+                    metrics[f"{m}.ci_high"] = d.ci_high
+                    metrics[f"{m}.p"] = d.p_two_sided
+                yield Planned(
+                    ModelMetrics(
+                        name=f"years.{a}-{b}.{o}.{fs}",
+                        description=(
+                            f"Change of the out-of-fold metrics of {o} ({fs}) from {a} to {b} ({b} minus {a}); "
+                            f"independent bootstrap per year ({comp.replicates} replicates).{stamp}"
+                        ),
+                        population=f"{o} population, reference years {a} and {b}",
+                        metrics=metrics,
+                        n=comp.n,
+                        n_positive=comp.n_positive,
+                        model="decision_tree",
+                    ),
+                    f"{a}-{b}",
+                    o,
+                    fs,
+                    part="years",
+                )
+
+
+# --- releasing ---------------------------------------------------------------------------------------------
+def summarise_release(planned: Planned, result: Any) -> SummaryLine:
+    """A summary line from the gate's result; numbers only from ``result.document['values']``."""
+    verdict = str(getattr(result, "outcome", "refused"))
+    values = getattr(result, "document", {}).get("values", {}) if verdict != "refused" else {}
+    return SummaryLine(
+        name=planned.request.name,
+        kind=planned.request.kind,
+        scope=planned.scope,
+        outcome=planned.outcome,
+        feature_set=planned.feature_set,
+        part=planned.part,
+        verdict=verdict,
+        summary=_describe(planned, values) if values else "",
+        reasons=tuple(getattr(result, "reasons", ())),
+        note=planned.note,
+        released=dict(values) if isinstance(values, dict) else {},
+    )
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def _describe(planned: Planned, values: dict[str, Any]) -> str:
+    kind = planned.request.kind
+    if kind == "model_metrics":
+        m = values.get("metrics", {})
+        if planned.part in ("compare", "years"):
+            parts = []
+            for metric in ("roc_auc", "recall_at_k"):
+                if f"{metric}.delta" in m:
+                    parts.append(
+                        f"Δ{metric} {m[f'{metric}.delta']:+.3f} [{_fmt(m[f'{metric}.ci_low'])}, "
+                        f"{_fmt(m[f'{metric}.ci_high'])}]"
+                    )
+            return "; ".join(parts)
+        return ", ".join(f"{k} {_fmt(m[k])}" for k in ("roc_auc", "pr_auc", "brier", "recall_at_k") if k in m)
+    if kind == "feature_importances":
+        imp = {k: v for k, v in values.get("importances", {}).items() if not k.endswith(".sd")}
+        top = sorted(imp.items(), key=lambda kv: -(kv[1] if isinstance(kv[1], float | int) else 0))[:4]
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in top)
+    if kind == "tree_structure":
+        nodes = values.get("nodes", [])
+        leaves = sum(1 for n in nodes if n.get("feature") is None)
+        return f"{leaves} leaves" + (" (class counts withheld)" if values.get("class_counts_withheld") else "")
+    if kind == "test_result":
+        return f"statistic {_fmt(values.get('statistic'))}, p {values.get('p_value', float('nan')):.3g}"
+    if kind == "regression":
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in values.get("coefficients", {}).items())
+    if "rows" in values:
+        cols = values["columns"]
+        rows = values["rows"]
+        return "; ".join(
+            " ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, r, strict=False) if c != "status") for r in rows[:8]
+        )
+    return ""
+
+
+def run_analysis(
+    workspace: Path,
+    plan_path: Path,
+    factors_path: Path,
+    release_policy_path: Path,
+    officer_keys: Sequence[OfficerKey],
+    *,
+    progress_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> AnalysisReport:
+    """Run the signed plan on the workspace's linked datasets and release every output through the gate."""
+    from kansrijk.gate.release import Gate
+
+    start = time.perf_counter()
+    policies = load_policies(plan_path, factors_path, officer_keys)
+    with Gate.open(Path(workspace), Path(release_policy_path), officer_keys) as gate:
+        tree_rules = gate.policy.sdc.tree
+        check_plan_against_release(
+            policies.plan,
+            policies.plan_path,
+            min_leaf_persons=tree_rules.min_leaf_persons,
+            min_samples_leaf_training=tree_rules.min_samples_leaf_training,
+        )
+        leaf_rules = LeafRules(min_leaf_persons=tree_rules.min_leaf_persons, min_class_count=tree_rules.min_class_count)
+        datasets = load_datasets(workspace, policies.plan, policies.plan_path)
+        fits = count_model_fits(policies, scopes_of(datasets, policies.plan.cohort.pooled))
+        if progress_total is not None:
+            progress_total(fits)
+        lines = [
+            summarise_release(planned, gate.release(planned.request, requested_by=REQUESTED_BY))
+            for planned in analysis_requests(policies, datasets, leaf_rules=leaf_rules, progress=progress)
+        ]
+    return AnalysisReport(
+        lines=tuple(lines),
+        seconds=time.perf_counter() - start,
+        model_fits=fits,
+        plan_digest=policies.plan_digest,
+        factors_digest=policies.factors_digest,
+    )
+
+
+__all__ = [
+    "REQUESTED_BY",
+    "AnalysisReport",
+    "Planned",
+    "SummaryLine",
+    "analysis_requests",
+    "count_model_fits",
+    "run_analysis",
+    "scopes_of",
+    "summarise_release",
+]

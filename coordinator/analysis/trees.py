@@ -1,0 +1,443 @@
+"""Decision trees per outcome and feature set: cross-validated, tuned on a small grid, explained, and pruned to
+the release policy's leaf rules before their structure is offered to the gate.
+
+Method (docs/analysis.md, "Trees"):
+
+- stratified k-fold cross-validation (grouped by person when years are pooled, so nobody is in a training and a
+  test fold at once); every grid point (max_depth, min_samples_leaf) is fitted on every fold;
+- **cross-fitted selection**: the grid point used for fold k is the one with the best mean score on the *other*
+  folds, so fold k's out-of-fold predictions never took part in choosing the model that made them. The
+  reported out-of-fold metrics are therefore not inflated by the tuning (plain "best CV score" would be);
+- class weighting ("balanced") shapes the splits towards the rare class; the predicted probabilities are then
+  mapped back to the unweighted scale (prior correction: odds x w0/w1), which equals the leaf's observed share
+  of positives, so the Brier score measures real calibration. Ranking metrics are unaffected (monotone map);
+- importances per canonical variable: impurity decrease (scikit-learn's ``feature_importances_``, one-hot
+  columns summed) and permutation importance (drop in ROC-AUC on the held-out fold when the variable's columns
+  are permuted together), each as mean and standard deviation over the folds;
+- the tree offered for release is refitted on the whole population with the most-selected grid point, then
+  pruned bottom-up until every leaf satisfies the release policy's leaf rules (size, no class count between 0
+  and the minimum, no class with probability 0). Leaf class counts are person counts, not weights.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.tree import DecisionTreeClassifier
+
+from coordinator.analysis.metrics import (
+    HIGHER_IS_BETTER,
+    METRICS,
+    Levels,
+    level_counts,
+    metrics_from_counts,
+    score_metrics,
+)
+from coordinator.analysis.plan import Design
+from kansrijk.gate.requests import TreeNode
+
+Grid = tuple[tuple[int, int], ...]
+Progress = Callable[[int], None]
+
+
+def stable_seed(base: int, *parts: str) -> np.random.SeedSequence:
+    """A seed sequence for ``parts`` (names) under the plan's seed; independent of run order."""
+    return np.random.SeedSequence(base, spawn_key=tuple(zlib.crc32(p.encode()) for p in parts))
+
+
+def seed_int(seq: np.random.SeedSequence) -> int:
+    return int(seq.generate_state(1)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class TreeSettings:
+    grid: Grid
+    folds: int
+    criterion: str = "gini"
+    class_weight: str = "balanced"
+    select_by: str = "roc_auc"
+    top_k_percent: float = 10.0
+    permutation_repeats: int = 3
+    n_jobs: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRules:
+    """The release policy's rules for every leaf of a released tree."""
+
+    min_leaf_persons: int = 10
+    min_class_count: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Importance:
+    mean: float
+    sd: float
+
+
+@dataclass(frozen=True, eq=False)
+class CvResult:
+    """Out-of-fold predictions, metrics and explanations of one outcome x feature set."""
+
+    oof: np.ndarray  # calibrated out-of-fold probability per person
+    fold_of: np.ndarray  # fold index per person
+    selected: tuple[tuple[int, int], ...]  # grid point used for each fold
+    final_params: tuple[int, int]
+    metrics: dict[str, float]  # pooled out-of-fold
+    fold_metrics: dict[str, tuple[float, ...]]
+    grid_scores: dict[tuple[int, int], float]  # mean selection score per grid point over folds
+    impurity: dict[str, Importance]
+    permutation: dict[str, Importance]
+    n: int
+    n_positive: int
+    variables: tuple[str, ...] = field(default=())
+
+
+def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold index per person: stratified by outcome, grouped by ``groups`` (persons) when given."""
+    fold_of = np.empty(y.size, dtype=np.int64)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(y.size), y)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(y.size), y, groups)
+    for i, (_, test) in enumerate(splits):
+        fold_of[test] = i
+    return fold_of
+
+
+def class_weights(y: np.ndarray, mode: str) -> dict[int, float]:
+    """``balanced``: w_c = n / (2 n_c) (scikit-learn's rule); ``none``: 1 for both classes."""
+    if mode == "none":
+        return {0: 1.0, 1: 1.0}
+    n, n1 = y.size, int(y.sum())
+    return {0: n / (2.0 * (n - n1)), 1: n / (2.0 * n1)}
+
+
+def unweighted_probability(p_weighted: np.ndarray, weights: dict[int, float]) -> np.ndarray:
+    """Undo class weighting: p = p_w w0 / (p_w w0 + (1 - p_w) w1) — the leaf's unweighted share of positives."""
+    w0, w1 = weights[0], weights[1]
+    num = p_weighted * w0
+    return num / (num + (1.0 - p_weighted) * w1)
+
+
+def _fit(
+    X: np.ndarray, y: np.ndarray, rows: np.ndarray, params: tuple[int, int], settings: TreeSettings, seed: int
+) -> tuple[DecisionTreeClassifier, dict[int, float]]:
+    weights = class_weights(y[rows], settings.class_weight)
+    model = DecisionTreeClassifier(
+        criterion=settings.criterion,
+        max_depth=params[0],
+        min_samples_leaf=params[1],
+        class_weight=weights,
+        random_state=seed,
+    )
+    model.fit(X[rows], y[rows])
+    return model, weights
+
+
+@dataclass(frozen=True, eq=False)
+class DepthView:
+    """A fitted tree read as if it had been grown only to ``depth``.
+
+    scikit-learn grows a tree depth-first, and a node's split depends only on the persons reaching it (and on
+    the random order in which features are tried, which only matters for exact ties), never on ``max_depth``.
+    So the tree fitted with ``max_depth = d`` is the deeper tree cut at depth ``d``: every node at depth ``d``
+    becomes a leaf whose class shares are that node's. One fit per ``min_samples_leaf`` therefore serves every
+    depth of the grid (tested against separate fits).
+    """
+
+    model: DecisionTreeClassifier
+    depth: int
+    node_at: np.ndarray  # node id -> the node that answers for it (its ancestor at ``depth``, or itself)
+    score: np.ndarray  # node id -> unweighted probability of the positive class
+
+    def nodes(self, X: np.ndarray) -> np.ndarray:
+        """The answering node of every row of ``X`` (float32, C-contiguous)."""
+        return self.node_at[self.model.tree_.apply(X)]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.score[self.nodes(X)]
+
+    def impurity_importances(self) -> np.ndarray:
+        """scikit-learn's ``feature_importances_`` of the cut tree (normalised impurity decrease per column)."""
+        tree = self.model.tree_
+        left, right = tree.children_left, tree.children_right
+        internal = np.flatnonzero((left != -1) & (node_depths(self.model) < self.depth))
+        w, imp = tree.weighted_n_node_samples, tree.impurity
+        gain = (
+            w[internal] * imp[internal]
+            - w[left[internal]] * imp[left[internal]]
+            - w[right[internal]] * imp[right[internal]]
+        )
+        out = np.bincount(tree.feature[internal], weights=gain, minlength=tree.n_features).astype(np.float64)
+        total = out.sum()
+        return out / total if total > 0 else out
+
+
+def node_depths(model: DecisionTreeClassifier) -> np.ndarray:
+    """Depth of every node (the root is 0); nodes are numbered so that a parent precedes its children."""
+    tree = model.tree_
+    depth = np.zeros(tree.node_count, dtype=np.int64)
+    for node in range(tree.node_count):  # over nodes (at most a few thousand), not persons
+        if tree.children_left[node] != -1:
+            depth[tree.children_left[node]] = depth[tree.children_right[node]] = depth[node] + 1
+    return depth
+
+
+def depth_view(model: DecisionTreeClassifier, depth: int, weights: dict[int, float]) -> DepthView:
+    tree = model.tree_
+    depths = node_depths(model)
+    node_at = np.arange(tree.node_count, dtype=np.int64)
+    parent = np.full(tree.node_count, -1, dtype=np.int64)
+    internal = np.flatnonzero(tree.children_left != -1)
+    parent[tree.children_left[internal]] = internal
+    parent[tree.children_right[internal]] = internal
+    for node in range(tree.node_count):  # parents precede children, so node_at[parent] is final
+        if depths[node] > depth:
+            node_at[node] = node_at[parent[node]]
+    value = tree.value[:, 0, :]
+    if value.shape[1] == 2:
+        p_weighted = value[:, 1] / value.sum(axis=1)
+    else:  # a training fold with one class only (cannot happen when stratified)
+        p_weighted = np.full(tree.node_count, float(model.classes_[0]))
+    return DepthView(model=model, depth=depth, node_at=node_at, score=unweighted_probability(p_weighted, weights))
+
+
+def _node_metrics(y: np.ndarray, nodes: np.ndarray, score: np.ndarray, top_k_percent: float) -> dict[str, float]:
+    """``score_metrics(y, score[nodes])`` without sorting persons: the score levels are the tree's few nodes."""
+    values, level_of_node = np.unique(score, return_inverse=True)
+    levels = Levels(values=values, index=level_of_node.ravel()[nodes])
+    pos, neg = level_counts(levels, y)
+    return metrics_from_counts(levels.values, pos, neg, top_k_percent)
+
+
+def cross_validate(
+    design: Design,
+    y: np.ndarray,
+    settings: TreeSettings,
+    seed: np.random.SeedSequence,
+    *,
+    groups: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> CvResult:
+    """Fit the grid on every fold, select per fold by cross-fitting, and explain the selected models.
+
+    One tree per fold and ``min_samples_leaf`` value, grown to the grid's largest depth for that value, answers
+    for every depth of the grid (``DepthView``); the fits run in ``settings.n_jobs`` threads (scikit-learn's
+    tree builder releases the GIL).
+    """
+    y = np.asarray(y, dtype=np.int64)
+    X = np.ascontiguousarray(design.X, dtype=np.float32)
+    fold_seed, tree_seed, perm_seed = seed.spawn(3)
+    fold_of = make_folds(y, settings.folds, seed_int(fold_seed), groups)
+    k = settings.folds
+    grid = settings.grid
+    leaf_sizes = tuple(dict.fromkeys(m for _, m in grid))
+    deepest = {m: max(d for d, mm in grid if mm == m) for m in leaf_sizes}
+    base_tree_seed = seed_int(tree_seed)
+    test_rows = [np.flatnonzero(fold_of == f) for f in range(k)]
+    X_test = [X[rows] for rows in test_rows]
+
+    def run(f: int, m: int) -> tuple[int, int, DecisionTreeClassifier, dict[int, float]]:
+        model, weights = _fit(X, y, np.flatnonzero(fold_of != f), (deepest[m], m), settings, base_tree_seed)
+        return f, m, model, weights
+
+    fitted: dict[tuple[int, int], tuple[DecisionTreeClassifier, dict[int, float]]] = {}
+    tasks = [(f, m) for f in range(k) for m in leaf_sizes]
+    for f, m, model, weights in Parallel(n_jobs=settings.n_jobs, prefer="threads", return_as="generator")(
+        delayed(run)(f, m) for f, m in tasks
+    ):
+        fitted[(f, m)] = (model, weights)
+        if progress is not None:
+            progress(1)
+
+    views: dict[tuple[int, int], DepthView] = {}
+    nodes: dict[tuple[int, int], np.ndarray] = {}
+    for f in range(k):
+        leaf_of = {m: fitted[(f, m)][0].tree_.apply(X_test[f]) for m in leaf_sizes}
+        for g, (d, m) in enumerate(grid):
+            model, weights = fitted[(f, m)]
+            view = depth_view(model, d, weights)
+            views[(f, g)] = view
+            nodes[(f, g)] = view.node_at[leaf_of[m]]
+
+    sign = 1.0 if HIGHER_IS_BETTER[settings.select_by] else -1.0
+    fold_scores = {
+        (f, g): _node_metrics(y[test_rows[f]], nodes[(f, g)], views[(f, g)].score, settings.top_k_percent)
+        for f in range(k)
+        for g in range(len(grid))
+    }
+    score = np.array([[sign * fold_scores[(f, g)][settings.select_by] for g in range(len(grid))] for f in range(k)])
+    chosen: list[int] = []
+    for f in range(k):
+        others = np.delete(score, f, axis=0).mean(axis=0)
+        chosen.append(int(np.nanargmax(others)))
+    oof = np.empty(y.size, dtype=np.float64)
+    for f in range(k):
+        oof[test_rows[f]] = views[(f, chosen[f])].score[nodes[(f, chosen[f])]]
+    metrics = score_metrics(y, oof, settings.top_k_percent)
+    fold_metrics = {m: tuple(fold_scores[(f, chosen[f])][m] for f in range(k)) for m in METRICS}
+    counts = Counter(chosen)
+    final_g = max(counts, key=lambda g: (counts[g], score[:, g].mean(), -g))
+
+    groups_of = design.column_groups()
+    impurity_rows = []
+    for f in range(k):
+        imp = views[(f, chosen[f])].impurity_importances()
+        impurity_rows.append({v: float(imp[ix].sum()) for v, ix in groups_of.items()})
+    rng = np.random.default_rng(perm_seed)
+    permutation_rows = []
+    for f in range(k):
+        view = views[(f, chosen[f])]
+        Xt, yt = X_test[f], y[test_rows[f]]
+        base = fold_scores[(f, chosen[f])]["roc_auc"]
+        work = Xt.copy()
+        row: dict[str, float] = {}
+        for v, ix in groups_of.items():
+            drops = []
+            for _ in range(settings.permutation_repeats):
+                perm = rng.permutation(Xt.shape[0])
+                work[:, ix] = Xt[perm[:, None], ix]
+                permuted = _node_metrics(yt, view.nodes(work), view.score, settings.top_k_percent)["roc_auc"]
+                drops.append(base - permuted)
+            work[:, ix] = Xt[:, ix]
+            row[v] = float(np.mean(drops))
+        permutation_rows.append(row)
+
+    return CvResult(
+        oof=oof,
+        fold_of=fold_of,
+        selected=tuple(grid[g] for g in chosen),
+        final_params=grid[final_g],
+        metrics=metrics,
+        fold_metrics=fold_metrics,
+        grid_scores={grid[g]: float(sign * score[:, g].mean()) for g in range(len(grid))},
+        impurity=_summarise(impurity_rows),
+        permutation=_summarise(permutation_rows),
+        n=int(y.size),
+        n_positive=int(y.sum()),
+        variables=design.variables,
+    )
+
+
+def _summarise(rows: Sequence[dict[str, float]]) -> dict[str, Importance]:
+    names = list(rows[0])
+    values = np.array([[r[v] for v in names] for r in rows])
+    sd = values.std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(len(names))
+    return {v: Importance(float(values[:, i].mean()), float(sd[i])) for i, v in enumerate(names)}
+
+
+# --- the released tree ------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ReleasableTree:
+    nodes: tuple[TreeNode, ...]
+    max_depth: int
+    min_samples_leaf: int
+    leaves_before: int
+    leaves_after: int
+
+
+def fit_final_tree(
+    design: Design, y: np.ndarray, params: tuple[int, int], settings: TreeSettings, seed: np.random.SeedSequence
+) -> DecisionTreeClassifier:
+    """The tree on the whole population with the selected grid point (what the released structure shows)."""
+    y = np.asarray(y, dtype=np.int64)
+    model, _ = _fit(design.X, y, np.arange(y.size), params, settings, seed_int(seed))
+    return model
+
+
+def node_class_counts(model: DecisionTreeClassifier, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Persons per class (negative, positive) reaching every node: (n_nodes, 2) integer counts."""
+    path = model.decision_path(X)  # sparse (persons x nodes)
+    onehot = np.stack([1 - np.asarray(y, dtype=np.int64), np.asarray(y, dtype=np.int64)], axis=1)
+    return np.asarray(path.T @ onehot, dtype=np.int64)
+
+
+def _violates(counts: np.ndarray, rules: LeafRules) -> bool:
+    total = int(counts.sum())
+    return total < rules.min_leaf_persons or bool(((counts >= 0) & (counts < rules.min_class_count)).any())
+
+
+def prune_to_rules(model: DecisionTreeClassifier, design: Design, y: np.ndarray, rules: LeafRules) -> ReleasableTree:
+    """Collapse, bottom-up, every split that has a leaf breaking the leaf rules; return the remaining tree.
+
+    A leaf breaks the rules when it holds fewer than ``min_leaf_persons`` persons or any class count below
+    ``min_class_count`` (zero included: a class probability of 0 is class disclosure). The root is never
+    collapsed further than itself; if it breaks the rules the gate refuses the tree.
+    """
+    tree = model.tree_
+    left, right = tree.children_left, tree.children_right
+    counts = node_class_counts(model, design.X, y)
+    is_leaf = left == -1
+    depth = np.zeros(tree.node_count, dtype=np.int64)
+    order = [0]
+    for node in order:  # breadth-first to get depths
+        if left[node] != -1:
+            depth[left[node]] = depth[right[node]] = depth[node] + 1
+            order.extend((int(left[node]), int(right[node])))
+    leaves_before = int(is_leaf.sum())
+    pruned_leaf = is_leaf.copy()
+    for node in sorted(order, key=lambda n: -depth[n]):
+        if pruned_leaf[node]:
+            continue
+        children = (int(left[node]), int(right[node]))
+        if any(pruned_leaf[c] and _violates(counts[c], rules) for c in children):
+            pruned_leaf[node] = True
+    # renumber the kept nodes in pre-order
+    nodes: list[TreeNode] = []
+    new_id: dict[int, int] = {}
+
+    def visit(node: int) -> None:
+        new_id[node] = len(new_id)
+        if not pruned_leaf[node]:
+            visit(int(left[node]))
+            visit(int(right[node]))
+
+    visit(0)
+    for old, nid in sorted(new_id.items(), key=lambda kv: kv[1]):
+        cc = (int(counts[old, 0]), int(counts[old, 1]))
+        if pruned_leaf[old]:
+            nodes.append(TreeNode(node_id=nid, depth=int(depth[old]), class_counts=cc))
+        else:
+            nodes.append(
+                TreeNode(
+                    node_id=nid,
+                    depth=int(depth[old]),
+                    class_counts=cc,
+                    feature=design.columns[int(tree.feature[old])],
+                    threshold=float(tree.threshold[old]),
+                    left=new_id[int(left[old])],
+                    right=new_id[int(right[old])],
+                )
+            )
+    return ReleasableTree(
+        nodes=tuple(nodes),
+        max_depth=int(max(n.depth for n in nodes)),
+        min_samples_leaf=int(model.get_params()["min_samples_leaf"]),
+        leaves_before=leaves_before,
+        leaves_after=sum(1 for n in nodes if n.is_leaf),
+    )
+
+
+__all__ = [
+    "CvResult",
+    "Importance",
+    "LeafRules",
+    "ReleasableTree",
+    "TreeSettings",
+    "cross_validate",
+    "fit_final_tree",
+    "make_folds",
+    "node_class_counts",
+    "prune_to_rules",
+    "stable_seed",
+    "unweighted_probability",
+]

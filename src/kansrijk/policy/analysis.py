@@ -1,0 +1,263 @@
+"""The analysis plan (``policies/analysis/*.toml``, ``kind = "analysis"``): what the coordinator may compute.
+
+A privacy officer reviews and signs the plan like every other policy: it fixes the cohort and reference years,
+the outcomes and the minimum number of positives below which an outcome is refused (too rare to model without
+revealing persons, as early school leaving was in the Rotterdam Groeit analysis), the two feature sets (all
+variables; the factor model's indicators), the model grid, the metrics, and the limited statistical analysis
+(association of one outcome with one variable, linear against non-linear).
+
+Every key is documented in ``docs/analysis.md``. Cross-checks with the release policy (the tree grid's
+``min_samples_leaf`` must respect the policy's minimum leaf size) run when both are loaded, in
+``check_plan_against_release``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kansrijk.errors import PolicyError
+from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES
+from kansrijk.policy.common import PolicyModel, parse_policy
+from kansrijk.policy.factors import indicator_names
+
+ANALYSIS_KIND = "analysis"
+FEATURE_SETS: tuple[str, ...] = ("all", "factor_model")
+
+
+class Cohort(PolicyModel):
+    """Who is analysed: an age range (age reached in the reference year) and which reference years."""
+
+    min_age: int = Field(default=0, ge=0, le=30)
+    max_age: int = Field(default=23, ge=0, le=30)
+    reference_years: Literal["all"] | tuple[int, ...] = Field(
+        default="all", description='"all" ingested years, or a list of years.'
+    )
+    pooled: bool = Field(default=True, description="With several years, also analyse all years pooled.")
+
+    @field_validator("reference_years")
+    @classmethod
+    def _years(cls, value: Literal["all"] | tuple[int, ...]) -> Literal["all"] | tuple[int, ...]:
+        if value != "all":
+            if not value:
+                raise ValueError('give at least one year, or "all"')
+            if any(not 2000 <= y <= 2100 for y in value):
+                raise ValueError("years must lie in 2000..2100")
+            if len(set(value)) != len(value):
+                raise ValueError("a year is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _ages(self) -> Cohort:
+        if self.min_age > self.max_age:
+            raise ValueError("min_age must be <= max_age")
+        return self
+
+
+class OutcomeSpec(PolicyModel):
+    """Per-outcome settings; ``min_positives`` overrides ``model.min_positives``."""
+
+    min_positives: int | None = Field(default=None, ge=10)
+    exclude: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Variables never used for this outcome: measurements taken after the outcome happened that encode it "
+            "(e.g. the current track after a track change)."
+        ),
+    )
+
+    @field_validator("exclude")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = set(indicator_names())
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            raise ValueError(f"unknown variable(s) {unknown}; known: {', '.join(indicator_names())}")
+        return value
+
+
+class Features(PolicyModel):
+    """How the feature sets are built from the analysis dataset."""
+
+    exclude: tuple[str, ...] = Field(
+        default=(), description="Variables never used as features (besides each outcome's own source variable)."
+    )
+    always: tuple[str, ...] = Field(
+        default=(), description="Variables in both feature sets (demographic controls such as age and sex)."
+    )
+    one_hot_max_levels: int = Field(
+        default=12, ge=2, le=40, description="Nominal variables with at most this many levels are one-hot encoded."
+    )
+
+    @field_validator("exclude", "always")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = set(indicator_names())
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            raise ValueError(f"unknown variable(s) {unknown}; known: {', '.join(indicator_names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Features:
+        both = sorted(set(self.exclude) & set(self.always))
+        if both:
+            raise ValueError(f"variable(s) {both} are both excluded and always included")
+        return self
+
+
+class Model(PolicyModel):
+    """Decision trees: the tuning grid, cross-validation and class weighting."""
+
+    algorithm: Literal["decision_tree"] = "decision_tree"
+    criterion: Literal["gini", "entropy", "log_loss"] = "gini"
+    class_weight: Literal["balanced", "none"] = "balanced"
+    folds: int = Field(default=5, ge=3, le=10)
+    max_depth: tuple[int, ...] = Field(default=(4, 6, 8), min_length=1)
+    min_samples_leaf: tuple[int, ...] = Field(default=(50, 200), min_length=1)
+    select_by: Literal["roc_auc", "pr_auc", "brier"] = "roc_auc"
+    min_positives: int = Field(default=500, ge=10, description="Outcomes with fewer positives are refused.")
+    n_jobs: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("max_depth")
+    @classmethod
+    def _depths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= d <= 12 for d in value) or len(set(value)) != len(value):
+            raise ValueError("depths must be distinct integers in 1..12")
+        return value
+
+    @field_validator("min_samples_leaf")
+    @classmethod
+    def _leaves(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(v < 1 for v in value) or len(set(value)) != len(value):
+            raise ValueError("min_samples_leaf values must be distinct positive integers")
+        return value
+
+
+class Metrics(PolicyModel):
+    """What is measured and how its uncertainty is estimated."""
+
+    top_k_percent: float = Field(default=10.0, gt=0.0, lt=100.0, description="Recall among the top k% risk.")
+    bootstrap_replicates: int = Field(default=500, ge=50, le=10_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    permutation_repeats: int = Field(default=3, ge=1, le=50)
+    best_of_rest: int = Field(default=3, ge=1, le=10, description="How many runners-up the summary names.")
+
+
+class Association(PolicyModel):
+    """The limited statistical analysis: is ``outcome`` associated with ``variable``, linearly or not?"""
+
+    outcome: str = "psychosocial_risk"
+    variable: str = "woz_eur"
+    scale: float = Field(default=100_000.0, gt=0.0, description="The variable is divided by this (EUR 100k).")
+    spline_df: int = Field(default=5, ge=3, le=10, description="Degrees of freedom of the spline basis.")
+    bin_edges: tuple[float, ...] = Field(
+        default=(100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000),
+        description="Public inner bin edges; the outer bins are open (no minimum or maximum is revealed).",
+    )
+    permutations: int = Field(default=999, ge=99, le=100_000)
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+
+    @field_validator("outcome")
+    @classmethod
+    def _outcome(cls, value: str) -> str:
+        if value not in OUTCOMES:
+            raise ValueError(f"unknown outcome {value!r}; known: {', '.join(OUTCOME_NAMES)}")
+        return value
+
+    @field_validator("variable")
+    @classmethod
+    def _variable(cls, value: str) -> str:
+        if value not in indicator_names():
+            raise ValueError(f"unknown variable {value!r}")
+        return value
+
+    @field_validator("bin_edges")
+    @classmethod
+    def _edges(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) < 2 or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("bin_edges must be at least two strictly increasing values")
+        return value
+
+
+class AnalysisPlan(PolicyModel):
+    """An analysis plan file (``kind = "analysis"``)."""
+
+    kind: Literal["analysis"]
+    version: Literal[1] = 1
+    title: str = Field(min_length=1)
+    dataset: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(ge=0, lt=2**32, description="Seeds folds, trees, bootstraps and permutations.")
+    cohort: Cohort = Cohort()
+    outcomes: dict[str, OutcomeSpec] = Field(min_length=1)
+    feature_sets: tuple[Literal["all", "factor_model"], ...] = FEATURE_SETS
+    features: Features = Features()
+    model: Model = Model()
+    metrics: Metrics = Metrics()
+    association: Association | None = Association()
+    release_trees: bool = True
+
+    @field_validator("outcomes")
+    @classmethod
+    def _outcomes(cls, value: dict[str, OutcomeSpec]) -> dict[str, OutcomeSpec]:
+        unknown = sorted(set(value) - set(OUTCOME_NAMES))
+        if unknown:
+            raise ValueError(f"unknown outcome(s) {unknown}; known: {', '.join(OUTCOME_NAMES)}")
+        return value
+
+    @field_validator("feature_sets")
+    @classmethod
+    def _sets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError('give each of "all" and "factor_model" at most once, at least one')
+        return value
+
+    def min_positives(self, outcome: str) -> int:
+        spec = self.outcomes[outcome]
+        return spec.min_positives if spec.min_positives is not None else self.model.min_positives
+
+    @property
+    def grid(self) -> tuple[tuple[int, int], ...]:
+        """(max_depth, min_samples_leaf) pairs in a fixed order."""
+        return tuple((d, m) for d in self.model.max_depth for m in self.model.min_samples_leaf)
+
+
+def load_analysis_plan(path: Path, raw: bytes | None = None) -> AnalysisPlan:
+    """Parse and validate an analysis plan; ``PolicyError`` names file, key path and problem."""
+    return parse_policy(Path(path), AnalysisPlan, raw)
+
+
+def check_plan_against_release(
+    plan: AnalysisPlan, plan_path: Path, *, min_leaf_persons: int, min_samples_leaf_training: int
+) -> None:
+    """Refuse a plan whose tree grid could grow leaves the release policy forbids.
+
+    Every ``model.min_samples_leaf`` must be at least the release policy's ``sdc.tree.min_leaf_persons`` (so
+    every leaf of a tree fitted on the released population holds enough persons) and its training rule.
+    """
+    floor = max(min_leaf_persons, min_samples_leaf_training)
+    low = [m for m in plan.model.min_samples_leaf if m < floor]
+    if low:
+        raise PolicyError(
+            f"{plan_path}: model.min_samples_leaf: value(s) {low} are below the release policy's minimum leaf size "
+            f"{floor} (sdc.tree.min_leaf_persons / min_samples_leaf_training)",
+            hint=f"raise every min_samples_leaf to at least {floor}",
+        )
+
+
+__all__ = [
+    "ANALYSIS_KIND",
+    "FEATURE_SETS",
+    "AnalysisPlan",
+    "Association",
+    "Cohort",
+    "Features",
+    "Metrics",
+    "Model",
+    "OutcomeSpec",
+    "check_plan_against_release",
+    "load_analysis_plan",
+]

@@ -1,0 +1,125 @@
+"""`kansrijk demo` end to end at a small size, through the CLI: report, verified ledger, no mixed runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from coordinator.report import build_report
+from kansrijk.cli import app
+from kansrijk.demo import PASSPHRASE_ENV, PASSPHRASE_FILE, prepare_out
+from kansrijk.errors import OutputExists
+from kansrijk.gate.ledger import verify_ledger
+
+pytestmark = pytest.mark.slow
+PERSONS = 5_000
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "demo-run"
+    mp = pytest.MonkeyPatch()
+    mp.delenv(PASSPHRASE_ENV, raising=False)  # the demo must generate one and say so
+    try:
+        result = CliRunner().invoke(
+            app, ["demo", "--out", str(out), "--persons", str(PERSONS), "--min-positives", "40"]
+        )
+    finally:
+        mp.undo()
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out, result.output
+
+
+def test_demo_writes_the_report_and_a_verified_ledger(demo_run) -> None:
+    out, output = demo_run
+    report = out / "report.html"
+    assert report.is_file() and report.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    verified = verify_ledger(out / "coordinator")
+    assert verified.entries > 0 and verified.files_checked > 0
+    assert verified.head_hash[:16] in output
+    assert str(report) in output.replace("\n", "")
+
+
+def test_demo_prints_the_summary_numbers(demo_run) -> None:
+    _, output = demo_run
+    for label in ("bundles sealed and ingested", "linked persons", "models", "ε spent / left", "refused"):
+        assert label in output
+    assert re.search(r"bundles sealed and ingested\s*│\s*4\b", output)
+    assert re.search(r"models \(outcome × feature set\)\s*│\s*([1-9]\d*)", output)
+
+
+def test_every_party_left_its_files_where_the_docs_say(demo_run) -> None:
+    out, _ = demo_run
+    for partner in ("cbs", "gemeente", "cjg", "duo"):
+        assert len(list((out / "partners" / partner / "outbox").glob("*.kbundle"))) == 1
+        assert (out / "partners" / partner / "keys" / f"{partner}-signing.key").stat().st_mode & 0o077 == 0
+    for policy in ("partners.toml", "release/dp-sdc.toml", "analysis/rotterdam-groeit.toml", "sharing/cbs.toml"):
+        assert (out / "policies" / f"{policy}.sig").is_file()
+    assert (out / "README.txt").is_file()
+
+
+def test_generated_passphrase_is_saved_privately_and_announced(demo_run) -> None:
+    out, output = demo_run
+    saved = out / PASSPHRASE_FILE
+    assert saved.stat().st_mode & 0o077 == 0
+    assert "generated for this demo" in output
+    assert saved.read_text().strip() not in output  # said where it is, never printed
+
+
+def test_report_holds_only_released_numbers(demo_run, tmp_path: Path) -> None:
+    out, _ = demo_run
+    released = out / "coordinator" / "released"
+    only = tmp_path / "coordinator"
+    shutil.copytree(released, only / "released")
+    policy = out / "policies" / "release" / "dp-sdc.toml"
+    a = build_report(out / "coordinator", tmp_path / "a.html", release_policy=policy, generated_at="t")
+    b = build_report(only, tmp_path / "b.html", release_policy=policy, generated_at="t")
+    html_a = a.path.read_text(encoding="utf-8").replace("workspace <code>coordinator</code>", "")
+    assert html_a == b.path.read_text(encoding="utf-8").replace("workspace <code>coordinator</code>", "")
+    # every gate document in the workspace is in the report, by name
+    for path in released.glob("*.json"):
+        if path.name != "LEDGER-HEAD.json":
+            assert json.loads(path.read_text())["name"] in html_a
+
+
+def test_a_second_run_into_the_same_directory_is_refused_and_changes_nothing(demo_run) -> None:
+    out, _ = demo_run
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--persons", "200"])
+    assert result.exit_code == OutputExists.exit_code
+    assert "not empty" in result.output and "--force" in result.output
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_force_clears_an_old_run_before_starting(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "coordinator" / "released").mkdir(parents=True)
+    (out / "coordinator" / "released" / "old.json").write_text("{}")
+    with pytest.raises(OutputExists):
+        prepare_out(out, force=False)
+    prepare_out(out, force=True)
+    assert out.is_dir() and not any(out.iterdir())
+
+
+def test_force_never_clears_a_source_checkout(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    with pytest.raises(OutputExists, match="source checkout"):
+        prepare_out(tmp_path, force=True)
+    assert (tmp_path / "pyproject.toml").is_file()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--persons", "50"], ["--years", "2023,2023"], ["--years", "abc"], ["--min-positives", "0"]],
+    ids=["too-few-persons", "duplicate-years", "bad-years", "zero-min-positives"],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()

@@ -1,0 +1,292 @@
+"""The HTML report: built only from the gate's released outputs, suppressed cells shown as such, DP marked."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from coordinator.report import build_report, load_released
+from kansrijk import crypto
+from kansrijk.cli import app
+from kansrijk.errors import InputError, OutputExists, PolicyError, WorkspaceError
+from kansrijk.gate.release import Gate
+from kansrijk.gate.requests import (
+    CountTable,
+    FeatureImportances,
+    MeanTable,
+    ModelMetrics,
+    RegressionResult,
+    TestResult,
+)
+from kansrijk.policy.signing import sign_policy
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+STAMP = " [plan sha256:" + "a" * 64 + "; factor model sha256:" + "b" * 64 + "]"
+WOZ_BINS = ("<150000", "[150000,250000)", "[250000,400000)", ">=400000")
+FIXED_TIME = "2025-01-01 00:00 UTC"
+
+
+def _requests(rng: np.random.Generator) -> list:
+    n = 4000
+    frame = pl.DataFrame(
+        {
+            "psychosocial_risk": rng.random(n) < 0.12,
+            "early_school_leaving": rng.random(n) < 0.004,
+            "woz_bin": rng.choice(WOZ_BINS, n),
+            "buurt": rng.choice([f"b{i:02d}" for i in range(20)], n),
+        }
+    )
+    metrics = {"roc_auc": 0.71, "pr_auc": 0.24, "brier": 0.09, "recall_at_k": 0.31, "roc_auc.fold_sd": 0.02}
+    return [
+        CountTable(
+            name="2023.psychosocial_risk.positives",
+            description="Persons with and without psychosocial_risk; positives at least the plan's minimum." + STAMP,
+            data=frame.select("psychosocial_risk"),
+            by=("psychosocial_risk",),
+            keys={"psychosocial_risk": (False, True)},
+        ),
+        CountTable(
+            name="2023.early_school_leaving.positives",
+            description=(
+                "Persons with and without early_school_leaving in its population; outcome not modelled: fewer "
+                "positives than the plan's minimum of 1000 (outcomes.early_school_leaving.min_positives)." + STAMP
+            ),
+            data=frame.select("early_school_leaving"),
+            by=("early_school_leaving",),
+            keys={"early_school_leaving": (False, True)},
+        ),
+        ModelMetrics(name="2023.psychosocial_risk.all.metrics", metrics=metrics, n=n, n_positive=480),
+        ModelMetrics(
+            name="2023.psychosocial_risk.factor_model.metrics",
+            metrics={**metrics, "roc_auc": 0.66},
+            n=n,
+            n_positive=480,
+        ),
+        ModelMetrics(
+            name="2023.psychosocial_risk.compare",
+            metrics={
+                "roc_auc.all": 0.71,
+                "roc_auc.factor_model": 0.66,
+                "roc_auc.delta": 0.05,
+                "roc_auc.ci_low": 0.02,
+                "roc_auc.ci_high": 0.08,
+                "roc_auc.p": 0.004,
+                "recall_at_k.all": 0.31,
+                "recall_at_k.factor_model": 0.33,
+                "recall_at_k.delta": -0.02,
+                "recall_at_k.ci_low": -0.06,
+                "recall_at_k.ci_high": 0.01,
+                "recall_at_k.p": 0.2,
+            },
+            n=n,
+            n_positive=480,
+        ),
+        FeatureImportances(
+            name="2023.psychosocial_risk.all.importance.permutation",
+            importances={"woz_eur": 0.061, "woz_eur.sd": 0.01, "buurt_code": 0.004, "buurt_code.sd": 0.002},
+            n=n,
+        ),
+        FeatureImportances(
+            name="2023.psychosocial_risk.factors",
+            description=(
+                "Factor importance. No indicator in the model: parental_mental_health; indicators absent from "
+                "the data: none." + STAMP
+            ),
+            importances={"household_income": 0.01, "neighbourhood": 0.004},
+            n=n,
+        ),
+        TestResult(
+            name="2023.association.linear_lr",
+            description="linear_lr. Reading at alpha 0.05: no association detected." + STAMP,
+            test="linear_lr (chi2, df=1)",
+            statistic=0.6,
+            dof=3998.0,
+            p_value=0.43,
+            n=n,
+        ),
+        RegressionResult(
+            name="2023.association.linear_fit",
+            coefficients={"intercept": -2.0, "per 100k": -0.03},
+            std_errors={"intercept": 0.1, "per 100k": 0.04},
+            n=n,
+            dof=n - 2,
+        ),
+        MeanTable(
+            name="2023.association.rate_by_bin",
+            description="Share of psychosocial_risk per public woz_eur bin." + STAMP,
+            data=frame.select("woz_bin", pl.col("psychosocial_risk").cast(pl.Float64)),
+            value="psychosocial_risk",
+            by=("woz_bin",),
+            keys={"woz_bin": WOZ_BINS},
+            bounds=(0.0, 1.0),
+        ),
+        CountTable(
+            name="persons_by_buurt",
+            description="Persons per buurt <script>alert('x')</script>",
+            data=frame.select("buurt"),
+            by=("buurt",),
+            keys={"buurt": (*(f"b{i:02d}" for i in range(20)), "b99")},  # b99 is empty: suppressed
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def released_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A workspace whose released/ was written by the real gate under a signed DP+SDC policy."""
+    root = tmp_path_factory.mktemp("report")
+    private, public = crypto.generate_signing_key()
+    officer = root / "officer.pub"
+    crypto.write_public_key(officer, "ed25519-signing", public, label="officer")
+    policy = root / "dp-sdc.toml"
+    shutil.copy(POLICIES / "release" / "dp-sdc.toml", policy)
+    sign_policy(policy, private)
+    ws = root / "ws"
+    ws.mkdir()
+    with Gate.open(ws, policy, [officer]) as gate:
+        results = [gate.release(r, requested_by="analysis") for r in _requests(np.random.default_rng(5))]
+    assert all(r.outcome != "refused" for r in results), [r.reasons for r in results if r.outcome == "refused"]
+    return ws, policy
+
+
+def _report(ws: Path, tmp_path: Path, **kw) -> str:
+    out = tmp_path / "report.html"
+    build_report(ws, out, generated_at=FIXED_TIME, **kw)
+    return out.read_text(encoding="utf-8")
+
+
+def test_report_has_every_section_and_the_ledger_head(released_ws, tmp_path: Path) -> None:
+    ws, policy = released_ws
+    html = _report(ws, tmp_path, release_policy=policy)
+    for section in ("linkage", "base-rates", "models", "importances", "woz", "factors", "refused", "privacy"):
+        assert f'id="{section}"' in html, section
+    head = json.loads((ws / "released" / "LEDGER-HEAD.json").read_text())
+    assert head["entry_hash"] in html
+    assert html.count("<svg") >= 4  # base rates, comparison, importances, WOZ curve
+
+
+def test_report_is_built_from_released_outputs_alone(released_ws, tmp_path: Path) -> None:
+    ws, policy = released_ws
+    full = _report(ws, tmp_path, release_policy=policy)
+    only_released = tmp_path / "copy" / ws.name
+    shutil.copytree(ws / "released", only_released / "released")  # no ledger, no dataset, nothing else
+    (tmp_path / "again").mkdir()
+    assert _report(only_released, tmp_path / "again", release_policy=policy) == full
+
+
+def test_suppressed_cells_are_shown_as_suppressed_and_never_as_numbers(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    doc = json.loads((ws / "released" / "persons_by_buurt.json").read_text())
+    suppressed = [row for row in doc["values"]["rows"] if row[-1].startswith("suppressed")]
+    assert suppressed and all(row[1] is None for row in suppressed)
+    row = re.search(r"<tr><th scope=\"row\">b99</th>(.*?)</tr>", html)
+    assert row is not None
+    assert 'class="suppressed"' in row.group(1) and re.search(r">\s*≈?\s*\d", row.group(1)) is None
+
+
+def test_noisy_numbers_are_marked_and_exact_ones_are_not(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    assert 'class="noisy num"' in html and "≈ " in html
+    assert "noisy: differential privacy" in html
+    metrics_row = re.search(r"<th scope=\"row\">psychosocial risk</th><td>all variables</td>(.*?)</tr>", html)
+    assert metrics_row is not None and "≈" not in metrics_row.group(1)
+
+
+def test_text_from_releases_is_escaped(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_report_needs_no_network(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    assert re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html) is None
+    assert "@import" not in html and "url(" not in html
+
+
+def test_refused_outcome_is_listed_with_its_reason(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    refused = html[html.index('id="refused"') : html.index('id="privacy"')]
+    assert "early school leaving" in refused
+    assert "outcome not modelled: fewer positives than the plan&#39;s minimum of 1000" in refused
+
+
+def test_budget_left_comes_from_the_release_policy(released_ws, tmp_path: Path) -> None:
+    ws, policy = released_ws
+    result = build_report(ws, tmp_path / "r.html", release_policy=policy)
+    spent = sum(
+        Fraction(json.loads(p.read_text())["epsilon_spent"])
+        for p in (ws / "released").glob("*.json")
+        if p.name != "LEDGER-HEAD.json"
+    )
+    assert result.budget.spent == spent > 0
+    assert result.budget.left == 4 - spent
+    no_policy = build_report(ws, tmp_path / "r2.html")
+    assert no_policy.budget.left is None
+
+
+def test_a_policy_the_gate_did_not_run_under_is_refused(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    with pytest.raises(PolicyError, match="not the release policy the gate ran under"):
+        build_report(ws, tmp_path / "r.html", release_policy=POLICIES / "release" / "sdc-only.toml")
+
+
+def test_a_file_the_gate_did_not_write_is_refused(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    copy = tmp_path / "ws"
+    shutil.copytree(ws / "released", copy / "released")
+    (copy / "released" / "extra.json").write_text('{"rows": [[1, 2]]}')
+    with pytest.raises(InputError, match="not a release document written by the gate"):
+        build_report(copy, tmp_path / "r.html")
+
+
+def test_a_workspace_without_releases_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match="no released outputs"):
+        build_report(tmp_path, tmp_path / "r.html")
+
+
+def test_the_report_is_never_written_into_released(released_ws) -> None:
+    ws, _ = released_ws
+    with pytest.raises(InputError, match="only the gate writes there"):
+        build_report(ws, ws / "released" / "report.html")
+    assert not (ws / "released" / "report.html").exists()
+
+
+def test_an_existing_report_is_kept_unless_forced(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    out = tmp_path / "r.html"
+    out.write_text("keep")
+    with pytest.raises(OutputExists):
+        build_report(ws, out)
+    assert out.read_text() == "keep"
+    build_report(ws, out, force=True)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_load_released_orders_by_ledger_entry(released_ws) -> None:
+    ws, _ = released_ws
+    outputs, head = load_released(ws)
+    entries = [r.ledger_entry for r in outputs]
+    assert entries == sorted(entries) and head.seq >= len(outputs)
+
+
+def test_report_command_writes_the_file(released_ws, tmp_path: Path) -> None:
+    ws, policy = released_ws
+    out = tmp_path / "cli.html"
+    result = CliRunner().invoke(app, ["coordinator", "report", str(ws), "--out", str(out), "--policy", str(policy)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "report written" in result.output
+    again = CliRunner().invoke(app, ["coordinator", "report", str(ws), "--out", str(out)])
+    assert again.exit_code == OutputExists.exit_code
