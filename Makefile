@@ -46,7 +46,7 @@ test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 security: $(STAMP)
-	$(BIN)/python -m pytest tests/security -p no:randomly -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/security -n 2 -p no:randomly -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
