@@ -50,6 +50,7 @@ from kansrijk.errors import (
     UnknownPartner,
     WrongRecipient,
 )
+from kansrijk.fsutil import sweep_stale_temp_files, temp_name
 from kansrijk.policy.registry import PartnerRegistry
 
 KEY = "pseudonym"
@@ -85,6 +86,7 @@ class IngestSession:
     @classmethod
     def open(cls, root: Path, passphrase: str, *, registry: Path | None = None) -> IngestSession:
         paths = open_workspace(root)
+        sweep_stale_temp_files(paths.tables)  # left by an ingest that was killed mid-write
         reg, digest = workspace_registry(paths, registry)
         return cls(paths=paths, keys=load_keys(paths, passphrase), registry=reg, registry_digest=digest)
 
@@ -254,7 +256,7 @@ def _store(
     paths = session.paths
     created_dir = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = temp_name(target)
     renamed = False
     try:
         frame.write_parquet(tmp, compression="zstd", statistics=True)

@@ -37,7 +37,7 @@ import polars as pl
 
 from coordinator.workspace import WorkspacePaths, now_utc, open_workspace, read_state, write_state
 from kansrijk.errors import WorkspaceError
-from kansrijk.fsutil import atomic_path, atomic_write_bytes
+from kansrijk.fsutil import atomic_path, atomic_write_bytes, sweep_stale_temp_files
 from kansrijk.gate.release import Gate
 from kansrijk.gate.requests import CountTable
 from kansrijk.outcomes import age_expr, derive_outcomes
@@ -425,6 +425,7 @@ def link_workspace(
     stays internal.
     """
     paths = open_workspace(root)
+    sweep_stale_temp_files(paths.dataset)  # left by a link that was killed mid-write
     available = ingested_years(paths)
     if not available:
         raise WorkspaceError(

@@ -7,7 +7,9 @@ the frame gets a ``__row`` column: the 1-based data row number that every report
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +93,7 @@ def _read_csv(path: Path, raw: bytes, policy: SharingPolicy) -> pl.DataFrame:
             missing_utf8_is_empty_string=False,
         )
     except pl.exceptions.PolarsError as exc:
-        where = _line_of(str(exc))
+        where = _line_of(str(exc)) or _first_malformed_line(raw, fmt.separator, fmt.quote)
         raise InputError(
             f"{path}: {where}the file cannot be read as CSV with separator {fmt.separator!r} and quote {fmt.quote!r}",
             hint="check the separator and quote character in the sharing policy",
@@ -102,6 +104,36 @@ def _read_csv(path: Path, raw: bytes, policy: SharingPolicy) -> pl.DataFrame:
             hint="check input.separator in the sharing policy",
         )
     return frame
+
+
+def _first_malformed_line(raw: bytes, separator: str, quote: str) -> str:
+    """Locate the first structurally broken record after polars refused the file (error path only).
+
+    polars does not say where a ragged row or a stray quote is, so the standard library's strict CSV reader walks
+    the file once and reports, by line number (never by content), the first record that: has another number of
+    fields than the header, is rejected by the reader (a quoted field never closed is reported where it opens),
+    or has a quote inside a field that is not quoted.
+    """
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quotechar=quote, strict=True)
+    start = 1
+    try:
+        header = next(reader)
+        while True:
+            start = reader.line_num + 1
+            fields = next(reader)
+            if not fields:
+                continue
+            if len(fields) != len(header) or reader.line_num != start:
+                return f"line {start}: "
+            raw_fields = lines[start - 1].split(separator)
+            if not any(f.startswith(quote) for f in raw_fields) and any(quote in f for f in raw_fields):
+                return f"line {start}: "
+    except StopIteration:
+        return ""
+    except csv.Error:
+        return f"line {start}: "
 
 
 def _line_of(message: str) -> str:

@@ -310,6 +310,8 @@ def build_plan(policy: SharingPolicy, schema: pl.Schema, year: int) -> Plan:
     for rule in policy.rules:
         check = rule_check(rule)
         rules.append(Check(source_of.get(rule.variable, rule.variable), check.variable, check.rule, check.fault))
-    ordered = {name: outputs[name].cast(VARIABLES[name].dtype) for name in policy.shared_variables}
+    # Non-strict: a value the canonical type cannot hold (a WOZ of 1e308, inf, NaN) is already flagged
+    # out_of_range, so its row goes to quarantine; a strict cast would crash before the row got there.
+    ordered = {name: outputs[name].cast(VARIABLES[name].dtype, strict=False) for name in policy.shared_variables}
     normalise = tuple(normalised_text(c, schema[c]) for c in policy.source_columns if schema[c] == pl.String)
     return Plan(normalise=normalise, parsed=parsed, outputs=ordered, checks=tuple(checks), rule_checks=tuple(rules))

@@ -118,13 +118,6 @@ INGEST_POINTS = [
 LINK_POINTS = ["link:writing_dataset", "link:dataset_written", "link:before_state"]
 RELEASE_POINTS = ["gate:after_pending_write", "gate:before_commit", "gate:after_commit"]
 
-_STALE_TMP = pytest.mark.xfail(
-    strict=True,
-    reason="gap: a temp file written before the kill is never removed: ingest's `.<year>.parquet.<pid>.tmp` "
-    "(coordinator/ingest.py _store) and link's atomic_path temp file (kansrijk/fsutil.py) stay in the workspace "
-    "after a SIGKILL, and no later run cleans them up",
-)
-
 
 def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Coordinator, list[Path], Path, Path]:
     monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
@@ -184,10 +177,7 @@ def _verify_cli(ws: Path) -> str:
 
 @pytest.mark.parametrize(
     "point",
-    [
-        pytest.param(p, marks=_STALE_TMP) if p in ("ingest:tmp_written", "ingest:in_transaction") else p
-        for p in INGEST_POINTS
-    ],
+    [*INGEST_POINTS],
 )
 def test_kill_9_during_ingest_then_retry_ingests_everything_once_with_no_orphans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tally, point: str
@@ -214,9 +204,7 @@ def _ingested(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Coordina
     return c, bundles, policy, pub
 
 
-@pytest.mark.parametrize(
-    "point", [pytest.param(p, marks=_STALE_TMP) if p == "link:writing_dataset" else p for p in LINK_POINTS]
-)
+@pytest.mark.parametrize("point", LINK_POINTS)
 def test_kill_9_during_link_then_relink_leaves_a_verified_ledger_and_no_orphans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tally, point: str
 ) -> None:
