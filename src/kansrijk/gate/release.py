@@ -38,6 +38,7 @@ import polars as pl
 from kansrijk.errors import PolicyError, WorkspaceError
 from kansrijk.gate import budget as budget_mod
 from kansrijk.gate import dp as dp_mod
+from kansrijk.gate import dp_models as dpm
 from kansrijk.gate import ledger as ledger_mod
 from kansrijk.gate.ledger import (
     LEDGER_FILE,
@@ -48,6 +49,7 @@ from kansrijk.gate.ledger import (
 )
 from kansrijk.gate.requests import (
     CountTable,
+    DpModelRequest,
     Histogram,
     MeanTable,
     QuantileRequest,
@@ -211,6 +213,8 @@ class Gate:
             )
             return self._refuse(request, requested_by, verdicts)
         verdicts.append(RuleOutcome("requested_by", "pass", f"{requested_by!r} may request releases"))
+        if isinstance(request, DpModelRequest):
+            return self._release_dp_model(request, requested_by, verdicts)
 
         check: TableCheck | None = None
         checked = request
@@ -317,6 +321,135 @@ class Gate:
             _replace(tmp, final)
         cls = Suppressed if outcome == "suppressed" else Released
         return cls(
+            name=request.name,
+            kind=request.kind,
+            verdicts=tuple(verdicts),
+            entry_id=entry.entry_id,
+            epsilon=epsilon,
+            path=self.released_dir / f"{request.name}.json",
+            document=document,
+        )
+
+    # -- differentially private models ------------------------------------------------------------------
+    def _release_dp_model(
+        self, request: DpModelRequest, requested_by: str, verdicts: list[RuleOutcome]
+    ) -> ReleaseResult:
+        """Check the request against ``[dp_model]``, debit its epsilon, then train, evaluate and release.
+
+        Every refusal happens before the budget is touched; the debit, the OpenDP training, the release file
+        and the ledger entry are one transaction (as for DP tables).
+        """
+        rules, budget = self.policy.dp_model, self.policy.dp
+        if rules is None or budget is None:
+            verdicts.append(
+                RuleOutcome(
+                    "dp_model_policy",
+                    "refuse",
+                    "the release policy has no [dp_model] section: it allows no differentially private models",
+                )
+            )
+            return self._refuse(request, requested_by, verdicts)
+        problems = []
+        if request.model not in rules.models:
+            problems.append(f"model {request.model!r} is not in dp_model.models {list(rules.models)}")
+        if request.max_depth > rules.max_depth:
+            problems.append(f"max_depth {request.max_depth} exceeds dp_model.max_depth {rules.max_depth}")
+        if request.trees > rules.max_trees:
+            problems.append(f"trees {request.trees} exceeds dp_model.max_trees {rules.max_trees}")
+        if request.epsilon > rules.max_epsilon:
+            problems.append(f"epsilon {request.epsilon} exceeds dp_model.max_epsilon {rules.max_epsilon}")
+        if problems:
+            verdicts.append(RuleOutcome("dp_model_policy", "refuse", "; ".join(problems)))
+            return self._refuse(request, requested_by, verdicts)
+        verdicts.append(RuleOutcome("dp_model_policy", "pass", "model, depth, trees and epsilon within [dp_model]"))
+        data = request.data.filter(pl.col(request.outcome).is_not_null())
+        try:
+            bins = dpm.plan_bins(
+                data, request.features, policy_edges=rules.bin_edges, request_edges=request.bin_edges, keys=request.keys
+            )
+        except dpm.DpModelNotPossible as exc:
+            verdicts.append(RuleOutcome("dp_inputs", "refuse", str(exc)))
+            return self._refuse(request, requested_by, verdicts)
+        verdicts.append(RuleOutcome("dp_inputs", "pass", "every feature has public bins"))
+        settings = dpm.Settings(
+            model=request.model,
+            epsilon=request.epsilon,
+            max_depth=request.max_depth,
+            trees=request.trees,
+            folds=request.folds,
+            learning_rate=request.learning_rate,
+            eval_share=rules.eval_share,
+            leaf_share=rules.leaf_share,
+            max_persons=budget.max_persons,
+        )
+        with ledger_mod.immediate(self._conn):
+            if request.name in ledger_mod.released_names(self._conn):
+                verdicts.append(
+                    RuleOutcome("unique_name", "refuse", f"a release named {request.name!r} exists already")
+                )
+                return self._record_refusal(request, requested_by, verdicts)
+            epsilon = request.epsilon
+            capped = budget.model_copy(update={"epsilon_per_release_max": rules.max_epsilon})
+            why = budget_mod.refusal_reason(self._conn, self.policy.dataset, capped, epsilon)
+            if why is not None:
+                verdicts.append(RuleOutcome("dp_budget", "refuse", why))
+                return self._record_refusal(request, requested_by, verdicts)
+            budget_mod.spend(self._conn, self.policy.dataset, epsilon)
+            verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before training"))
+            result = dpm.train_and_evaluate(
+                data,
+                outcome=request.outcome,
+                bins=bins,
+                settings=settings,
+                seed=request.seed,
+                person=request.person,
+            )
+            spent = sum((st.epsilon for st in result.steps), Fraction(0))
+            if spent != epsilon:  # never release a model whose steps do not add up to the debit
+                raise RuntimeError(f"DP model steps spend {spent}, the ledger debited {epsilon}")
+            seq = ledger_mod.next_seq(self._conn)
+            document = {
+                "format": RELEASE_FORMAT,
+                "version": 1,
+                "name": request.name,
+                "kind": request.kind,
+                "description": request.description,
+                "population": request.population,
+                "outcome": "released",
+                "method": "dp",
+                "requested_by": requested_by,
+                "ledger_entry": f"L{seq:06d}",
+                "policy_digest": self.policy_digest,
+                "request_digest": request.digest(),
+                "epsilon_spent": str(epsilon),
+                "noisy": True,
+                "noise": {"guarantee": dpm.GUARANTEE, "steps": [st.to_json() for st in result.steps]},
+                "values": result.values,
+                "verdicts": [v.to_json() for v in verdicts],
+            }
+            files = {f"{request.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
+            pending = self._write_pending(seq, files)
+            _fault_point("after_pending_write")
+            entry = ledger_mod.append_entry(
+                self._conn,
+                requested_by=requested_by,
+                release_name=request.name,
+                kind=request.kind,
+                outcome="released",
+                request_digest=document["request_digest"],
+                policy_digest=self.policy_digest,
+                dataset=self.policy.dataset,
+                epsilon=epsilon,
+                delta=Fraction(0),
+                verdicts=[v.to_json() for v in verdicts],
+                outputs={name: sha256_prefixed(blob) for name, blob in files.items()},
+                seq=seq,
+            )
+            _fault_point("before_commit")
+        _fault_point("after_commit")
+        for tmp, final in pending:
+            _replace(tmp, final)
+        return Released(
             name=request.name,
             kind=request.kind,
             verdicts=tuple(verdicts),

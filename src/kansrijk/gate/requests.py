@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from typing import Any, ClassVar, Literal
 
 import polars as pl
@@ -43,6 +44,7 @@ OutputKind = Literal[
     "tree_structure",
     "test_result",
     "regression",
+    "dp_model",
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,119}$")
@@ -408,13 +410,90 @@ class RegressionResult(ReleaseRequest):
         object.__setattr__(self, "std_errors", dict(self.std_errors))
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class DpModelRequest(ReleaseRequest):
+    """Train a differentially private tree model for the binary ``outcome`` inside the gate and release its
+    structure, importances and held-out metrics (``kansrijk.gate.dp_models``).
+
+    Reveals: with epsilon-DP for one person, the model's splits and noisy leaf values, importances derived
+    from them, and ROC-AUC / PR-AUC from a noisy score histogram of held-out persons. Public (not protected):
+    the feature list, the bin edges and categories, the settings and the seed. ``data`` has one row per person
+    (``person`` names an id column, used only to assign persons to folds). ``epsilon`` is spent in full and
+    split as the release file shows; ``bin_edges`` are inner edges of numeric features (the policy's win);
+    ``keys`` are public categories of string features.
+    """
+
+    kind: ClassVar[OutputKind] = "dp_model"
+
+    data: pl.DataFrame
+    outcome: str
+    features: tuple[str, ...]
+    model: Literal["dp_tree", "dp_boosted"] = "dp_tree"
+    epsilon: Fraction = Fraction(1)
+    max_depth: int = 5
+    trees: int = 1
+    folds: int = 5
+    seed: int = 0
+    bin_edges: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    keys: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    person: str | None = None
+    learning_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "bin_edges", {k: tuple(float(x) for x in v) for k, v in self.bin_edges.items()})
+        object.__setattr__(self, "keys", {k: tuple(v) for k, v in self.keys.items()})
+        eps = self.epsilon
+        if isinstance(eps, str | int) and not isinstance(eps, bool):
+            eps = Fraction(eps)
+        if not isinstance(eps, Fraction) or eps <= 0:
+            raise RequestInvalid(
+                f"dp_model request {self.name!r}: epsilon must be an exact positive number (Fraction, int or "
+                f"a string such as '1/2'); floats are refused because 0.1 is not one tenth"
+            )
+        object.__setattr__(self, "epsilon", eps)
+        if not self.features:
+            raise RequestInvalid(f"dp_model request {self.name!r}: 'features' needs at least one column")
+        if self.outcome in self.features:
+            raise RequestInvalid(f"dp_model request {self.name!r}: the outcome {self.outcome!r} is also a feature")
+        extra = (self.person,) if self.person else ()
+        _check_columns(self.kind, self.name, self.data, (self.outcome, *self.features, *extra))
+        if not 1 <= self.max_depth <= 12 or not 1 <= self.trees <= 500 or not 2 <= self.folds <= 20:
+            raise RequestInvalid(
+                f"dp_model request {self.name!r}: need 1 <= max_depth <= 12, 1 <= trees <= 500, 2 <= folds <= 20"
+            )
+        if self.model == "dp_tree" and self.trees != 1:
+            raise RequestInvalid(f"dp_model request {self.name!r}: a dp_tree has exactly one tree (trees = 1)")
+        dtype = self.data.schema[self.outcome]
+        if dtype != pl.Boolean and not dtype.is_integer():
+            raise RequestInvalid(f"dp_model request {self.name!r}: outcome {self.outcome!r} must be boolean or 0/1")
+
+    def parameters(self) -> dict[str, Any]:
+        out = super().parameters()
+        out["epsilon"] = str(self.epsilon)
+        return out
+
+    def used_columns(self) -> tuple[str, ...]:
+        return (self.outcome, *self.features, *((self.person,) if self.person else ()))
+
+
 TABLE_REQUESTS = (CountTable, MeanTable, SumTable, QuantileRequest, Histogram, Extremes)
-ALL_REQUESTS = (*TABLE_REQUESTS, ModelMetrics, FeatureImportances, TreeStructure, TestResult, RegressionResult)
+ALL_REQUESTS = (
+    *TABLE_REQUESTS,
+    ModelMetrics,
+    FeatureImportances,
+    TreeStructure,
+    TestResult,
+    RegressionResult,
+    DpModelRequest,
+)
 
 __all__ = [
     "ALL_REQUESTS",
     "TABLE_REQUESTS",
     "CountTable",
+    "DpModelRequest",
     "Extremes",
     "FeatureImportances",
     "Histogram",

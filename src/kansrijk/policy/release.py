@@ -12,6 +12,7 @@ the gate. Every key is documented in ``docs/privacy-officer.md``.
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal
@@ -165,6 +166,45 @@ class DpBudget(PolicyModel):
         return self
 
 
+class DpModelRules(PolicyModel):
+    """Differentially private models trained inside the gate (``DpModelRequest``; ``kansrijk.gate.dp_models``).
+
+    Each model release spends its request's epsilon in full from the ``[dp]`` budget; this section caps it and
+    fixes how it is split and which public bin edges numeric features use.
+    """
+
+    max_epsilon: ExactNumber = Field(description="No single DP model release may spend more (instead of the "
+                                     "per-release cap of tables).")  # fmt: skip
+    models: tuple[Literal["dp_tree", "dp_boosted"], ...] = Field(
+        default=("dp_tree", "dp_boosted"), min_length=1, description="Model kinds the gate will train."
+    )
+    max_depth: int = Field(default=6, ge=1, le=10, description="Deepest tree the gate will train.")
+    max_trees: int = Field(default=50, ge=1, le=500, description="Largest boosted ensemble.")
+    eval_share: ExactNumber = Field(
+        default=Fraction(1, 10), description="Share of a model's epsilon for the held-out score histogram."
+    )
+    leaf_share: ExactNumber = Field(
+        default=Fraction(1, 5), description="Share of each tree's training epsilon for its leaf values."
+    )
+    bin_edges: dict[str, tuple[float, ...]] = Field(
+        default_factory=dict,
+        description="Public inner bin edges per numeric variable; they override the request's edges.",
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> DpModelRules:
+        if self.max_epsilon <= 0:
+            raise ValueError("max_epsilon must be > 0")
+        for key in ("eval_share", "leaf_share"):
+            share = getattr(self, key)
+            if not 0 < share < 1:
+                raise ValueError(f"{key} must lie strictly between 0 and 1")
+        for name, edges in self.bin_edges.items():
+            if not edges or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"bin_edges.{name}: give one or more strictly increasing values")
+        return self
+
+
 class OutputRule(PolicyModel):
     """How one output kind is checked."""
 
@@ -196,6 +236,7 @@ class ReleasePolicy(PolicyModel):
     sdc: SdcRules = SdcRules()
     dp: DpBudget | None = None
     outputs: dict[str, OutputRule] = Field(default_factory=_default_outputs)
+    dp_model: DpModelRules | None = None
 
     @field_validator("outputs", mode="after")
     @classmethod
@@ -223,6 +264,18 @@ class ReleasePolicy(PolicyModel):
                     f"outputs.{kind}.epsilon {rule.epsilon} exceeds dp.epsilon_per_release_max "
                     f"{self.dp.epsilon_per_release_max}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _dp_model_budget(self) -> ReleasePolicy:
+        if self.dp_model is None:
+            return self
+        if self.dp is None:
+            raise ValueError("dp_model: DP models need a [dp] section with the budget")
+        if self.dp_model.max_epsilon > self.dp.epsilon_total:
+            raise ValueError(
+                f"dp_model.max_epsilon {self.dp_model.max_epsilon} exceeds dp.epsilon_total {self.dp.epsilon_total}"
+            )
         return self
 
     def rule_for(self, kind: str) -> OutputRule:
@@ -283,6 +336,18 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
             f"{d.epsilon_per_release_max} per release. The budget is checked and debited before any noise is drawn; "
             f"a release that does not fit is refused. Group categories and value bounds must be public.",
         ]
+    if policy.dp_model is not None:
+        m = policy.dp_model
+        lines += [
+            "",
+            f"Differentially private models ({', '.join(m.models)}) are trained inside the gate: each release "
+            f"spends its epsilon (at most {m.max_epsilon}) from the budget above before training starts; depth at "
+            f"most {m.max_depth}, at most {m.max_trees} boosted trees; {m.eval_share} of the epsilon measures "
+            f"held-out ROC-AUC and PR-AUC from a noisy score histogram, {m.leaf_share} of each tree's training "
+            f"epsilon its noisy leaf values, the rest chooses splits by report-noisy-max level by level. Structure, "
+            f"importances and metrics are covered by the guarantee; feature list and bin edges are public. Bin "
+            f"edges fixed here: {', '.join(sorted(m.bin_edges)) or 'none'}.",
+        ]
     lines.append("")
     lines.append("Per output kind:")
     for kind in OUTPUT_KINDS:
@@ -335,6 +400,9 @@ STRICTER_WHEN: dict[str, Literal["higher", "lower"]] = {
     "dp.epsilon_total": "lower",
     "dp.delta_total": "lower",
     "dp.epsilon_per_release_max": "lower",
+    "dp_model.max_epsilon": "lower",
+    "dp_model.max_depth": "lower",
+    "dp_model.max_trees": "lower",
 }
 
 
