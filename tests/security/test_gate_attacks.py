@@ -89,13 +89,6 @@ def test_differencing_two_overlapping_tables_is_refused(tmp_path: Path, tally) -
     verify_ledger(ws)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: the differencing check skips earlier tables that share no grouping variable "
-    "(kansrijk/gate/release.py _differencing: `if not shared and dims and old_dims: continue`), so two tables "
-    "over populations that differ by a few persons, grouped by different variables, reveal that group's size "
-    "through their totals (a tracker)",
-)
 def test_tracker_over_a_different_grouping_is_refused(tmp_path: Path, tally) -> None:
     ws, policy, pub, _ = _gate(tmp_path)
     people = _people()

@@ -205,10 +205,14 @@ def test_differencing_pair_is_refused(tmp_path):
             CountTable(name="almost_all", data=df.slice(4), by=("sex", "buurt"), population="all but 4"),
             requested_by="analysis",
         )
-        disjoint = gate.release(CountTable(name="buurt_only", data=df.slice(4), by=("buurt",)), requested_by="analysis")
+        tracker = gate.release(CountTable(name="buurt_only", data=df.slice(4), by=("buurt",)), requested_by="analysis")
+        same_people = gate.release(CountTable(name="buurt_all", data=df, by=("buurt",)), requested_by="analysis")
     assert isinstance(first, Released)
     assert isinstance(second, Refused) and any(r.startswith("differencing") for r in second.reasons)
-    assert isinstance(disjoint, Released)  # no variable in common with the first table
+    # No variable in common with the first table, but its total isolates the same 4 persons (a tracker).
+    assert isinstance(tracker, Refused) and any("the total" in r for r in tracker.reasons)
+    # Another grouping of the same persons isolates nobody.
+    assert isinstance(same_people, Released)
 
 
 def test_requester_outside_allow_list_is_refused_and_recorded(tmp_path):

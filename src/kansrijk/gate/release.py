@@ -488,16 +488,17 @@ class Gate:
         conflicts: list[str] = []
         for row in self._conn.execute("SELECT seq, dims, population, cells FROM table_records ORDER BY seq"):
             old_dims = json.loads(row["dims"])
-            shared = [d for d in dims if d in old_dims]
-            if not shared and dims and old_dims:
-                continue
             old = {tuple(k): n for k, n in json.loads(row["cells"])}
-            a = marginalise(cells, dims, shared)
-            b = marginalise(old, old_dims, shared)
-            for key in a.keys() | b.keys():
-                diff = abs(a.get(key, 0) - b.get(key, 0))
-                if 0 < diff < t:
-                    where = ", ".join(f"{d}={v}" for d, v in zip(shared, key, strict=True)) or "the total"
+            # Compare the margins over every shared variable and, always, the totals: two tables grouped by
+            # different variables over populations that differ by a few persons isolate those persons through
+            # their totals (a tracker attack), whatever the grouping.
+            shared = [d for d in dims if d in old_dims]
+            for over in [shared, []] if shared else [[]]:
+                a = marginalise(cells, dims, over)
+                b = marginalise(old, old_dims, over)
+                hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
+                if hit is not None:
+                    where = ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
                     conflicts.append(f"entry L{row['seq']:06d} ({where} differs by fewer than {t})")
                     break
         if conflicts:
@@ -625,10 +626,21 @@ def _dp_values(request: ReleaseRequest, result: dp_mod.DpResult, check: TableChe
     return {"columns": table.columns, "rows": [list(r) for r in table.rows()], "exact": False}
 
 
+_SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv(values: Mapping[str, Any]) -> bytes:
+    """The released table as CSV. Text cells a spreadsheet would run as a formula (starting with = + - @, tab or
+    carriage return) get a leading apostrophe (OWASP CSV injection); numbers are written as numbers."""
     frame = pl.DataFrame(
         [list(r) for r in values["rows"]], schema=list(values["columns"]), orient="row", infer_schema_length=None
     )
+    for column, dtype in frame.schema.items():
+        if dtype == pl.String:
+            risky = pl.any_horizontal(pl.col(column).str.starts_with(t) for t in _SPREADSHEET_TRIGGERS)
+            frame = frame.with_columns(
+                pl.when(risky).then("'" + pl.col(column)).otherwise(pl.col(column)).alias(column)
+            )
     return frame.write_csv().encode()
 
 
