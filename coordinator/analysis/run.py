@@ -23,6 +23,7 @@ import polars as pl
 
 from coordinator.analysis import association as assoc
 from coordinator.analysis.compare import Comparison, paired_bootstrap, unpaired_bootstrap
+from coordinator.analysis.dp_models import describe_dp_model, dp_model_requests
 from coordinator.analysis.factors import factor_coverage
 from coordinator.analysis.plan import (
     PERSON,
@@ -144,7 +145,7 @@ def count_model_fits(policies: LoadedPolicies, scopes: Sequence[Scope]) -> int:
         for o in plan.outcomes:
             if o in scope.frame.columns:
                 pos = int(scope.frame.select(pl.col(o).fill_null(False).sum()).item())
-                modelled += pos >= plan.min_positives(o)
+                modelled += pos >= plan.min_positives(o) and plan.outcomes[o].model == "tree"
     return modelled * len(plan.feature_sets) * per
 
 
@@ -215,6 +216,12 @@ def analysis_requests(
                 note="" if modelled else f"refused by the plan: {reason}",
             )
             if not modelled:
+                continue
+            if plan.outcomes[o].model != "tree":  # trained inside the gate with DP (coordinator/analysis/dp_models.py)
+                for fs, dp_request in dp_model_requests(scope_name=scope.name, scope_label=scope.label,
+                                                        grouped=scope.grouped, outcome=o, pop=pop,
+                                                        policies=policies, stamp=stamp):  # fmt: skip
+                    yield Planned(dp_request, scope.name, o, fs, part="dp_model", note="differentially private")
                 continue
             results: dict[str, CvResult] = {}
             groups = pop.get_column(PERSON).to_numpy() if scope.grouped and PERSON in pop.columns else None
@@ -552,6 +559,8 @@ def _fmt(x: Any) -> str:
 
 def _describe(planned: Planned, values: dict[str, Any]) -> str:
     kind = planned.request.kind
+    if kind == "dp_model":
+        return describe_dp_model(values)
     if kind == "model_metrics":
         m = values.get("metrics", {})
         if planned.part in ("compare", "years"):

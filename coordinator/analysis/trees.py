@@ -4,7 +4,8 @@ the release policy's leaf rules before their structure is offered to the gate.
 Method (docs/analysis.md, "Trees"):
 
 - stratified k-fold cross-validation (grouped by person when years are pooled, so nobody is in a training and a
-  test fold at once); every grid point (max_depth, min_samples_leaf) is fitted on every fold;
+  test fold at once); every grid point (max_depth, min_samples_leaf) is evaluated on every fold, from one fit per
+  fold and ``min_samples_leaf`` grown to the grid's largest depth and cut at each depth (``DepthView``);
 - **cross-fitted selection**: the grid point used for fold k is the one with the best mean score on the *other*
   folds, so fold k's out-of-fold predictions never took part in choosing the model that made them. The
   reported out-of-fold metrics are therefore not inflated by the tuning (plain "best CV score" would be);
@@ -15,8 +16,9 @@ Method (docs/analysis.md, "Trees"):
   columns summed) and permutation importance (drop in ROC-AUC on the held-out fold when the variable's columns
   are permuted together), each as mean and standard deviation over the folds;
 - the tree offered for release is refitted on the whole population with the most-selected grid point, then
-  pruned bottom-up until every leaf satisfies the release policy's leaf rules (size, no class count between 0
-  and the minimum, no class with probability 0). Leaf class counts are person counts, not weights.
+  pruned (``prune_to_rules``: splits removed, deepest offending leaf first) until every leaf satisfies the
+  release policy's leaf rules (size, no class count between 0 and the minimum, no class with probability 0).
+  Leaf class counts are person counts, not weights.
 """
 
 from __future__ import annotations
@@ -149,9 +151,10 @@ class DepthView:
 
     scikit-learn grows a tree depth-first, and a node's split depends only on the persons reaching it (and on
     the random order in which features are tried, which only matters for exact ties), never on ``max_depth``.
-    So the tree fitted with ``max_depth = d`` is the deeper tree cut at depth ``d``: every node at depth ``d``
-    becomes a leaf whose class shares are that node's. One fit per ``min_samples_leaf`` therefore serves every
-    depth of the grid (tested against separate fits).
+    So the tree fitted with ``max_depth = d`` is the deeper tree cut at depth ``d`` — up to the choice between
+    exactly tied splits, which scikit-learn makes at random either way: every node at depth ``d`` becomes a leaf
+    whose class shares are that node's. One fit per ``min_samples_leaf`` therefore serves every depth of the grid
+    (tested prediction for prediction against separate fits).
     """
 
     model: DecisionTreeClassifier
@@ -367,57 +370,96 @@ def _violates(counts: np.ndarray, rules: LeafRules) -> bool:
 
 
 def prune_to_rules(model: DecisionTreeClassifier, design: Design, y: np.ndarray, rules: LeafRules) -> ReleasableTree:
-    """Collapse, bottom-up, every split that has a leaf breaking the leaf rules; return the remaining tree.
+    """Remove splits, deepest offending leaf first, until every leaf of the tree obeys the leaf rules.
 
     A leaf breaks the rules when it holds fewer than ``min_leaf_persons`` persons or any class count below
-    ``min_class_count`` (zero included: a class probability of 0 is class disclosure). The root is never
-    collapsed further than itself; if it breaks the rules the gate refuses the tree.
+    ``min_class_count`` (zero included: a class probability of 0 is class disclosure). For such a leaf, the split
+    above it is removed: when its sibling is a leaf too, the two merge (the parent becomes a leaf); when the
+    sibling is a subtree, the split is dropped and the sibling's subtree takes the parent's place, now applied
+    to the persons of both sides (their counts are recomputed by routing those persons through it, missing
+    values following the branch chosen at fitting). Dropping rather than merging keeps the structure of a
+    branch whose sibling is structurally empty of one class — e.g. pupils who cannot move up a track — instead
+    of collapsing the tree to its root. Every step removes one split, so this ends; if the root alone breaks
+    the rules the gate refuses the tree.
     """
     tree = model.tree_
-    left, right = tree.children_left, tree.children_right
-    counts = node_class_counts(model, design.X, y)
-    is_leaf = left == -1
-    depth = np.zeros(tree.node_count, dtype=np.int64)
-    order = [0]
-    for node in order:  # breadth-first to get depths
-        if left[node] != -1:
-            depth[left[node]] = depth[right[node]] = depth[node] + 1
-            order.extend((int(left[node]), int(right[node])))
-    leaves_before = int(is_leaf.sum())
-    pruned_leaf = is_leaf.copy()
-    for node in sorted(order, key=lambda n: -depth[n]):
-        if pruned_leaf[node]:
+    X = np.ascontiguousarray(design.X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    left = {n: int(tree.children_left[n]) for n in range(tree.node_count) if tree.children_left[n] != -1}
+    right = {n: int(tree.children_right[n]) for n in left}
+    parent: dict[int, int] = {c: p for p, c in (*left.items(), *right.items())}
+    root = 0
+    counts: dict[int, np.ndarray] = {}
+    rows_of: dict[int, np.ndarray] = {}
+
+    def route(node: int, rows: np.ndarray) -> None:  # persons reaching each node of the current structure
+        rows_of[node] = rows
+        counts[node] = np.bincount(y[rows], minlength=2)[:2]
+        if node in left:
+            x = X[rows, tree.feature[node]]
+            go_left = np.where(np.isnan(x), bool(tree.missing_go_to_left[node]), x <= tree.threshold[node])
+            route(left[node], rows[go_left])
+            route(right[node], rows[~go_left])
+
+    def violating_leaves() -> list[int]:
+        found, stack = [], [(root, 0)]
+        while stack:
+            node, d = stack.pop()
+            if node in left:
+                stack += [(left[node], d + 1), (right[node], d + 1)]
+            elif node != root and _violates(counts[node], rules):
+                found.append((d, node))
+        return [n for _, n in sorted(found, reverse=True)]
+
+    route(root, np.arange(y.size))
+    leaves_before = int((tree.children_left == -1).sum())
+    while bad := violating_leaves():
+        leaf = bad[0]
+        p = parent[leaf]
+        sibling = right[p] if left[p] == leaf else left[p]
+        if sibling not in left:  # two leaves: merge them
+            del left[p], right[p]
             continue
-        children = (int(left[node]), int(right[node]))
-        if any(pruned_leaf[c] and _violates(counts[c], rules) for c in children):
-            pruned_leaf[node] = True
-    # renumber the kept nodes in pre-order
+        # drop the split at p: the sibling's subtree takes p's place for the persons of both sides
+        grand = parent.pop(p, None)
+        parent.pop(sibling)
+        if grand is None:
+            root = sibling
+        else:
+            if left[grand] == p:
+                left[grand] = sibling
+            else:
+                right[grand] = sibling
+            parent[sibling] = grand
+        del left[p], right[p]
+        route(sibling, rows_of[p])
+
     nodes: list[TreeNode] = []
     new_id: dict[int, int] = {}
-
-    def visit(node: int) -> None:
-        new_id[node] = len(new_id)
-        if not pruned_leaf[node]:
-            visit(int(left[node]))
-            visit(int(right[node]))
-
-    visit(0)
-    for old, nid in sorted(new_id.items(), key=lambda kv: kv[1]):
-        cc = (int(counts[old, 0]), int(counts[old, 1]))
-        if pruned_leaf[old]:
-            nodes.append(TreeNode(node_id=nid, depth=int(depth[old]), class_counts=cc))
-        else:
+    depth_of: dict[int, int] = {}
+    order, stack = [], [(root, 0)]
+    while stack:  # pre-order
+        node, d = stack.pop()
+        new_id[node], depth_of[node] = len(order), d
+        order.append(node)
+        if node in left:
+            stack += [(right[node], d + 1), (left[node], d + 1)]
+    for old in order:
+        cc = (int(counts[old][0]), int(counts[old][1]))
+        if old in left:
             nodes.append(
                 TreeNode(
-                    node_id=nid,
-                    depth=int(depth[old]),
+                    node_id=new_id[old],
+                    depth=depth_of[old],
                     class_counts=cc,
                     feature=design.columns[int(tree.feature[old])],
                     threshold=float(tree.threshold[old]),
-                    left=new_id[int(left[old])],
-                    right=new_id[int(right[old])],
+                    left=new_id[left[old]],
+                    right=new_id[right[old]],
                 )
             )
+        else:
+            nodes.append(TreeNode(node_id=new_id[old], depth=depth_of[old], class_counts=cc))
     return ReleasableTree(
         nodes=tuple(nodes),
         max_depth=int(max(n.depth for n in nodes)),
@@ -429,14 +471,18 @@ def prune_to_rules(model: DecisionTreeClassifier, design: Design, y: np.ndarray,
 
 __all__ = [
     "CvResult",
+    "DepthView",
     "Importance",
     "LeafRules",
     "ReleasableTree",
     "TreeSettings",
+    "class_weights",
     "cross_validate",
+    "depth_view",
     "fit_final_tree",
     "make_folds",
     "node_class_counts",
+    "node_depths",
     "prune_to_rules",
     "stable_seed",
     "unweighted_probability",

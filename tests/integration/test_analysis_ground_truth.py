@@ -9,27 +9,18 @@ of each outcome (the AUC of the true probability itself) is the ceiling the rele
 from __future__ import annotations
 
 import json
-import re
 import shutil
-from pathlib import Path
 
 import polars as pl
 import pytest
+from analysis_workspace import PASS, Analysed, build_and_analyse, released
 from sklearn.metrics import roc_auc_score
-from typer.testing import CliRunner
 
 from coordinator.workspace import load_keys, open_workspace
 from kansrijk.cli import app
 from kansrijk.crypto import hmac_sha256_expr, read_secret_key
-from kansrijk.policy import signing
-from kansrijk.policy.common import policy_digest
 from kansrijk.pseudonym import pseudonym_expr
-from kansrijk.synth.city import generate_city
 
-PARTNERS = ("cbs", "gemeente", "cjg", "duo")
-ROOT = Path(__file__).parents[2]
-POLICIES = ROOT / "policies"
-PASS = "analysis passphrase"
 PERSONS = 40_000
 # 1000 positives at 150,000 persons, scaled to this city: early school leaving (~1% of pupils 12-23) falls
 # below it, every other outcome stays above it, as in the factsheet.
@@ -38,75 +29,29 @@ MIN_POSITIVES = 400
 pytestmark = pytest.mark.slow
 
 
-def _ok(runner: CliRunner, *args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, f"{' '.join(args)}\n{result.output}"
-    return result.output
-
-
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def analysed(tmp_path_factory: pytest.TempPathFactory) -> Analysed:
     mp = pytest.MonkeyPatch()
     mp.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
     mp.setenv("KANSRIJK_PASSPHRASE", PASS)
-    # until `policy sign` knows the analysis kinds (registration requested in the report)
-    mp.setitem(signing.POLICY_KINDS, "analysis", "kansrijk.policy.analysis:AnalysisPlan")
-    mp.setitem(signing.POLICY_KINDS, "factor_model", "kansrijk.policy.factors:FactorModel")
-    tmp = tmp_path_factory.mktemp("analysis")
-    city = generate_city(tmp / "city", persons=PERSONS, seed=7, years=(2023,))
-    runner = CliRunner()
-    keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"
-    _ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
-    for p in PARTNERS:
-        _ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
-        digest = policy_digest((POLICIES / "sharing" / f"{p}.toml").read_bytes())
-        _ok(runner, "coordinator", "register-partner", str(registry), "--partner", p, "--public-key",
-            str(keys / f"{p}-signing.pub"), "--policy-digest", digest)  # fmt: skip
-    _ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
-    bundles = []
-    for p in PARTNERS:
-        outbox = tmp / "outbox" / p
-        _ok(runner, "node", "prepare", "--policy", str(POLICIES / "sharing" / f"{p}.toml"), "--input",
-            str(city.extracts[(p, 2023)]), "--out", str(outbox), "--signing-key", str(keys / f"{p}-signing.key"),
-            "--link-key", str(keys / "link.key"), "--coordinator-key", str(ws / "keys" / "coordinator-hpke.pub"),
-            "--quarantine-out", str(tmp / "quarantine" / p))  # fmt: skip
-        bundles.extend(str(b) for b in outbox.glob("*.kbundle"))
-    _ok(runner, "coordinator", "ingest", str(ws), *bundles)
-    _ok(runner, "coordinator", "link", str(ws))
-
-    # the privacy officer signs the three policies the analysis runs under
-    officer = tmp / "officer"
-    _ok(runner, "policy", "keygen", "--out", str(officer))
-    signed = tmp / "signed"
-    signed.mkdir()
-    plan_text = (POLICIES / "analysis" / "rotterdam-groeit.toml").read_text()
-    plan_text, n = re.subn(r"(?m)^min_positives = \d+", f"min_positives = {MIN_POSITIVES}", plan_text)
-    assert n == 1
-    (signed / "plan.toml").write_text(plan_text)
-    shutil.copy(POLICIES / "factors" / "factor-model.toml", signed / "factors.toml")
-    shutil.copy(POLICIES / "release" / "sdc-only.toml", signed / "release.toml")
-    for name in ("plan.toml", "factors.toml", "release.toml"):
-        _ok(runner, "policy", "sign", str(signed / name), "--key", str(officer / "officer.key"))
-
-    output = _ok(runner, "coordinator", "analyse", str(ws), "--plan", str(signed / "plan.toml"), "--factors",
-                 str(signed / "factors.toml"), "--release-policy", str(signed / "release.toml"), "--officer-key",
-                 str(officer / "officer.pub"), "--json")  # fmt: skip
-    summary = json.loads(output)
-    yield {"runner": runner, "ws": ws, "keys": keys, "city": city, "summary": summary, "signed": signed,
-           "officer": officer}  # fmt: skip
-    mp.undo()
+    try:
+        yield build_and_analyse(
+            tmp_path_factory.mktemp("analysis"),
+            persons=PERSONS,
+            years=(2023,),
+            plan_edits={"min_positives": str(MIN_POSITIVES)},
+        )
+    finally:
+        mp.undo()
 
 
-def _released(ws: Path, name: str) -> dict:
-    doc = json.loads((ws / "released" / f"{name}.json").read_text())
-    assert doc["outcome"] in ("released", "suppressed")
-    return doc["values"]
+_released = released
 
 
-def _truth(analysed: dict) -> pl.DataFrame:
+def _truth(analysed: Analysed) -> pl.DataFrame:
     """The analysis dataset joined with the true probabilities through BSN -> P1 -> P2."""
-    ws, city = analysed["ws"], analysed["city"]
-    link_key = read_secret_key(analysed["keys"] / "link.key", "link-key", PASS)
+    ws, city = analysed.ws, analysed.city
+    link_key = read_secret_key(analysed.keys / "link.key", "link-key", PASS)
     coordinator_key = load_keys(open_workspace(ws), PASS).pseudonym_key
     truth = pl.read_parquet(city.persons).filter(pl.col("year") == 2023)
     truth = truth.select(
@@ -117,8 +62,8 @@ def _truth(analysed: dict) -> pl.DataFrame:
     return dataset.join(truth, on="pseudonym", how="inner")
 
 
-def test_every_output_went_through_the_gate_and_the_ledger_verifies(analysed: dict) -> None:
-    ws, summary = analysed["ws"], analysed["summary"]
+def test_every_output_went_through_the_gate_and_the_ledger_verifies(analysed: Analysed) -> None:
+    ws, summary = analysed.ws, analysed.summary
     lines = summary["releases"]
     assert lines and summary["plan_digest"].startswith("sha256:")
     released_files = {p.stem for p in (ws / "released").glob("*.json")}
@@ -129,7 +74,7 @@ def test_every_output_went_through_the_gate_and_the_ledger_verifies(analysed: di
             assert line["name"] in released_files
             doc = json.loads((ws / "released" / f"{line['name']}.json").read_text())
             assert summary["plan_digest"] in doc["description"]
-    result = analysed["runner"].invoke(app, ["ledger", "verify", str(ws)])
+    result = analysed.runner.invoke(app, ["ledger", "verify", str(ws)])
     assert result.exit_code == 0, result.output
     # every tree that went out obeys the leaf rules
     trees = [line for line in lines if line["part"] == "tree" and line["verdict"] == "released"]
@@ -147,9 +92,9 @@ FAMILIES = {
 }
 
 
-def test_woz_is_the_top_predictor_of_all_three_outcome_families(analysed: dict) -> None:
+def test_woz_is_the_top_predictor_of_all_three_outcome_families(analysed: Analysed) -> None:
     """Per family, the mean permutation importance over its outcomes (all-variables models) is highest for WOZ."""
-    ws = analysed["ws"]
+    ws = analysed.ws
     for family, outcomes in FAMILIES.items():
         totals: dict[str, float] = {}
         for outcome in outcomes:
@@ -164,8 +109,8 @@ def test_woz_is_the_top_predictor_of_all_three_outcome_families(analysed: dict) 
         assert max(means, key=means.get) == "woz_eur", (outcome, means)
 
 
-def test_the_nonlinear_test_detects_the_planted_relation_that_the_linear_test_misses(analysed: dict) -> None:
-    ws = analysed["ws"]
+def test_the_nonlinear_test_detects_the_planted_relation_that_the_linear_test_misses(analysed: Analysed) -> None:
+    ws = analysed.ws
     assert _released(ws, "2023.association.linear_lr")["p_value"] > 0.05
     assert _released(ws, "2023.association.linear_wald")["p_value"] > 0.05
     assert _released(ws, "2023.association.nonlinearity_lr")["p_value"] < 1e-6
@@ -178,8 +123,8 @@ def test_the_nonlinear_test_detects_the_planted_relation_that_the_linear_test_mi
     assert rates[0] > middle and rates[-1] > middle
 
 
-def test_released_auc_is_close_to_the_bayes_optimal_auc_of_the_ground_truth(analysed: dict) -> None:
-    ws = analysed["ws"]
+def test_released_auc_is_close_to_the_bayes_optimal_auc_of_the_ground_truth(analysed: Analysed) -> None:
+    ws = analysed.ws
     joined = _truth(analysed)
     gaps = {}
     for outcome in ("psychosocial_risk", "grade_repetition", "track_up", "track_down", "delinquency"):
@@ -192,8 +137,8 @@ def test_released_auc_is_close_to_the_bayes_optimal_auc_of_the_ground_truth(anal
     print("Bayes-optimal AUC minus released AUC at 40k persons:", {k: round(v, 4) for k, v in gaps.items()})
 
 
-def test_early_school_leaving_is_refused_with_its_gated_positive_count(analysed: dict) -> None:
-    ws, lines = analysed["ws"], analysed["summary"]["releases"]
+def test_early_school_leaving_is_refused_with_its_gated_positive_count(analysed: Analysed) -> None:
+    ws, lines = analysed.ws, analysed.summary["releases"]
     (count,) = [line for line in lines if line["name"] == "2023.early_school_leaving.positives"]
     assert count["verdict"] in ("released", "suppressed")
     assert "fewer positives than the plan's minimum" in count["note"]
@@ -205,8 +150,10 @@ def test_early_school_leaving_is_refused_with_its_gated_positive_count(analysed:
     assert modelled == {"psychosocial_risk", "grade_repetition", "track_up", "track_down", "delinquency"}
 
 
-def test_comparison_reports_both_views_and_factor_coverage_names_the_factors_without_indicator(analysed: dict) -> None:
-    ws = analysed["ws"]
+def test_comparison_reports_both_views_and_factor_coverage_names_the_factors_without_indicator(
+    analysed: Analysed,
+) -> None:
+    ws = analysed.ws
     comp = _released(ws, "2023.psychosocial_risk.compare")["metrics"]
     for metric in ("roc_auc", "recall_at_k", "pr_auc", "brier"):
         assert comp[f"{metric}.ci_low"] <= comp[f"{metric}.delta"] <= comp[f"{metric}.ci_high"]
@@ -217,16 +164,16 @@ def test_comparison_reports_both_views_and_factor_coverage_names_the_factors_wit
     assert "peers_and_leisure" not in doc["values"]["importances"]
 
 
-def test_an_altered_plan_is_refused_before_anything_is_released(analysed: dict) -> None:
-    ws, signed = analysed["ws"], analysed["signed"]
+def test_an_altered_plan_is_refused_before_anything_is_released(analysed: Analysed) -> None:
+    ws, signed = analysed.ws, analysed.signed
     before = sorted(p.name for p in (ws / "released").iterdir())
     tampered = signed / "plan-tampered.toml"
     tampered.write_text((signed / "plan.toml").read_text().replace("seed = ", "seed = 1"))
     shutil.copy(signed / "plan.toml.sig", signed / "plan-tampered.toml.sig")
-    result = analysed["runner"].invoke(
+    result = analysed.runner.invoke(
         app,
         ["coordinator", "analyse", str(ws), "--plan", str(tampered), "--factors", str(signed / "factors.toml"),
-         "--release-policy", str(signed / "release.toml"), "--officer-key", str(analysed["officer"] / "officer.pub")],
+         "--release-policy", str(signed / "release.toml"), "--officer-key", str(analysed.officer / "officer.pub")],
     )  # fmt: skip
     assert result.exit_code == 4, result.output
     assert sorted(p.name for p in (ws / "released").iterdir()) == before

@@ -178,6 +178,39 @@ def test_released_tree_is_pruned_until_every_leaf_obeys_the_rules() -> None:
     assert leaf_sum.tolist() == total.tolist()
 
 
+def test_a_branch_without_positives_is_dropped_instead_of_collapsing_the_tree() -> None:
+    """Like pupils in the top track, who cannot move up: the first split isolates a group with no positives at
+    all. Merging leaves would collapse the tree to its root; dropping that split keeps the informative branch."""
+    rng = np.random.default_rng(12)
+    n = 6000
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    top = x[:, 0] > 0.3
+    y = (~top & (rng.random(n) < expit(-1.5 + 1.5 * x[:, 1]))).astype(np.int64)
+    design = Design(X=x, columns=("a", "b", "c"), variable_of=("a", "b", "c"), dropped=())
+    settings_ = TreeSettings(grid=((4, 50),), folds=3)
+    model = fit_final_tree(design, y, (4, 50), settings_, stable_seed(1, "top"))
+    assert model.tree_.feature[0] == 0, "the raw tree first splits off the group without positives"
+    tree = prune_to_rules(model, design, y, LeafRules(min_leaf_persons=10, min_class_count=10))
+    assert tree.leaves_after >= 4
+    assert tree.nodes[0].class_counts == (int((y == 0).sum()), int(y.sum()))
+    for node in tree.nodes:
+        if node.is_leaf:
+            assert min(node.class_counts) >= 10
+        else:
+            kids = tree.nodes[node.left], tree.nodes[node.right]
+            assert np.add(kids[0].class_counts, kids[1].class_counts).tolist() == list(node.class_counts)
+            assert kids[0].depth == kids[1].depth == node.depth + 1
+    # the released counts are the persons routed through the released splits
+    leaf = tree.nodes[0]
+    rows = np.ones(n, dtype=bool)
+    while not leaf.is_leaf:
+        col = design.columns.index(leaf.feature)
+        go_left = x[:, col] <= leaf.threshold
+        rows &= go_left
+        leaf = tree.nodes[leaf.left]
+    assert (int((y[rows] == 0).sum()), int(y[rows].sum())) == leaf.class_counts
+
+
 def test_cross_validation_is_deterministic_and_selects_without_its_own_fold() -> None:
     rng = np.random.default_rng(11)
     design, y = _design(rng, 3000)

@@ -58,6 +58,8 @@ def test_feature_sets_never_hold_the_outcome_source_or_excluded_variables(frames
     full = load_policies(ROOT / "analysis" / "rotterdam-groeit.toml", ROOT / "factors" / "factor-model.toml", None)
     track_vars = feature_variables(frame.columns, full.plan, full.factors, "track_up", "all")
     assert "track" not in track_vars and "grade" not in track_vars and "school_advice" in track_vars
+    repetition_vars = feature_variables(frame.columns, full.plan, full.factors, "grade_repetition", "all")
+    assert {"grade", "track", "school_type"}.isdisjoint(repetition_vars) and "school_advice" in repetition_vars
     design = encode(frame, all_vars, one_hot_max_levels=12)
     assert design.X.dtype == np.float32 and design.X.shape == (frame.height, len(design.columns))
     assert "sex=M" in design.columns and "age_years" in design.variables

@@ -42,7 +42,11 @@ def test_shipped_plan_and_factor_model_validate() -> None:
         ("spline_df = 5", "association.spline_df", "less than or equal to 10"),
         ("bin_edges = [100000", "association.bin_edges", "strictly increasing"),
         ('always = ["age_years", "sex"]', "features.always", "unknown variable(s) ['postcode']"),
-        ('exclude = ["grade"]', "outcomes.grade_repetition.exclude", "unknown variable(s) ['brin']"),
+        (
+            'exclude = ["grade", "track", "school_type"]',
+            "outcomes.grade_repetition.exclude",
+            "unknown variable(s) ['brin']",
+        ),
     ],
 )
 def test_plan_errors_name_file_key_path_and_rule(tmp_path: Path, replace: str, key_path: str, rule: str) -> None:
@@ -55,7 +59,7 @@ def test_plan_errors_name_file_key_path_and_rule(tmp_path: Path, replace: str, k
         "spline_df = 5": "spline_df = 40",
         "bin_edges = [100000": "bin_edges = [900000",
         'always = ["age_years", "sex"]': 'always = ["postcode"]',
-        'exclude = ["grade"]': 'exclude = ["brin"]',
+        'exclude = ["grade", "track", "school_type"]': 'exclude = ["brin"]',
     }[replace]
     assert replace in text
     path = _write(tmp_path, "plan.toml", text.replace(replace, bad, 1))

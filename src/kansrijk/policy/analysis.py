@@ -14,6 +14,7 @@ Every key is documented in ``docs/analysis.md``. Cross-checks with the release p
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ from kansrijk.errors import PolicyError
 from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES
 from kansrijk.policy.common import PolicyModel, parse_policy
 from kansrijk.policy.factors import indicator_names
+from kansrijk.policy.release import ExactNumber
 
 ANALYSIS_KIND = "analysis"
 FEATURE_SETS: tuple[str, ...] = ("all", "factor_model")
@@ -61,6 +63,16 @@ class OutcomeSpec(PolicyModel):
     """Per-outcome settings; ``min_positives`` overrides ``model.min_positives``."""
 
     min_positives: int | None = Field(default=None, ge=10)
+    model: Literal["tree", "dp_tree", "dp_boosted"] = Field(
+        default="tree",
+        description=(
+            "'tree': scikit-learn trees, released under output checking. 'dp_tree' / 'dp_boosted': a "
+            "differentially private model trained inside the release gate (see [dp_model])."
+        ),
+    )
+    epsilon: ExactNumber | None = Field(
+        default=None, description="Epsilon of each DP model of this outcome (one per feature set); default dp_model."
+    )
     exclude: tuple[str, ...] = Field(
         default=(),
         description=(
@@ -183,6 +195,26 @@ class Association(PolicyModel):
         return value
 
 
+class DpModelPlan(PolicyModel):
+    """Settings of the differentially private models (outcomes with ``model = "dp_tree"`` or ``"dp_boosted"``)."""
+
+    epsilon: ExactNumber = Field(default=Fraction(1), description="Default epsilon per DP model (exact string).")
+    max_depth: int = Field(default=5, ge=1, le=10, description="Depth of a dp_tree.")
+    boosted_trees: int = Field(default=10, ge=1, le=500, description="Trees of a dp_boosted ensemble.")
+    boosted_depth: int = Field(default=3, ge=1, le=10, description="Depth of each boosted tree.")
+    learning_rate: float = Field(default=0.5, gt=0.0, le=1.0)
+    folds: int = Field(default=5, ge=2, le=20, description="One fold of persons is held out for the DP metrics.")
+    bin_edges: dict[str, tuple[float, ...]] = Field(
+        default_factory=dict, description="Public inner bin edges per numeric variable (the release policy's win)."
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> DpModelPlan:
+        if self.epsilon <= 0:
+            raise ValueError("epsilon must be > 0")
+        return self
+
+
 class AnalysisPlan(PolicyModel):
     """An analysis plan file (``kind = "analysis"``)."""
 
@@ -199,6 +231,7 @@ class AnalysisPlan(PolicyModel):
     metrics: Metrics = Metrics()
     association: Association | None = Association()
     release_trees: bool = True
+    dp_model: DpModelPlan = DpModelPlan()
 
     @field_validator("outcomes")
     @classmethod
@@ -254,6 +287,7 @@ __all__ = [
     "AnalysisPlan",
     "Association",
     "Cohort",
+    "DpModelPlan",
     "Features",
     "Metrics",
     "Model",

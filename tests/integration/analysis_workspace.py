@@ -1,0 +1,103 @@
+"""A coordinator workspace built the way the partners and the coordinator build it, through the CLI: a synthetic
+city, four partners sealing their extracts per reference year, ingest, link, three signed policies, and
+``coordinator analyse``. Shared by the analysis integration tests (each builds its own under its tmp path)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from kansrijk.cli import app
+from kansrijk.policy.common import policy_digest
+from kansrijk.synth.city import CityPaths, generate_city
+
+PARTNERS = ("cbs", "gemeente", "cjg", "duo")
+ROOT = Path(__file__).parents[2]
+POLICIES = ROOT / "policies"
+PASS = "analysis passphrase"
+
+
+@dataclass(frozen=True)
+class Analysed:
+    runner: CliRunner
+    ws: Path
+    keys: Path
+    city: CityPaths
+    summary: dict[str, Any]
+    signed: Path
+    officer: Path
+
+
+def ok(runner: CliRunner, *args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, f"{' '.join(args)}\n{result.output}"
+    return result.output
+
+
+def edit_plan(text: str, edits: dict[str, str]) -> str:
+    """Replace the value of each ``key = ...`` line (keys unique in the shipped plan)."""
+    for key, value in edits.items():
+        text, n = re.subn(rf"(?m)^{re.escape(key)} = .*$", f"{key} = {value}", text)
+        assert n == 1, key
+    return text
+
+
+def build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_edits: dict[str, str]) -> Analysed:
+    """City -> ``node prepare`` per partner and year -> ingest -> link -> sign -> ``coordinator analyse --json``.
+
+    The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small KANSRIJK_SCRYPT_LOG2N.
+    """
+    city = generate_city(tmp / "city", persons=persons, seed=7, years=tuple(years))
+    runner = CliRunner()
+    keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"
+    ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
+    for p in PARTNERS:
+        ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
+        digest = policy_digest((POLICIES / "sharing" / f"{p}.toml").read_bytes())
+        ok(runner, "coordinator", "register-partner", str(registry), "--partner", p, "--public-key",
+           str(keys / f"{p}-signing.pub"), "--policy-digest", digest)  # fmt: skip
+    ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
+    bundles: list[str] = []
+    last: dict[str, list[str]] = {p: [] for p in PARTNERS}  # each partner chains its bundles (--previous)
+    for year in years:
+        for p in PARTNERS:
+            outbox = tmp / "outbox" / p / str(year)
+            ok(runner, "node", "prepare", *last[p], "--policy", str(POLICIES / "sharing" / f"{p}.toml"), "--input",
+               str(city.extracts[(p, year)]), "--out", str(outbox), "--signing-key", str(keys / f"{p}-signing.key"),
+               "--link-key", str(keys / "link.key"), "--coordinator-key", str(ws / "keys" / "coordinator-hpke.pub"),
+               "--quarantine-out", str(tmp / "quarantine" / p / str(year)))  # fmt: skip
+            (bundle,) = outbox.glob("*.kbundle")
+            bundles.append(str(bundle))
+            last[p] = ["--previous", str(bundle)]
+    ok(runner, "coordinator", "ingest", str(ws), *bundles)  # in the order they were sealed
+    ok(runner, "coordinator", "link", str(ws))
+
+    # the privacy officer signs the three policies the analysis runs under
+    officer = tmp / "officer"
+    ok(runner, "policy", "keygen", "--out", str(officer))
+    signed = tmp / "signed"
+    signed.mkdir()
+    plan_text = edit_plan((POLICIES / "analysis" / "rotterdam-groeit.toml").read_text(), plan_edits)
+    (signed / "plan.toml").write_text(plan_text)
+    shutil.copy(POLICIES / "factors" / "factor-model.toml", signed / "factors.toml")
+    shutil.copy(POLICIES / "release" / "sdc-only.toml", signed / "release.toml")
+    for name in ("plan.toml", "factors.toml", "release.toml"):
+        ok(runner, "policy", "sign", str(signed / name), "--key", str(officer / "officer.key"))
+
+    output = ok(runner, "coordinator", "analyse", str(ws), "--plan", str(signed / "plan.toml"), "--factors",
+                str(signed / "factors.toml"), "--release-policy", str(signed / "release.toml"), "--officer-key",
+                str(officer / "officer.pub"), "--json")  # fmt: skip
+    return Analysed(runner, ws, keys, city, json.loads(output), signed, officer)
+
+
+def released(ws: Path, name: str) -> dict[str, Any]:
+    doc = json.loads((ws / "released" / f"{name}.json").read_text())
+    assert doc["outcome"] in ("released", "suppressed")
+    return doc["values"]
