@@ -6,15 +6,12 @@ Thin commands: parse options, call one library function, render its result with 
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from coordinator import ingest as ingest_mod
@@ -30,11 +27,11 @@ from coordinator.workspace import (
     passphrase_from_env_or_prompt,
     register_partner,
 )
+from kansrijk.console import err_console, progress_bar
 from kansrijk.errors import BundleError
 from kansrijk.schema import SCHEMA_VERSION
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 app = typer.Typer(
     help=(
@@ -54,20 +51,6 @@ PassphraseEnv = Annotated[
         "--passphrase-env", help="Environment variable holding the key passphrase (prompted for when it is unset)."
     ),
 ]
-
-
-@contextlib.contextmanager
-def _progress(description: str, total: int | None) -> Iterator[tuple[Progress, int]]:
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        yield progress, progress.add_task(description, total=total)
 
 
 @app.command("init")
@@ -172,7 +155,7 @@ def ingest_command(
     passphrase = passphrase_from_env_or_prompt(passphrase_env)
     session = ingest_mod.IngestSession.open(workspace, passphrase, registry=registry)
     first_failure: BundleError | None = None
-    with _progress("ingesting bundles", len(bundles)) as (progress, task):
+    with progress_bar("ingesting bundles", total=len(bundles)) as (progress, task):
         for path in bundles:
             outcome = session.ingest(path)
             if outcome.error is None:
@@ -214,7 +197,7 @@ def link_command(
 
     Example: kansrijk coordinator link ws --release-policy policies/release/sdc-only.toml --officer-key po.pub
     """
-    with _progress("linking", None) as (progress, task):
+    with progress_bar("linking") as (progress, task):
         result = link_workspace(
             workspace,
             year=year,

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 
 from coordinator.report import build_report, fmt_fraction
+from kansrijk.console import err_console
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 
 def report_command(

@@ -13,16 +13,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kansrijk import bundle
+from kansrijk.console import err_console, progress_bar
 from kansrijk.errors import InputError
 from node_agent import keys
 from node_agent.prepare import STAGES, prepare_extract
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 # Names of environment variables, not passphrases.
 DEFAULT_PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105
@@ -171,16 +170,7 @@ def prepare_command(
     link_env = link_passphrase_env if os.environ.get(link_passphrase_env) else passphrase_env
     lk = keys.load_link_key(link_key, _passphrase(link_env, what=str(link_key)))
     recipient = keys.load_coordinator_key(coordinator_key)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("prepare", total=len(STAGES))
+    with progress_bar("prepare", total=len(STAGES)) as (progress, task):
 
         def step(stage: str) -> None:
             progress.update(task, completed=STAGES.index(stage), description=f"prepare: {stage}")

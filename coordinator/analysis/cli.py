@@ -8,13 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from coordinator.analysis.run import run_analysis
+from kansrijk.console import progress_bar
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 DEFAULT_FACTORS = Path("policies/factors/factor-model.toml")
 DEFAULT_RELEASE = Path("policies/release/sdc-only.toml")
@@ -43,16 +42,7 @@ def analyse(
     Example: kansrijk coordinator analyse ws --plan policies/analysis/rotterdam-groeit.toml
     --officer-key officer.pub
     """
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} tree fits"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("analysing", total=None)
+    with progress_bar("analysing", unit="tree fits") as (progress, task):
         report = run_analysis(
             workspace,
             plan,

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import click
 import typer
-from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
 from kansrijk import __version__
+from kansrijk.console import err_console
 from kansrijk.errors import KansrijkError
-
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _KansrijkGroup(TyperGroup):
@@ -63,23 +61,18 @@ def _root(
 
 
 def _mount() -> None:
-    """Mount every command group that exists. A group without commands is not registered."""
-    from kansrijk.synth.cli import app as synth_app
-
-    app.add_typer(synth_app, name="synth")
-
-    from kansrijk.gate.cli import ledger_app, policy_app
-
-    app.add_typer(policy_app, name="policy")
-    app.add_typer(ledger_app, name="ledger")
+    """Mount every command group, in the order the data flows. A group without commands is not registered."""
     from coordinator.cli import app as coordinator_app
-
-    app.add_typer(coordinator_app, name="coordinator")
+    from kansrijk.demo import demo_command
+    from kansrijk.gate.cli import ledger_app, policy_app
+    from kansrijk.synth.cli import app as synth_app
     from node_agent.cli import app as node_app
 
+    app.add_typer(synth_app, name="synth")
     app.add_typer(node_app, name="node")
-    from kansrijk.demo import demo_command
-
+    app.add_typer(coordinator_app, name="coordinator")
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(ledger_app, name="ledger")
     app.command("demo")(demo_command)
 
 

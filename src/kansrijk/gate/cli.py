@@ -25,7 +25,7 @@ from kansrijk.policy.signing import diff_policies, load_policy, sign_policy, ver
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable name, not a secret)
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from kansrijk.console import err_console as err  # noqa: E402
 
 policy_app = typer.Typer(
     help="Check, explain, compare, sign and verify policy files (for privacy officers).", no_args_is_help=True

@@ -15,10 +15,11 @@ from __future__ import annotations
 import itertools
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
+from kansrijk.gate.requests import OutputKind
 from kansrijk.policy.common import PolicyModel, parse_policy
 
 RELEASE_KIND = "release"
@@ -35,19 +36,8 @@ FLOOR_MIN_CLASS_COUNT = 10
 FLOOR_QUANTILE_CONTRIBUTORS = 10
 
 Method = Literal["sdc", "dp", "dp+sdc"]
-OUTPUT_KINDS = (
-    "frequency_table",
-    "mean_table",
-    "sum_table",
-    "quantile",
-    "histogram",
-    "extremes",
-    "model_metrics",
-    "feature_importances",
-    "tree_structure",
-    "test_result",
-    "regression",
-)
+# Output kinds a policy rules per section; DP models have their own [dp_model] section.
+OUTPUT_KINDS = tuple(kind for kind in get_args(OutputKind) if kind != "dp_model")
 # Kinds whose numbers the gate computes from person-level data, and so can answer through OpenDP.
 DP_CAPABLE = frozenset({"frequency_table", "mean_table", "sum_table", "quantile", "histogram"})
 

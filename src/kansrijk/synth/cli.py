@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kansrijk.console import progress_bar
 from kansrijk.errors import InputError
 from kansrijk.synth.city import generate_city
 
@@ -17,7 +17,6 @@ app = typer.Typer(
     help="Generate the synthetic city: raw partner extracts plus a separate ground truth.", no_args_is_help=True
 )
 _out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
 
 
 def _parse_years(text: str) -> tuple[int, ...]:
@@ -53,11 +52,8 @@ def city(
         kansrijk synth city --persons 150000 --seed 7 --out city --years 2022,2023
     """
     year_tuple = _parse_years(years)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=_err, transient=True
-    ) as progress:
-        total = 3 + 4 * len(year_tuple)
-        task = progress.add_task("synthetic city", total=total)
+    total = 3 + 4 * len(year_tuple)
+    with progress_bar("synthetic city", total=total) as (progress, task):
 
         def step(message: str) -> None:
             progress.update(task, description=message, advance=1)
