@@ -10,8 +10,10 @@ vl-convert at build time (no script at all). Jinja2 renders it with autoescaping
 fragments are the SVGs vl-convert produced from the released numbers.
 
 Sections: linkage overview, outcome base rates, model comparison (all variables vs the factor model, with
-intervals), feature importances, the WOZ relation, factor coverage, refused outcomes, other released outputs,
-and the privacy section (every release's rules, epsilon spent and left, the ledger head hash).
+intervals; a differentially private model's AUC next to the non-private tree's), feature importances, released
+trees, differentially private models (``dp_model`` releases: noisy metrics, importances, size, epsilon per step),
+the WOZ relation, factor coverage, refused outcomes, other released outputs (only when there are any), and the
+privacy section (every release's rules, epsilon spent and left, the ledger head hash).
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class Cell:
     text: str
     css: str = ""  # "num", "suppressed", "noisy num"
     title: str = ""
+    breaks: bool = False  # a long identifier: may break after "." and "_" (never inside a word)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,8 @@ class Item:
     tables: tuple[TableView, ...] = ()
     figures: tuple[Figure, ...] = ()
     sources: tuple[str, ...] = ()  # release names the item shows
+    note: str = ""  # a second paragraph, after the tables (e.g. what a DP guarantee covers)
+    layout: str = ""  # "side-by-side": small tables flow next to each other
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +225,50 @@ def fmt_number(value: Any, *, digits: int = 3) -> str:
             return f"{int(value):,}".replace(",", " ")
         if abs(value) >= 1000:
             return f"{value:,.0f}".replace(",", " ")
-        return (
-            f"{value:.{digits}g}"
-            if abs(value) < 1e-3 and value != 0
-            else f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
-        )
+        if abs(value) < 1e-3 and value != 0:  # two significant digits, in fixed point (no "5.67e-05")
+            places = min(12, 1 - math.floor(math.log10(abs(value))))
+            return f"{value:.{places}f}".rstrip("0")
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
     return str(value)
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: three decimals, and "< 0.001" for one that would round to 0 (a p-value is never exactly 0)."""
+    v = _float(value)
+    if v is None:
+        return _MISSING
+    if v < 0.0005:
+        return "< 0.001"
+    return f"{v:.3f}"
+
+
+def fmt_importance(value: Any) -> str:
+    """An importance (or its spread) with three decimals; anything below 0.0005 in size is "< 0.001": the
+    fourth decimal of an importance is noise of the folds, and a small negative permutation importance means
+    "no importance" just as 0 does."""
+    v = _float(value)
+    if v is None:
+        return _MISSING
+    if abs(v) < 0.0005:
+        return "< 0.001" if v != 0 else "0"
+    return f"{v:.3f}"
+
+
+def fmt_metric(value: Any) -> str:
+    """A model metric or its spread: three decimals, "< 0.001" for a positive one that would round to 0."""
+    v = _float(value)
+    if v is None:
+        return _MISSING
+    if 0 < abs(v) < 0.0005:
+        return "< 0.001" if v > 0 else "> −0.001"
+    return f"{v:.3f}"
+
+
+def fmt_share(value: float) -> str:
+    """A share in [0, 1] with three decimals; a positive one below 0.0005 is "< 0.001", not "0" or "2e-05"."""
+    if 0 < value < 0.0005:
+        return "< 0.001"
+    return f"{value:.3f}"
 
 
 def fmt_fraction(value: Fraction | None) -> str:
@@ -242,8 +285,21 @@ def _anchor(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "item"
 
 
+# Canonical variable names as a reader says them (everything else: underscores become spaces).
+_VARIABLE_LABEL = {
+    "woz_eur": "WOZ value",
+    "bmi": "BMI",
+    "sdq_total": "SDQ total",
+    "sdq_prosocial": "SDQ prosocial",
+    "age_years": "age",
+    "buurt_code": "buurt",
+    "wijk_code": "wijk",
+    "woz_bin": "WOZ band (euro)",
+}
+
+
 def _label(name: str) -> str:
-    return name.replace("_", " ")
+    return _VARIABLE_LABEL.get(name, name.replace("_", " "))
 
 
 def _badges(r: ReleasedOutput) -> tuple[tuple[str, str], ...]:
@@ -264,10 +320,22 @@ def _status_cell(status: str) -> Cell:
     return Cell(status)
 
 
-def table_view(r: ReleasedOutput, *, caption: str | None = None) -> TableView:
-    """A released table as rows of cells; suppressed cells say so, noisy cells are marked with ≈."""
+def table_view(
+    r: ReleasedOutput,
+    *,
+    caption: str | None = None,
+    noise_note: bool = True,
+    labels: Mapping[str, str] | None = None,
+) -> TableView:
+    """A released table as rows of cells; suppressed cells say so, noisy cells are marked with ≈.
+
+    The status column is shown only when a row is suppressed (otherwise it only repeats "released").
+    """
     columns = [str(c) for c in r.values["columns"]]
     status_at = columns.index("status") if "status" in columns else None
+    show_status = status_at is not None and any(
+        str(raw[status_at]).startswith("suppressed") for raw in r.values["rows"] if len(raw) > status_at
+    )
     stats = _stat_columns(r)
     rows = []
     for raw in r.values["rows"]:
@@ -276,7 +344,8 @@ def table_view(r: ReleasedOutput, *, caption: str | None = None) -> TableView:
         cells = []
         for column, value in zip(columns, raw, strict=False):
             if column == "status":
-                cells.append(_status_cell(status))
+                if show_status:
+                    cells.append(_status_cell(status))
             elif column in stats:
                 if suppressed or value is None:
                     cells.append(
@@ -293,10 +362,10 @@ def table_view(r: ReleasedOutput, *, caption: str | None = None) -> TableView:
             else:
                 cells.append(Cell(_category(value)))
         rows.append(tuple(cells))
-    header = tuple(_column_label(c) for c in columns)
+    header = tuple((labels or {}).get(c, _column_label(c)) for c in columns if c != "status" or show_status)
     text = caption or (r.description or _label(r.name))
-    if r.noisy:
-        text += " Values marked ≈ carry differential-privacy noise."
+    if r.noisy and noise_note:
+        text = text.rstrip(". ") + "; values marked ≈ carry differential-privacy noise"
     return TableView(caption=text, header=header, rows=tuple(rows))
 
 
@@ -385,7 +454,12 @@ def forest_figure(rows: Sequence[Mapping[str, Any]], *, title: str, alt: str) ->
             "mark": {"type": "rule", "strokeWidth": 2, "color": "#2b6cb0"},
             "encoding": {
                 "y": {"field": "outcome", "type": "nominal", "title": None},
-                "x": {"field": "low", "type": "quantitative", "title": "difference (all − factor model)"},
+                "x": {
+                    "field": "low",
+                    "type": "quantitative",
+                    "title": "difference (all − factor model)",
+                    "axis": {"tickCount": 4},
+                },
                 "x2": {"field": "high"},
             },
         },
@@ -421,24 +495,76 @@ def forest_figure(rows: Sequence[Mapping[str, Any]], *, title: str, alt: str) ->
     return Figure(svg=_svg(spec), caption=title, alt=alt)
 
 
-def importance_figure(rows: Sequence[Mapping[str, Any]], *, title: str, alt: str) -> Figure:
-    """Horizontal bars (mean importance) with whiskers (± one standard deviation over folds)."""
+def importance_figure(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    alt: str,
+    x_title: str = "importance",
+    color: str = "#2b6cb0",
+) -> Figure:
+    """Horizontal bars (mean importance), with whiskers (± one standard deviation over folds) for rows that give
+    ``low`` and ``high``."""
     y = {"field": "variable", "type": "nominal", "sort": None, "title": None}
-    spec = {
-        "width": 460,
-        "data": {"values": list(rows)},
-        "layer": [
-            {
-                "mark": {"type": "bar", "color": "#2b6cb0"},
-                "encoding": {
-                    "y": y,
-                    "x": {"field": "importance", "type": "quantitative", "title": "importance"},
-                    "tooltip": [{"field": "variable"}, {"field": "importance", "format": ".4f"}],
-                },
+    layers: list[dict[str, Any]] = [
+        {
+            "mark": {"type": "bar", "color": color},
+            "encoding": {
+                "y": y,
+                "x": {"field": "importance", "type": "quantitative", "title": x_title},
+                "tooltip": [{"field": "variable"}, {"field": "importance", "format": ".4f"}],
             },
+        }
+    ]
+    if any("low" in row for row in rows):
+        layers.append(
             {
                 "mark": {"type": "rule", "color": "#1a202c"},
                 "encoding": {"y": y, "x": {"field": "low", "type": "quantitative"}, "x2": {"field": "high"}},
+            }
+        )
+    spec = {"width": 460, "data": {"values": list(rows)}, "layer": layers}
+    return Figure(svg=_svg(spec), caption=title, alt=alt)
+
+
+def privacy_cost_figure(rows: Sequence[Mapping[str, Any]], *, title: str, alt: str) -> Figure:
+    """Per model pair (rows): the non-private tree's ROC AUC and the DP model's, as two dots joined by a line."""
+    y = {"field": "model", "type": "nominal", "title": None, "sort": None}
+    spec = {
+        "width": 420,
+        "data": {"values": list(rows)},
+        "layer": [
+            {
+                "mark": {"type": "rule", "color": "#a0aec0", "strokeWidth": 2},
+                "encoding": {
+                    "y": y,
+                    "x": {
+                        "field": "tree",
+                        "type": "quantitative",
+                        "title": "ROC AUC",
+                        "scale": {"zero": False, "nice": True, "padding": 12},
+                    },
+                    "x2": {"field": "dp"},
+                },
+            },
+            {
+                "transform": [{"fold": ["tree", "dp"], "as": ["which", "auc"]}],
+                "mark": {"type": "point", "filled": True, "size": 80},
+                "encoding": {
+                    "y": y,
+                    "x": {"field": "auc", "type": "quantitative"},
+                    "color": {
+                        "field": "which",
+                        "type": "nominal",
+                        "title": None,
+                        "scale": {"domain": ["tree", "dp"], "range": ["#2b6cb0", "#805ad5"]},
+                        "legend": {
+                            "orient": "bottom",
+                            "labelExpr": "datum.label == 'tree' ? 'non-private tree (exact)' : 'DP model (noisy)'",
+                        },
+                    },
+                    "tooltip": [{"field": "model"}, {"field": "which"}, {"field": "auc", "format": ".3f"}],
+                },
             },
         ],
     }
@@ -555,6 +681,10 @@ def _is_importance(r: ReleasedOutput) -> bool:
     return r.kind == "feature_importances" and _part(r, 2) == "importance"
 
 
+def _is_dp_model(r: ReleasedOutput) -> bool:
+    return r.kind == "dp_model"
+
+
 def _is_factors(r: ReleasedOutput) -> bool:
     return r.kind == "feature_importances" and _part(r, 1) == "factors"
 
@@ -595,7 +725,7 @@ def generic_item(r: ReleasedOutput, *, title: str | None = None) -> Item:
                 [
                     ("statistic", v.get("statistic")),
                     ("residual degrees of freedom", v.get("dof")),
-                    ("p-value", v.get("p_value")),
+                    ("p-value", fmt_p(v.get("p_value"))),
                     ("persons", v.get("n")),
                 ],
             )
@@ -646,6 +776,96 @@ def regression_table(r: ReleasedOutput) -> TableView:
         ("term", "coefficient", "standard error"),
         rows,
     )
+
+
+def linkage_section(linkage: Sequence[ReleasedOutput]) -> Section:
+    """The linkage report's small tables, one item per reference year, side by side."""
+    by_year: dict[str, list[ReleasedOutput]] = {}
+    for r in linkage:
+        found = re.search(r"(?:^|_)(\d{4})(?:_|$)", r.name)
+        by_year.setdefault(found.group(1) if found else "", []).append(r)
+    items = []
+    for year, group in sorted(by_year.items()):
+        tables = tuple(
+            table_view(
+                r,
+                caption=plain_description(r.description).rstrip(".") or _label(r.name),
+                noise_note=False,
+                labels={"partners": "partners holding the person"},
+            )
+            for r in group
+            if r.is_table
+        )
+        others = [generic_item(r) for r in group if not r.is_table]
+        noisy = any(r.noisy for r in group)
+        items.append(
+            Item(
+                title=f"Linkage, reference year {year}" if year else "Linkage",
+                anchor=f"linkage-{year or 'all'}",
+                text="Values marked ≈ carry differential-privacy noise." if noisy else "",
+                badges=_group_badges(group),
+                tables=(*tables, *(t for item in others for t in item.tables)),
+                sources=tuple(r.name for r in group),
+                layout="side-by-side",
+            )
+        )
+    return Section(
+        "linkage",
+        "Linkage overview",
+        "How the four partners' records came together on the coordinator pseudonym: persons per partner, "
+        "overlap, and conflicts in the attributes they share (birth year, sex). Counts only.",
+        tuple(items),
+        empty="The linkage report was not released through the gate in this workspace.",
+    )
+
+
+def tree_section(trees: Sequence[ReleasedOutput]) -> Section:
+    """The released (non-private) tree structures: size, pruning and split variables, one row per tree."""
+    intro = (
+        "The decision trees refitted on the whole population and released as structures, after pruning every "
+        "leaf that breaks the release policy's leaf rules (minimum persons and class counts per leaf). Split "
+        "variables are canonical variables (one-hot categories together). The released files hold every node."
+    )
+    items = []
+    for scope, group in _by_scope(trees):
+        rows = []
+        withheld = False
+        for r in group:
+            v = r.values
+            nodes = v.get("nodes") or []
+            leaves = sum(1 for n in nodes if n.get("feature") is None)
+            depth = max((int(n.get("depth") or 0) for n in nodes), default=0)
+            used = sorted({str(n["feature"]).split("=", 1)[0] for n in nodes if n.get("feature")})
+            pruned = re.search(r"pruned from (\d+) to (\d+) leaves", r.description)
+            withheld = withheld or bool(v.get("class_counts_withheld"))
+            rows.append(
+                (
+                    Cell(_label(_part(r, 0))),
+                    Cell(FEATURE_SETS.get(_part(r, 1), _label(_part(r, 1)))),
+                    Cell(fmt_number(leaves), "num"),
+                    Cell(fmt_number(depth), "num"),
+                    Cell(f"{pruned.group(1)} → {pruned.group(2)}" if pruned else _MISSING, "num"),
+                    Cell(fmt_number(v.get("min_samples_leaf")), "num"),
+                    Cell(", ".join(_label(x) for x in used) or "none"),
+                )
+            )
+        table = TableView(
+            "Released trees: leaves, depth, leaves before → after pruning, minimum persons per leaf at training, "
+            "split variables",
+            ("outcome", "feature set", "leaves", "depth", "pruned", "min leaf", "split variables"),
+            tuple(rows),
+        )
+        items.append(
+            Item(
+                title=f"Released trees, {Name(scope, ()).scope_label}",
+                anchor=f"trees-{scope}",
+                text="The gate withheld some trees' leaf class counts (tree rule)." if withheld else "",
+                tables=(table,),
+                badges=_group_badges(group),
+                sources=tuple(r.name for r in group),
+            )
+        )
+    return Section("trees", "Released decision trees", intro, tuple(items), empty="No tree structure was released.")
 
 
 def base_rate_section(positives: Sequence[ReleasedOutput]) -> Section:
@@ -756,7 +976,11 @@ def refused_section(refused: Sequence[ReleasedOutput]) -> Section:
     return Section("refused", "Refused outcomes", intro, items, empty="Every outcome of the plan was modelled.")
 
 
-def model_section(metrics: Sequence[ReleasedOutput], compares: Sequence[ReleasedOutput]) -> Section:
+def model_section(
+    metrics: Sequence[ReleasedOutput],
+    compares: Sequence[ReleasedOutput],
+    dp_models: Sequence[ReleasedOutput] = (),
+) -> Section:
     intro = (
         "Each outcome was modelled with decision trees twice: with all available variables and with only "
         "the indicators of the literature factor model. Metrics are out-of-fold (cross-validated). The "
@@ -781,7 +1005,7 @@ def model_section(metrics: Sequence[ReleasedOutput], compares: Sequence[Released
                         Cell(fmt_number(m.get(f"{metric}.factor_model")), "num"),
                         Cell(fmt_number(m.get(f"{metric}.delta")), "num"),
                         Cell(f"{fmt_number(low)} to {fmt_number(high)}", "num"),
-                        Cell(fmt_number(m.get(f"{metric}.p")), "num"),
+                        Cell(fmt_p(m.get(f"{metric}.p")), "num"),
                     )
                 )
                 delta = _float(m.get(f"{metric}.delta"))
@@ -836,13 +1060,14 @@ def model_section(metrics: Sequence[ReleasedOutput], compares: Sequence[Released
             ]
             for metric in _METRIC_ORDER:
                 value, sd = m.get(metric), m.get(f"{metric}.fold_sd")
-                text = fmt_number(value) + (f" ± {fmt_number(sd)}" if _float(sd) is not None else "")
+                text = fmt_metric(value) + (f" ± {fmt_metric(sd)}" if _float(sd) is not None else "")
                 cells.append(Cell(text, "num"))
             rows.append(tuple(cells))
         table = TableView(
             "Out-of-fold metrics per model (± standard deviation over folds)",
             ("outcome", "feature set", "persons", "positives", *(_METRIC_LABEL[x] for x in _METRIC_ORDER)),
             tuple(rows),
+            css="compact",
         )
         items.append(
             Item(
@@ -853,7 +1078,249 @@ def model_section(metrics: Sequence[ReleasedOutput], compares: Sequence[Released
                 sources=tuple(r.name for r in group),
             )
         )
+    trees = {r.name: r for r in metrics}
+    for scope, group in _by_scope(dp_models):
+        items.append(dp_comparison_item(scope, group, trees))
     return Section("models", "Model comparison", intro, tuple(items))
+
+
+# --- differentially private models ----------------------------------------------------------------------
+DP_GUARANTEE = (
+    "The guarantee: whether any one person is in the data or not changes the probability of anything in this "
+    "release — the splits, the leaf counts, the importances and the metrics — by at most a factor e^ε; the "
+    "feature list, bin edges and settings are public, and what was released about the same persons under output "
+    "checking is not covered."
+)
+_DP_MODEL_LABEL = {"dp_tree": "DP tree", "dp_boosted": "DP boosted trees"}
+
+
+def _dp_metric(r: ReleasedOutput, key: str) -> float | None:
+    return _float((r.values.get("metrics") or {}).get(key))
+
+
+def _dp_eval_epsilon(r: ReleasedOutput) -> Fraction | None:
+    for step in (r.values.get("epsilon") or {}).get("steps") or ():
+        if str(step.get("step", "")).startswith("evaluation"):
+            try:
+                return Fraction(str(step.get("epsilon")))
+            except (ValueError, ZeroDivisionError):
+                return None
+    return None
+
+
+def _dp_title(r: ReleasedOutput) -> str:
+    outcome, fs = _part(r, 0), _part(r, 1)
+    model = _DP_MODEL_LABEL.get(str(r.values.get("model")), _label(str(r.values.get("model") or "DP model")))
+    return f"{_label(outcome)} — {FEATURE_SETS.get(fs, _label(fs))}, {model}, {Name.of(r.name).scope_label}"
+
+
+def dp_model_item(r: ReleasedOutput) -> Item:
+    """One ``dp_model`` release: noisy metrics (≈, with the evaluation's noise), importances, size, ε per step."""
+    v = r.values
+    noisy = "noisy num"
+    why = "differentially private (noisy) value"
+    eval_eps = _dp_eval_epsilon(r)
+    histogram = v.get("score_histogram") or {}
+    levels = len(histogram.get("score") or ())
+    noise_text = ""
+    if eval_eps:
+        noise_text = (
+            f"ε {fmt_fraction(eval_eps)} of {fmt_fraction(r.epsilon_spent)}: discrete Laplace noise (scale 1/ε ≈ "
+            f"{fmt_number(float(1 / eval_eps))} persons) on each count of a {levels}-level score histogram"
+        )
+    model = str(v.get("model") or "")
+    n_trees = len(v.get("trees") or [])
+    shape = (
+        f"one tree of depth {v.get('max_depth')}"
+        if model == "dp_tree"
+        else f"{n_trees} boosted trees of depth {v.get('max_depth')}"
+    )
+    folds_n = (v.get("evaluation") or {}).get("folds")
+    text = (
+        f"{_DP_MODEL_LABEL.get(model, _label(model))} ({shape}) trained inside the release gate at ε = "
+        f"{fmt_fraction(r.epsilon_spent)} on the persons of {fmt_number((folds_n or 1) - 1)} of {fmt_number(folds_n)} "
+        f"folds; its metrics come from the persons of the remaining fold, through a noisy score histogram"
+        + (f" ({noise_text})" if noise_text else "")
+        + "."
+    )
+    metrics = TableView(
+        f"Held-out metrics (persons of one of {fmt_number(folds_n)} folds, never used for training); values marked ≈ "
+        "carry differential-privacy noise",
+        ("ROC AUC (ranking)", "PR AUC (precision)", "held-out persons", "of whom with the outcome", "evaluation ε"),
+        (
+            (
+                _value_cell(_dp_metric(r, "roc_auc"), noisy=True),
+                _value_cell(_dp_metric(r, "pr_auc"), noisy=True),
+                _value_cell(_int_or_none(_dp_metric(r, "n_holdout")), noisy=True),
+                _value_cell(_int_or_none(_dp_metric(r, "n_positive_holdout")), noisy=True),
+                Cell(fmt_fraction(eval_eps), "num", noise_text),
+            ),
+        ),
+        row_header=False,
+    )
+    shares = sorted(
+        ((k, x) for k, val in (v.get("importances") or {}).items() if (x := _float(val)) is not None),
+        key=lambda kv: -kv[1],
+    )
+    used = [(k, x) for k, x in shares if x > 0]
+    unused = sorted(k for k, x in shares if x <= 0)
+    tables = [metrics]
+    figures: list[Figure] = []
+    if used:
+        top = used[:10]
+        figures.append(
+            importance_figure(
+                [{"variable": _label(k), "importance": x} for k, x in top],
+                title=f"Top {len(top)} variables of the DP model (noisy share of the impurity decrease)",
+                alt=f"Bar chart of the {len(top)} variables with the largest share of the DP model's noisy impurity "
+                "decrease; the table below lists every variable.",
+                x_title="share of the impurity decrease (noisy)",
+                color="#805ad5",
+            )
+        )
+        rows = [(Cell(_label(k)), Cell("≈ " + fmt_share(x), noisy, why)) for k, x in used]
+        if unused:
+            rows.append((Cell(", ".join(_label(k) for k in unused)), Cell("0", "num", "no share of the decrease")))
+        tables.append(
+            TableView(
+                "Importance per variable: noisy share of the impurity decrease, from the released counts",
+                ("variable", "share"),
+                tuple(rows),
+                css="narrow",
+            )
+        )
+    trees = v.get("trees") or []
+    nodes = [n for t in trees for n in (t.get("nodes") or [])]
+    leaves = sum(1 for n in nodes if n.get("feature") is None)
+    split_vars = sorted({str(n["feature"]) for n in nodes if n.get("feature")})
+    tables.append(
+        TableView(
+            "Model size, fixed in advance (every DP tree is grown to its full depth)",
+            ("trees", "depth", "splits", "leaves", "split variables"),
+            (
+                (
+                    Cell(fmt_number(len(trees)), "num"),
+                    Cell(fmt_number(v.get("max_depth")), "num"),
+                    Cell(fmt_number(len(nodes) - leaves), "num"),
+                    Cell(fmt_number(leaves), "num"),
+                    Cell(", ".join(_label(x) for x in split_vars) or "none"),
+                ),
+            ),
+            row_header=False,
+        )
+    )
+    steps = (v.get("epsilon") or {}).get("steps") or []
+    if steps:
+        tables.append(
+            TableView(
+                f"How ε = {fmt_fraction(r.epsilon_spent)} was spent (OpenDP measurements; the parts add up exactly)",
+                ("step", "ε", "mechanism", "composition"),
+                tuple(
+                    (
+                        Cell(str(st.get("step", ""))),
+                        Cell(fmt_fraction(Fraction(str(st.get("epsilon", "0")))), "num"),
+                        Cell(str(st.get("mechanism", ""))),
+                        Cell(str(st.get("composition", ""))),
+                    )
+                    for st in steps
+                ),
+            )
+        )
+    return Item(
+        title=_dp_title(r),
+        anchor=_anchor(r.name),
+        text=text,
+        badges=_badges(r),
+        tables=tuple(tables),
+        figures=tuple(figures),
+        sources=(r.name,),
+        note=DP_GUARANTEE,
+    )
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def dp_model_section(dp_models: Sequence[ReleasedOutput]) -> Section:
+    intro = (
+        "Models trained inside the release gate with differential privacy (OpenDP; privacy unit: one person), "
+        "for comparison with the non-private trees above (see Model comparison for the two side by side). "
+        "Every number here is noisy (≈): the split choices, the leaf counts, the importances recomputed from "
+        "them, and the ROC and PR AUC, which come from a noisy histogram of scores of persons held out from "
+        "training."
+    )
+    return Section(
+        "dp-models",
+        "Differentially private models",
+        intro,
+        tuple(dp_model_item(r) for r in dp_models),
+        empty="The analysis plan asked for no differentially private model.",
+    )
+
+
+def dp_comparison_item(scope: str, dp_group: Sequence[ReleasedOutput], trees: Mapping[str, ReleasedOutput]) -> Item:
+    """The DP model's AUC next to the non-private tree's, per outcome and feature set of one scope."""
+    rows, points = [], []
+    matched: list[ReleasedOutput] = []
+    for r in dp_group:
+        outcome, fs = _part(r, 0), _part(r, 1)
+        tree = trees.get(f"{scope}.{outcome}.{fs}.metrics")
+        matched += [tree] if tree is not None else []
+        tm = (tree.values.get("metrics") or {}) if tree is not None else {}
+        t_auc, d_auc = _float(tm.get("roc_auc")), _dp_metric(r, "roc_auc")
+        diff = None if t_auc is None or d_auc is None else d_auc - t_auc
+        rows.append(
+            (
+                Cell(_label(outcome)),
+                Cell(FEATURE_SETS.get(fs, _label(fs))),
+                Cell(fmt_fraction(r.epsilon_spent), "num"),
+                Cell(fmt_number(t_auc), "num"),
+                _value_cell(d_auc, noisy=True),
+                _value_cell(diff, noisy=True),
+                Cell(fmt_number(_float(tm.get("pr_auc"))), "num"),
+                _value_cell(_dp_metric(r, "pr_auc"), noisy=True),
+            )
+        )
+        if t_auc is not None and d_auc is not None:
+            model = _DP_MODEL_LABEL.get(str(r.values.get("model")), "DP model")
+            label = f"{_label(outcome)}, {FEATURE_SETS.get(fs, fs)}"
+            points.append({"model": label, "tree": t_auc, "dp": d_auc, "dp model": f"{model}, ε {r.epsilon_spent}"})
+    table = TableView(
+        "ROC AUC and PR AUC of the non-private tree (exact, out-of-fold over all persons) and of the DP model "
+        "(≈ noisy, on one held-out fold); the difference is DP minus tree: what privacy cost",
+        (
+            "outcome",
+            "feature set",
+            "ε",
+            "ROC AUC tree",
+            "ROC AUC DP",
+            "difference",
+            "PR AUC tree",
+            "PR AUC DP",
+        ),
+        tuple(rows),
+    )
+    figures = ()
+    if points:
+        figures = (
+            privacy_cost_figure(
+                points,
+                title="ROC AUC of the non-private tree and of the DP model; the line between them is what privacy cost",
+                alt="For each outcome and feature set with a DP model, a blue dot at the non-private tree's ROC AUC "
+                "and a purple dot at the DP model's noisy ROC AUC, joined by a line; the table gives the numbers.",
+            ),
+        )
+    return Item(
+        title=f"Differentially private vs non-private, {Name(scope, ()).scope_label}",
+        anchor=f"dp-vs-tree-{scope}",
+        text="The DP model's held-out fold is small and its metrics carry noise, so differences of a few "
+        "hundredths can be noise alone.",
+        tables=(table,),
+        figures=figures,
+        badges=_group_badges([*dp_group, *matched]),
+        sources=tuple(r.name for r in dp_group),
+    )
 
 
 def importance_section(importances: Sequence[ReleasedOutput]) -> Section:
@@ -872,7 +1339,7 @@ def importance_section(importances: Sequence[ReleasedOutput]) -> Section:
     ):
         main = methods.get("permutation") or next(iter(methods.values()))
         values = _importances(main)
-        top = values[:10]
+        top = [t for t in values if t[1] >= 0.0005][:10]
         figures = ()
         if top:
             figures = (
@@ -889,17 +1356,27 @@ def importance_section(importances: Sequence[ReleasedOutput]) -> Section:
         variables = [k for k, _, _ in values] + sorted(
             {k for m in columns for k in table_values[m]} - {k for k, _, _ in values}
         )
-        rows = tuple(
+        small = [v for v in variables if all(abs(table_values[m].get(v, (0.0, 0.0))[0]) < 0.0005 for m in columns)]
+        rows = [
             (
                 Cell(_label(var)),
                 *(Cell(_pm(*table_values[m][var]) if var in table_values[m] else _MISSING, "num") for m in columns),
             )
             for var in variables
-        )
+            if var not in small
+        ]
+        if small:
+            rows.append(
+                (
+                    Cell(", ".join(_label(v) for v in small)),
+                    *(Cell("< 0.001", "num", "every one of these variables is below 0.001") for _ in columns),
+                )
+            )
         table = TableView(
             f"Importance per variable, {_label(outcome)} ({FEATURE_SETS.get(fs, fs)})",
             ("variable", *(f"{m} importance (± sd)" for m in columns)),
-            rows,
+            tuple(rows),
+            css="narrow",
         )
         items.append(
             Item(
@@ -928,7 +1405,10 @@ def _importances(r: ReleasedOutput) -> list[tuple[str, float, float]]:
 
 
 def _pm(value: float, sd: float) -> str:
-    return f"{fmt_number(value)} ± {fmt_number(sd)}" if sd else fmt_number(value)
+    """Importance ± sd over folds; an importance below 0.0005 in size is just "< 0.001" (its spread says no more)."""
+    if not sd or abs(value) < 0.0005:
+        return fmt_importance(value)
+    return f"{fmt_importance(value)} ± {sd:.3f}"
 
 
 def woz_section(association: Sequence[ReleasedOutput]) -> Section:
@@ -948,23 +1428,22 @@ def woz_section(association: Sequence[ReleasedOutput]) -> Section:
                 figure = _woz_curve(r)
                 if figure is not None:
                     figures.append(figure)
-                tables.append(table_view(r, caption="Share with the outcome per WOZ band"))
+                labels = {"mean": "share with the outcome", _woz_bin_column(r): "WOZ band (euro)"}
+                tables.append(table_view(r, caption="Share with the outcome per WOZ band", labels=labels))
         tests = [r for r in group if r.kind == "test_result"]
         if tests:
             rows = tuple(
                 (
                     Cell(_label(_part(r, 1))),
-                    Cell(str(r.values.get("test", ""))),
+                    Cell(_test_model(str(r.values.get("test", "")))),
                     Cell(fmt_number(r.values.get("statistic")), "num"),
-                    Cell(fmt_number(r.values.get("p_value")), "num"),
+                    Cell(fmt_p(r.values.get("p_value")), "num"),
                     Cell(fmt_number(r.values.get("n")), "num"),
                 )
                 for r in tests
             )
             tables.append(
-                TableView(
-                    "Association tests", ("test", "model and distribution", "statistic", "p-value", "persons"), rows
-                )
+                TableView("Association tests", ("test", "distribution", "statistic", "p-value", "persons"), rows)
             )
             reading = re.search(r"Reading at alpha ([0-9.]+): ([^.]*)", tests[0].description)
             if reading:
@@ -982,6 +1461,17 @@ def woz_section(association: Sequence[ReleasedOutput]) -> Section:
             )
         )
     return Section("woz", "The WOZ relation", intro, tuple(items))
+
+
+def _woz_bin_column(r: ReleasedOutput) -> str:
+    dims = [str(c) for c in r.values.get("columns", []) if str(c) not in _stat_columns(r) and str(c) != "status"]
+    return dims[-1] if dims else ""
+
+
+def _test_model(label: str) -> str:
+    """'linear_lr (chi2, df=1)' → 'chi2, df=1': the test's name is in the row already."""
+    found = re.fullmatch(r"[^(]*\((.*)\)\s*", label)
+    return found.group(1) if found else label
 
 
 def _association_outcome(group: Sequence[ReleasedOutput]) -> str:
@@ -1046,7 +1536,7 @@ def factor_section(factors: Sequence[ReleasedOutput]) -> Section:
                 if factor in uncovered.get(outcome, set()) and values[factor].get(outcome) is None:
                     cells.append(Cell("no indicator", "suppressed", "no indicator of this factor is in the model"))
                 else:
-                    cells.append(Cell(fmt_number(values[factor].get(outcome)), "num"))
+                    cells.append(Cell(fmt_importance(values[factor].get(outcome)), "num"))
             rows.append(tuple(cells))
         table = TableView(
             "Factor importance per outcome (all-variables model)",
@@ -1098,25 +1588,22 @@ def build_sections(outputs: Sequence[ReleasedOutput]) -> list[Section]:
         return picked
 
     linkage = take(_is_linkage)
+    trees = take(lambda r: r.kind == "tree_structure" and _part(r, 2) == "tree")
     positives = take(_is_positives)
     association = take(_is_association)
     compares = take(_is_compare)
     metrics = take(_is_model_metrics)
     importances = take(_is_importance)
+    dp_models = take(_is_dp_model)
     factors = take(_is_factors)
     rest = take(lambda r: True)
     sections = [
-        Section(
-            "linkage",
-            "Linkage overview",
-            "How the four partners' records came together on the coordinator pseudonym: persons per partner, "
-            "overlap, and conflicts in the attributes they share (birth year, sex). Counts only.",
-            tuple(generic_item(r) for r in linkage),
-            empty="The linkage report was not released through the gate in this workspace.",
-        ),
+        linkage_section(linkage),
         base_rate_section(positives),
-        model_section(metrics, compares),
+        model_section(metrics, compares, dp_models),
         importance_section(importances),
+        tree_section(trees),
+        dp_model_section(dp_models),
         woz_section(association),
         factor_section(factors),
         refused_section([r for r in positives if _is_refused_outcome(r)]),
@@ -1126,8 +1613,8 @@ def build_sections(outputs: Sequence[ReleasedOutput]) -> list[Section]:
             Section(
                 "other",
                 "Other released outputs",
-                "Further outputs the gate released, shown as released: decision-tree structures "
-                "(size and split variables) and changes between reference years.",
+                "Further outputs the gate released, shown as released (for example the changes between "
+                "reference years).",
                 tuple(generic_item(r) for r in rest),
             )
         )
@@ -1140,7 +1627,7 @@ def privacy_table(outputs: Sequence[ReleasedOutput]) -> TableView:
     for r in outputs:
         rows.append(
             (
-                Cell(r.name),
+                Cell(r.name, title=r.name, breaks=True),  # the title keeps the name whole (copy, search)
                 Cell(r.kind.replace("_", " ")),
                 Cell({"sdc": "SDC", "dp": "DP", "dp+sdc": "DP + SDC"}.get(r.method, r.method)),
                 Cell(r.outcome, "suppressed" if r.outcome == "suppressed" else ""),
@@ -1178,7 +1665,14 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["fraction"] = fmt_fraction
     env.filters["number"] = fmt_number
+    env.filters["breakable"] = _breakable
     return env
+
+
+def _breakable(text: str) -> Markup:
+    """``text`` escaped, with a line-break opportunity (<wbr>) after every "." and "_"."""
+    escaped = str(Markup.escape(text))
+    return Markup(re.sub(r"([._])", r"\1<wbr>", escaped))  # noqa: S704 (escaped above; only <wbr> is added)
 
 
 def _load_template(name: str) -> str:

@@ -1,5 +1,5 @@
 """Release requests for the differentially private models an analysis plan asks for (``outcomes.<o>.model =
-"dp_tree" | "dp_boosted"``).
+"dp_tree" | "dp_boosted"``, or one of those in ``outcomes.<o>.models`` next to ``"tree"``).
 
 The analysis does not train these models: it builds one ``DpModelRequest`` per outcome and feature set, with the
 outcome population's person-level data, and the release gate debits the epsilon, trains the model through OpenDP
@@ -37,7 +37,7 @@ def dp_model_requests(
         return
     plan = policies.plan
     spec, settings = plan.outcomes[outcome], plan.dp_model
-    model = spec.model
+    model = spec.dp_kind
     assert model in ("dp_tree", "dp_boosted")
     epsilon = spec.epsilon if spec.epsilon is not None else settings.epsilon
     boosted = model == "dp_boosted"

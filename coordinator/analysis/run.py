@@ -145,7 +145,7 @@ def count_model_fits(policies: LoadedPolicies, scopes: Sequence[Scope]) -> int:
         for o in plan.outcomes:
             if o in scope.frame.columns:
                 pos = int(scope.frame.select(pl.col(o).fill_null(False).sum()).item())
-                modelled += pos >= plan.min_positives(o) and plan.outcomes[o].model == "tree"
+                modelled += pos >= plan.min_positives(o) and plan.outcomes[o].has_tree
     return modelled * len(plan.feature_sets) * per
 
 
@@ -183,7 +183,6 @@ def analysis_requests(
     plan = policies.plan
     settings = _settings(policies)
     stamp = _stamp(policies)
-    k = plan.metrics.top_k_percent
     scopes = scopes_of(datasets, plan.cohort.pooled)
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
     for scope in scopes:
@@ -217,81 +216,105 @@ def analysis_requests(
             )
             if not modelled:
                 continue
-            if plan.outcomes[o].model != "tree":  # trained inside the gate with DP (coordinator/analysis/dp_models.py)
+            spec = plan.outcomes[o]
+            if spec.has_tree:
+                yield from _tree_requests(
+                    scope, o, pop, y, policies, settings, leaf_rules, progress, oof_sink, cv_by_scope
+                )
+            if spec.dp_kind is not None:  # trained inside the gate with DP (coordinator/analysis/dp_models.py)
                 for fs, dp_request in dp_model_requests(scope_name=scope.name, scope_label=scope.label,
                                                         grouped=scope.grouped, outcome=o, pop=pop,
                                                         policies=policies, stamp=stamp):  # fmt: skip
                     yield Planned(dp_request, scope.name, o, fs, part="dp_model", note="differentially private")
-                continue
-            results: dict[str, CvResult] = {}
-            groups = pop.get_column(PERSON).to_numpy() if scope.grouped and PERSON in pop.columns else None
-            for fs in plan.feature_sets:
-                variables = feature_variables(pop.columns, plan, policies.factors, o, fs)
-                design = encode(pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels)
-                seed = stable_seed(plan.seed, scope.name, o)
-                cv = cross_validate(design, y, settings, seed, groups=groups, progress=progress)
-                results[fs] = cv
-                cv_by_scope[(scope.name, o, fs)] = (y, cv)
-                if oof_sink is not None:
-                    oof_sink[(scope.name, o, fs)] = cv.oof
-                yield from _model_requests(scope, o, fs, design, y, cv, settings, seed, leaf_rules, policies, progress)
-            if len(results) == 2:
-                rng = np.random.default_rng(stable_seed(plan.seed, scope.name, o, "compare"))
-                comp = paired_bootstrap(
-                    y,
-                    results["all"].oof,
-                    results["factor_model"].oof,
-                    top_k_percent=k,
-                    replicates=plan.metrics.bootstrap_replicates,
-                    confidence=plan.metrics.confidence,
-                    rng=rng,
-                )
-                yield Planned(
-                    ModelMetrics(
-                        name=f"{scope.name}.{o}.compare",
-                        description=(
-                            f"All variables minus factor model, out-of-fold, paired bootstrap over persons "
-                            f"({comp.replicates} replicates, {comp.confidence:.0%} percentile intervals); keys "
-                            f"<metric>.all, <metric>.factor_model, <metric>.delta, .ci_low, .ci_high, .p.{stamp}"
-                        ),
-                        population=population,
-                        metrics=_comparison_metrics(comp),
-                        n=comp.n,
-                        n_positive=comp.n_positive,
-                        model="decision_tree: all vs factor_model",
-                    ),
-                    scope.name,
-                    o,
-                    "all-vs-factor_model",
-                    part="compare",
-                    note="ranking (AUC) and finding positives (recall@k) disagree" if comp.disagree else "",
-                )
-            if "all" in results:
-                cov = factor_coverage(o, policies.factors, results["all"].permutation)
-                importances = {f.factor: float(f.importance) for f in cov.factors if f.importance is not None}
-                yield Planned(
-                    FeatureImportances(
-                        name=f"{scope.name}.{o}.factors",
-                        description=(
-                            f"Factor importance: sum of the factor's indicators' permutation importances (ROC-AUC "
-                            f"drop) in the all-variables model. No indicator in the model: "
-                            f"{', '.join(cov.uncovered) or 'none'}; indicators absent from the data: "
-                            f"{', '.join(cov.absent) or 'none'}.{stamp}"
-                        ),
-                        population=population,
-                        importances=importances,
-                        n=results["all"].n,
-                        model="decision_tree: all variables",
-                    ),
-                    scope.name,
-                    o,
-                    "all",
-                    part="factors",
-                    note=f"factors without indicator: {', '.join(cov.uncovered) or 'none'}",
-                )
         if plan.association is not None:
             yield from _association_requests(scope, policies)
     yield from _year_differences(scopes, cv_by_scope, policies)
+
+
+def _tree_requests(
+    scope: Scope,
+    o: str,
+    pop: pl.DataFrame,
+    y: np.ndarray,
+    policies: LoadedPolicies,
+    settings: TreeSettings,
+    leaf_rules: LeafRules,
+    progress: Progress | None,
+    oof_sink: dict[tuple[str, str, str], np.ndarray] | None,
+    cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]],
+) -> Iterator[Planned]:
+    """The non-private trees of one outcome: per feature set metrics, importances and tree, then the
+    comparison of the feature sets and the factor coverage (all released under output checking)."""
+    plan = policies.plan
+    stamp = _stamp(policies)
+    k = plan.metrics.top_k_percent
+    population = f"{o} population, {scope.label}"
+    results: dict[str, CvResult] = {}
+    groups = pop.get_column(PERSON).to_numpy() if scope.grouped and PERSON in pop.columns else None
+    for fs in plan.feature_sets:
+        variables = feature_variables(pop.columns, plan, policies.factors, o, fs)
+        design = encode(pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels)
+        seed = stable_seed(plan.seed, scope.name, o)
+        cv = cross_validate(design, y, settings, seed, groups=groups, progress=progress)
+        results[fs] = cv
+        cv_by_scope[(scope.name, o, fs)] = (y, cv)
+        if oof_sink is not None:
+            oof_sink[(scope.name, o, fs)] = cv.oof
+        yield from _model_requests(scope, o, fs, design, y, cv, settings, seed, leaf_rules, policies, progress)
+    if len(results) == 2:
+        rng = np.random.default_rng(stable_seed(plan.seed, scope.name, o, "compare"))
+        comp = paired_bootstrap(
+            y,
+            results["all"].oof,
+            results["factor_model"].oof,
+            top_k_percent=k,
+            replicates=plan.metrics.bootstrap_replicates,
+            confidence=plan.metrics.confidence,
+            rng=rng,
+        )
+        yield Planned(
+            ModelMetrics(
+                name=f"{scope.name}.{o}.compare",
+                description=(
+                    f"All variables minus factor model, out-of-fold, paired bootstrap over persons "
+                    f"({comp.replicates} replicates, {comp.confidence:.0%} percentile intervals); keys "
+                    f"<metric>.all, <metric>.factor_model, <metric>.delta, .ci_low, .ci_high, .p.{stamp}"
+                ),
+                population=population,
+                metrics=_comparison_metrics(comp),
+                n=comp.n,
+                n_positive=comp.n_positive,
+                model="decision_tree: all vs factor_model",
+            ),
+            scope.name,
+            o,
+            "all-vs-factor_model",
+            part="compare",
+            note="ranking (AUC) and finding positives (recall@k) disagree" if comp.disagree else "",
+        )
+    if "all" in results:
+        cov = factor_coverage(o, policies.factors, results["all"].permutation)
+        importances = {f.factor: float(f.importance) for f in cov.factors if f.importance is not None}
+        yield Planned(
+            FeatureImportances(
+                name=f"{scope.name}.{o}.factors",
+                description=(
+                    f"Factor importance: sum of the factor's indicators' permutation importances (ROC-AUC "
+                    f"drop) in the all-variables model. No indicator in the model: "
+                    f"{', '.join(cov.uncovered) or 'none'}; indicators absent from the data: "
+                    f"{', '.join(cov.absent) or 'none'}.{stamp}"
+                ),
+                population=population,
+                importances=importances,
+                n=results["all"].n,
+                model="decision_tree: all variables",
+            ),
+            scope.name,
+            o,
+            "all",
+            part="factors",
+            note=f"factors without indicator: {', '.join(cov.uncovered) or 'none'}",
+        )
 
 
 def _model_requests(

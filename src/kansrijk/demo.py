@@ -11,7 +11,9 @@ real parties would act:
    analysis plan and the factor model;
 4. the coordinator creates its workspace (HPKE key, coordinator pseudonym key) and installs the registry;
 5. each partner's node agent validates, minimises, pseudonymises and seals its extracts into its outbox;
-6. the coordinator ingests the bundles, links them, runs the signed analysis plan through the release gate;
+6. the coordinator ingests the bundles, links them, runs the signed analysis plan through the release gate
+   (the run's copy of the plan adds a differentially private tree for psychosocial risk next to the non-private
+   tree, so the report shows what privacy costs; the release policy is ``dp-models.toml``, which allows it);
 7. the report is built from ``WS/released/`` only, and the ledger is verified.
 
 Layout of ``--out`` (README.txt in it says the same)::
@@ -53,9 +55,16 @@ from kansrijk.schema import PARTNERS, SCHEMA_VERSION
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
 PASSPHRASE_FILE = "DEMO-PASSPHRASE"  # noqa: S105 (a file name)
-RELEASE_POLICY = Path("release") / "dp-sdc.toml"
+# dp-models.toml is dp-sdc.toml (same output rules, same per-table epsilon) plus a [dp_model] section and a budget
+# large enough for the DP models: every release the demo made under dp-sdc.toml passes under it unchanged.
+RELEASE_POLICY = Path("release") / "dp-models.toml"
 ANALYSIS_PLAN = Path("analysis") / "rotterdam-groeit.toml"
 FACTOR_MODEL = Path("factors") / "factor-model.toml"
+# The outcome the demo also models with differential privacy (the most common one), the model and its epsilon per
+# feature set: two DP models in all, next to the non-private trees of the same outcome.
+DP_OUTCOME = "psychosocial_risk"
+DP_MODEL = "dp_tree"
+DP_EPSILON = Fraction(1)
 PARTNER_DESCRIPTIONS = {
     "cbs": "Statistics Netherlands (CBS)",
     "gemeente": "Gemeente Rotterdam (municipality)",
@@ -104,6 +113,19 @@ class DemoOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class DpModelLine:
+    """One differentially private model of the run, as the gate answered it (numbers only when released)."""
+
+    name: str
+    outcome: str
+    feature_set: str
+    verdict: str
+    model: str
+    epsilon: Fraction
+    roc_auc: float | None = None  # noisy (DP), from the release file
+
+
+@dataclass(frozen=True, slots=True)
 class DemoResult:
     """What the run produced, with the numbers of the terminal summary (all from released outputs, the ledger,
     or the parties' own counts: none is person-level)."""
@@ -118,6 +140,7 @@ class DemoResult:
     linked_persons: dict[int, int]
     excluded_persons: dict[int, int]
     models: int
+    dp_models: tuple[DpModelLine, ...]
     released: int
     suppressed: int
     refused: int
@@ -132,6 +155,11 @@ class DemoResult:
     @property
     def epsilon_left(self) -> Fraction | None:
         return None if self.epsilon_total is None else self.epsilon_total - self.epsilon_spent
+
+    @property
+    def epsilon_dp_models(self) -> Fraction:
+        """The part of ``epsilon_spent`` the released DP models spent (a refused model spends nothing)."""
+        return sum((m.epsilon for m in self.dp_models if m.verdict == "released"), Fraction(0))
 
     @property
     def total_seconds(self) -> float:
@@ -218,6 +246,53 @@ def _set_min_positives(plan: Path, value: int) -> None:
     if count != 1:
         raise InputError(f"{plan}: no 'min_positives = N' line to change", hint="run the demo without --min-positives")
     atomic_write_bytes(plan, new.encode("utf-8"))
+
+
+def _add_dp_model(plan: Path, outcome: str, model: str, epsilon: Fraction) -> None:
+    """Ask the plan for ``model`` next to the non-private tree of ``outcome`` (before the officer signs the copy).
+
+    The shipped plan's ``[outcomes.<outcome>]`` table is empty; an edited plan that already chooses a model for
+    it is refused rather than silently overridden.
+    """
+    text = plan.read_text(encoding="utf-8")
+    header = re.compile(rf"^\[outcomes\.{re.escape(outcome)}\][ \t]*(#.*)?$", flags=re.MULTILINE)
+    found = header.search(text)
+    if found is None:
+        raise InputError(f"{plan}: no [outcomes.{outcome}] table to add a DP model to", hint="restore the shipped plan")
+    rest = text[found.end() :]
+    table = rest[: m.start()] if (m := re.search(r"^\[", rest, flags=re.MULTILINE)) else rest
+    if re.search(r"^\s*(model|models|epsilon)\s*=", table, flags=re.MULTILINE):
+        raise InputError(
+            f"{plan}: [outcomes.{outcome}] already chooses its model; the demo adds the DP model itself",
+            hint="restore the shipped plan",
+        )
+    added = (
+        f'\nmodels = ["tree", "{model}"]   # added by `kansrijk demo`: the DP model next to the non-private tree'
+        f'\nepsilon = "{epsilon}"              # per DP model (one per feature set), from the release policy\'s budget'
+    )
+    atomic_write_bytes(plan, (text[: found.end()] + added + text[found.end() :]).encode("utf-8"))
+
+
+def _dp_model_lines(lines: Sequence[Any]) -> tuple[DpModelLine, ...]:
+    """The analysis summary's DP model lines (``part == "dp_model"``), with the gate's verdict and noisy AUC."""
+    out = []
+    for line in lines:
+        if line.part != "dp_model":
+            continue
+        values = line.released
+        auc = (values.get("metrics") or {}).get("roc_auc")
+        out.append(
+            DpModelLine(
+                name=line.name,
+                outcome=line.outcome,
+                feature_set=line.feature_set,
+                verdict=line.verdict,
+                model=str(values.get("model") or DP_MODEL),
+                epsilon=Fraction(str((values.get("epsilon") or {}).get("total") or DP_EPSILON)),
+                roc_auc=float(auc) if isinstance(auc, int | float) else None,
+            )
+        )
+    return tuple(out)
 
 
 def _copy_secret(source: Path, target: Path) -> None:
@@ -340,6 +415,11 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         ).encode(),
     )
     to_sign = [registry_path, policies / RELEASE_POLICY, policies / ANALYSIS_PLAN, policies / FACTOR_MODEL]
+    _add_dp_model(policies / ANALYSIS_PLAN, DP_OUTCOME, DP_MODEL, DP_EPSILON)
+    notes.append(
+        f"the analysis plan's copy in policies/analysis/ adds a {DP_MODEL} (ε {DP_EPSILON} per feature set) for "
+        f"{DP_OUTCOME.replace('_', ' ')} next to its non-private tree, under policies/{RELEASE_POLICY}"
+    )
     if options.min_positives is not None:
         _set_min_positives(policies / ANALYSIS_PLAN, options.min_positives)
         notes.append(
@@ -360,7 +440,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     stage(3)
     show.total(1)
     workspace = out / "coordinator"
-    init = init_workspace(workspace, passphrase, registry=registry_path)
+    init = init_workspace(workspace, passphrase, registry=registry_path, officer_keys=[officer_pub])
     show.advance()
     coordinator_public = load_coordinator_key(init.hpke_public_path)
 
@@ -458,6 +538,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         linked_persons={y.year: y.report.persons_in_dataset for y in linked.years},
         excluded_persons={y.year: y.report.excluded_unresolved for y in linked.years},
         models=sum(1 for line in analysis.lines if line.part == "metrics" and line.verdict != "refused"),
+        dp_models=_dp_model_lines(analysis.lines),
         released=outcomes.count("released"),
         suppressed=outcomes.count("suppressed"),
         refused=outcomes.count("refused"),
@@ -505,13 +586,27 @@ def summary_rows(result: DemoResult) -> Sequence[tuple[str, str]]:
     from coordinator.report import fmt_fraction
 
     linked = ", ".join(f"{y}: {n:,}".replace(",", " ") for y, n in sorted(result.linked_persons.items()))
+    groups: dict[tuple[str, str, Fraction], list[str]] = {}
+    for m in result.dp_models:  # one entry per outcome, model and epsilon; one AUC per feature set
+        fs = {"all": "all variables", "factor_model": "factor model"}.get(m.feature_set, m.feature_set)
+        auc = "refused" if m.verdict == "refused" else "–" if m.roc_auc is None else f"≈ {m.roc_auc:.3f}"
+        groups.setdefault((m.outcome, m.model, m.epsilon), []).append(f"{auc} ({fs})")
+    dp_parts = [
+        f"{outcome.replace('_', ' ')}, {model} ε {fmt_fraction(eps)} each: ROC AUC {', '.join(aucs)}"
+        for (outcome, model, eps), aucs in groups.items()
+    ]
+    eps_dp = result.epsilon_dp_models
+    spent = f"{fmt_fraction(result.epsilon_spent)} / {fmt_fraction(result.epsilon_left)}"
+    if eps_dp:
+        spent += f" (DP models {fmt_fraction(eps_dp)}, noisy tables {fmt_fraction(result.epsilon_spent - eps_dp)})"
     return [
         ("bundles sealed and ingested", str(result.bundles)),
         ("rows read / quarantined", f"{result.rows_in:,} / {result.rows_quarantined:,}".replace(",", " ")),
         ("linked persons (analysis dataset)", linked),
-        ("models (outcome × feature set)", str(result.models)),
+        ("tree models (outcome × feature set)", str(result.models)),
+        ("DP models (noisy)", "; ".join(dp_parts) or "none"),
         ("releases passed / suppressed / refused", f"{result.released} / {result.suppressed} / {result.refused}"),
-        ("ε spent / left", f"{fmt_fraction(result.epsilon_spent)} / {fmt_fraction(result.epsilon_left)}"),
+        ("ε spent / left", spent),
         ("ledger", f"{result.ledger_entries} entries verified, head {result.ledger_head[:16]}…"),
         ("report", str(result.report)),
         ("wall time", f"{result.total_seconds:.1f} s"),
@@ -575,6 +670,8 @@ def demo_command(
     protected by $KANSRIJK_PASSPHRASE, or by a generated passphrase saved in OUT/DEMO-PASSPHRASE (demo only).
     A non-empty OUT is refused unless --force. The plan models an outcome only with at least 1000 positives
     (Rotterdam scale); for a small city, --min-positives lowers that in the run's signed copy of the plan.
+    That copy also asks for a differentially private tree (ε 1 per feature set) for psychosocial risk next to
+    its non-private tree, under the release policy dp-models.toml; the summary shows its noisy AUC and ε.
 
     Example: kansrijk demo --out demo-run --persons 20000 --force
     """

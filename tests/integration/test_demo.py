@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ from typer.testing import CliRunner
 
 from coordinator.report import build_report
 from kansrijk.cli import app
-from kansrijk.demo import PASSPHRASE_ENV, PASSPHRASE_FILE, prepare_out
+from kansrijk.demo import DP_EPSILON, DP_OUTCOME, PASSPHRASE_ENV, PASSPHRASE_FILE, RELEASE_POLICY, prepare_out
 from kansrijk.errors import OutputExists
-from kansrijk.gate.ledger import verify_ledger
+from kansrijk.gate.ledger import entries, open_existing, verify_ledger
 
 pytestmark = pytest.mark.slow
 PERSONS = 5_000
@@ -53,12 +54,46 @@ def test_demo_prints_the_summary_numbers(demo_run) -> None:
     assert re.search(r"models \(outcome × feature set\)\s*│\s*([1-9]\d*)", output)
 
 
+def test_ledger_holds_the_dp_models_next_to_the_trees_with_their_epsilon(demo_run) -> None:
+    out, output = demo_run
+    ws = out / "coordinator"
+    conn = open_existing(ws)
+    try:
+        ledger = entries(conn)
+    finally:
+        conn.close()
+    dp = {e.release_name: e for e in ledger if e.kind == "dp_model"}
+    names = {f"2023.{DP_OUTCOME}.{fs}.dp_model" for fs in ("all", "factor_model")}
+    assert set(dp) == names
+    assert all(e.outcome == "released" and e.epsilon == DP_EPSILON for e in dp.values())
+    # the non-private tree of the same outcome is still there, and the plan's copy says both were asked for
+    released = {e.release_name for e in ledger if e.outcome != "refused"}
+    assert {f"2023.{DP_OUTCOME}.all.metrics", f"2023.{DP_OUTCOME}.all.tree", f"2023.{DP_OUTCOME}.compare"} <= released
+    assert 'models = ["tree", "dp_tree"]' in (out / "policies" / "analysis" / "rotterdam-groeit.toml").read_text()
+    # the summary's epsilon spent is the ledger's, DP models included, and says how much the models took
+    spent = sum((e.epsilon for e in ledger), Fraction(0))
+    models = 2 * DP_EPSILON
+    assert verify_ledger(ws).epsilon_spent == {"rotterdam-groeit": spent}
+    row = re.search(r"ε spent / left\s*│\s*([0-9./]+) / ([0-9./]+)", output)
+    assert row is not None and Fraction(row.group(1)) == spent and Fraction(row.group(2)) == 8 - spent
+    assert f"DP models {models}," in re.sub(r"[\s│]+", " ", output)
+
+
+def test_report_shows_the_dp_models_and_what_privacy_cost(demo_run) -> None:
+    out, _ = demo_run
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="dp-models"' in html and "Differentially private models" in html
+    assert html.count("noisy: differential privacy, ε = 1<") >= 2  # one DP model per feature set
+    models = html[html.index('id="models"') : html.index("</section>", html.index('id="models"'))]
+    assert "Differentially private vs non-private" in models and "ROC AUC DP" in models
+
+
 def test_every_party_left_its_files_where_the_docs_say(demo_run) -> None:
     out, _ = demo_run
     for partner in ("cbs", "gemeente", "cjg", "duo"):
         assert len(list((out / "partners" / partner / "outbox").glob("*.kbundle"))) == 1
         assert (out / "partners" / partner / "keys" / f"{partner}-signing.key").stat().st_mode & 0o077 == 0
-    for policy in ("partners.toml", "release/dp-sdc.toml", "analysis/rotterdam-groeit.toml", "sharing/cbs.toml"):
+    for policy in ("partners.toml", str(RELEASE_POLICY), "analysis/rotterdam-groeit.toml", "sharing/cbs.toml"):
         assert (out / "policies" / f"{policy}.sig").is_file()
     assert (out / "README.txt").is_file()
 
@@ -76,7 +111,7 @@ def test_report_holds_only_released_numbers(demo_run, tmp_path: Path) -> None:
     released = out / "coordinator" / "released"
     only = tmp_path / "coordinator"
     shutil.copytree(released, only / "released")
-    policy = out / "policies" / "release" / "dp-sdc.toml"
+    policy = out / "policies" / RELEASE_POLICY
     a = build_report(out / "coordinator", tmp_path / "a.html", release_policy=policy, generated_at="t")
     b = build_report(only, tmp_path / "b.html", release_policy=policy, generated_at="t")
     html_a = a.path.read_text(encoding="utf-8").replace("workspace <code>coordinator</code>", "")

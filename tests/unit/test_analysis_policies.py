@@ -3,6 +3,7 @@ and the rule."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,49 @@ def test_factor_without_source_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(PolicyError, match=r"factors\.7\.source: String should have at least 1 character"):
         load_factor_model(_write(tmp_path, "factors.toml", text))
+
+
+def _with_psychosocial(tmp_path: Path, lines: str) -> Path:
+    text = PLAN.read_text()
+    assert "[outcomes.psychosocial_risk]\n" in text
+    return _write(
+        tmp_path,
+        "plan.toml",
+        text.replace("[outcomes.psychosocial_risk]\n", f"[outcomes.psychosocial_risk]\n{lines}\n", 1),
+    )
+
+
+def test_models_adds_a_dp_model_next_to_the_tree(tmp_path: Path) -> None:
+    plan = load_analysis_plan(_with_psychosocial(tmp_path, 'models = ["dp_tree", "tree"]\nepsilon = "1/2"'))
+    spec = plan.outcomes["psychosocial_risk"]
+    assert spec.kinds == ("tree", "dp_tree") and spec.has_tree and spec.dp_kind == "dp_tree"
+    assert spec.epsilon == Fraction(1, 2)
+    # the single-model forms keep their meaning
+    assert plan.outcomes["delinquency"].kinds == ("tree",) and plan.outcomes["delinquency"].dp_kind is None
+    only_dp = load_analysis_plan(_with_psychosocial(tmp_path, 'model = "dp_boosted"')).outcomes["psychosocial_risk"]
+    assert only_dp.kinds == ("dp_boosted",) and not only_dp.has_tree
+
+
+@pytest.mark.parametrize(
+    ("lines", "key_path", "rule"),
+    [
+        (
+            'models = ["tree", "dp_tree", "dp_boosted"]',
+            "outcomes.psychosocial_risk.models",
+            "at most one differentially",
+        ),
+        ('models = ["tree", "tree"]', "outcomes.psychosocial_risk.models", "a model is listed twice"),
+        ("models = []", "outcomes.psychosocial_risk.models", "name at least one model"),
+        ('models = ["tree", "forest"]', "outcomes.psychosocial_risk.models.1", "Input should be"),
+        ('model = "tree"\nmodels = ["tree", "dp_tree"]', "outcomes.psychosocial_risk", "either 'model' or 'models'"),
+        ('epsilon = "1"', "outcomes.psychosocial_risk", "has no differentially private model"),
+        ('models = ["tree", "dp_tree"]\nepsilon = "0"', "outcomes.psychosocial_risk", "epsilon must be > 0"),
+    ],
+    ids=["two-dp-models", "twice", "empty", "unknown", "model-and-models", "epsilon-without-dp", "zero-epsilon"],
+)
+def test_bad_models_option_names_key_path_and_rule(tmp_path: Path, lines: str, key_path: str, rule: str) -> None:
+    path = _with_psychosocial(tmp_path, lines)
+    with pytest.raises(PolicyError) as err:
+        load_analysis_plan(path)
+    assert f"{path}: {key_path}: " in str(err.value)
+    assert rule in str(err.value)

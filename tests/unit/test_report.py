@@ -13,13 +13,14 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from coordinator.report import build_report, load_released
+from coordinator.report import build_report, fmt_number, fmt_p, load_released
 from kansrijk import crypto
 from kansrijk.cli import app
 from kansrijk.errors import InputError, OutputExists, PolicyError, WorkspaceError
 from kansrijk.gate.release import Gate
 from kansrijk.gate.requests import (
     CountTable,
+    DpModelRequest,
     FeatureImportances,
     MeanTable,
     ModelMetrics,
@@ -42,7 +43,12 @@ def _requests(rng: np.random.Generator) -> list:
             "early_school_leaving": rng.random(n) < 0.004,
             "woz_bin": rng.choice(WOZ_BINS, n),
             "buurt": rng.choice([f"b{i:02d}" for i in range(20)], n),
+            "woz_eur": rng.lognormal(12.2, 0.5, n).astype(np.int64),
+            "sex": rng.choice(["M", "F"], n),
         }
+    )
+    frame = frame.with_columns(  # a real signal, so the DP model has something to find
+        psychosocial_risk=pl.col("psychosocial_risk") | ((pl.col("woz_eur") < 130_000) & (rng.random(n) < 0.3))
     )
     metrics = {"roc_auc": 0.71, "pr_auc": 0.24, "brier": 0.09, "recall_at_k": 0.31, "roc_auc.fold_sd": 0.02}
     return [
@@ -103,6 +109,24 @@ def _requests(rng: np.random.Generator) -> list:
             importances={"household_income": 0.01, "neighbourhood": 0.004},
             n=n,
         ),
+        DpModelRequest(
+            name="2023.psychosocial_risk.all.dp_model",
+            description="Differentially private model (dp_tree) for psychosocial_risk." + STAMP,
+            data=frame.select("psychosocial_risk", "woz_eur", "sex"),
+            outcome="psychosocial_risk",
+            features=("woz_eur", "sex"),
+            epsilon=Fraction(3, 4),
+            max_depth=3,
+        ),
+        TestResult(
+            name="2023.association.spline_lr",
+            description="spline_lr. Reading at alpha 0.05: non-linear association." + STAMP,
+            test="spline_lr (chi2, df=5)",
+            statistic=900.0,
+            dof=3994.0,
+            p_value=0.0,
+            n=n,
+        ),
         TestResult(
             name="2023.association.linear_lr",
             description="linear_lr. Reading at alpha 0.05: no association detected." + STAMP,
@@ -140,13 +164,13 @@ def _requests(rng: np.random.Generator) -> list:
 
 @pytest.fixture(scope="module")
 def released_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A workspace whose released/ was written by the real gate under a signed DP+SDC policy."""
+    """A workspace whose released/ was written by the real gate under a signed DP+SDC policy with DP models."""
     root = tmp_path_factory.mktemp("report")
     private, public = crypto.generate_signing_key()
     officer = root / "officer.pub"
     crypto.write_public_key(officer, "ed25519-signing", public, label="officer")
-    policy = root / "dp-sdc.toml"
-    shutil.copy(POLICIES / "release" / "dp-sdc.toml", policy)
+    policy = root / "dp-models.toml"
+    shutil.copy(POLICIES / "release" / "dp-models.toml", policy)
     sign_policy(policy, private)
     ws = root / "ws"
     ws.mkdir()
@@ -165,7 +189,8 @@ def _report(ws: Path, tmp_path: Path, **kw) -> str:
 def test_report_has_every_section_and_the_ledger_head(released_ws, tmp_path: Path) -> None:
     ws, policy = released_ws
     html = _report(ws, tmp_path, release_policy=policy)
-    for section in ("linkage", "base-rates", "models", "importances", "woz", "factors", "refused", "privacy"):
+    sections = ("linkage", "base-rates", "models", "importances", "dp-models", "woz", "factors", "refused", "privacy")
+    for section in sections:
         assert f'id="{section}"' in html, section
     head = json.loads((ws / "released" / "LEDGER-HEAD.json").read_text())
     assert head["entry_hash"] in html
@@ -231,8 +256,8 @@ def test_budget_left_comes_from_the_release_policy(released_ws, tmp_path: Path) 
         for p in (ws / "released").glob("*.json")
         if p.name != "LEDGER-HEAD.json"
     )
-    assert result.budget.spent == spent > 0
-    assert result.budget.left == 4 - spent
+    assert result.budget.spent == spent > Fraction(3, 4)  # the DP model's epsilon is part of it
+    assert result.budget.left == 8 - spent
     no_policy = build_report(ws, tmp_path / "r2.html")
     assert no_policy.budget.left is None
 
@@ -290,3 +315,49 @@ def test_report_command_writes_the_file(released_ws, tmp_path: Path) -> None:
     assert out.is_file() and "report written" in result.output
     again = CliRunner().invoke(app, ["coordinator", "report", str(ws), "--out", str(out)])
     assert again.exit_code == OutputExists.exit_code
+
+
+def _section(html: str, section: str) -> str:
+    start = html.index(f'id="{section}"')
+    return html[start : html.index("</section>", start)]
+
+
+def test_dp_model_is_shown_with_noisy_metrics_and_its_epsilon(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    doc = json.loads((ws / "released" / "2023.psychosocial_risk.all.dp_model.json").read_text())
+    auc = doc["values"]["metrics"]["roc_auc"]
+    dp = _section(html, "dp-models")
+    assert "noisy: differential privacy, ε = 0.75" in dp
+    assert f'<td class="noisy num" title="differentially private (noisy) value">≈ {fmt_number(auc)}</td>' in dp
+    assert "whether any one person is in the data or not" in dp  # the one-sentence guarantee
+    assert "WOZ value" in dp and "splits.level0" in dp  # importances from the model, and the epsilon per step
+    assert dp.count("<svg") == 1  # the importance plot
+    # it is not left to the generic key/value view of "Other released outputs"
+    assert 'id="other"' not in html or "dp_model" not in _section(html, "other")
+
+
+def test_model_comparison_puts_the_dp_auc_next_to_the_trees(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    models = _section(html, "models")
+    doc = json.loads((ws / "released" / "2023.psychosocial_risk.all.dp_model.json").read_text())
+    auc = doc["values"]["metrics"]["roc_auc"]
+    row = re.search(
+        r"<tr><th scope=\"row\">psychosocial risk</th><td>all variables</td><td class=\"num\">0.75</td>(.*?)</tr>",
+        models,
+    )
+    assert row is not None, "no DP-vs-tree row"
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert cells[0] == "0.71"  # the non-private tree's ROC AUC, exact
+    assert (
+        cells[1] == f"≈ {fmt_number(auc)}" and cells[2] == f"≈ {fmt_number(auc - 0.71)}"
+    )  # the DP model's, and what privacy cost
+
+
+def test_p_values_that_round_to_zero_read_below_a_thousandth(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    woz = _section(_report(ws, tmp_path), "woz")
+    assert re.search(r"<td>chi2, df=5</td><td class=\"num\">900</td><td class=\"num\">&lt; 0.001</td>", woz)
+    assert re.search(r"<td class=\"num\">0\.430</td>", woz)  # linear_lr p = 0.43
+    assert [fmt_p(x) for x in (0.0, 0.0004, 0.0006, 0.43, None)] == ["< 0.001", "< 0.001", "0.001", "0.430", "–"]

@@ -59,15 +59,31 @@ class Cohort(PolicyModel):
         return self
 
 
+ModelKind = Literal["tree", "dp_tree", "dp_boosted"]
+DP_MODEL_KINDS: tuple[str, ...] = ("dp_tree", "dp_boosted")
+
+
 class OutcomeSpec(PolicyModel):
-    """Per-outcome settings; ``min_positives`` overrides ``model.min_positives``."""
+    """Per-outcome settings; ``min_positives`` overrides ``model.min_positives``.
+
+    ``model`` names the one model of the outcome; ``models`` (instead of ``model``) names several: the
+    non-private tree and at most one differentially private model, e.g. ``["tree", "dp_tree"]``, so a reader
+    sees both side by side. Read the choice through ``kinds``, ``has_tree`` and ``dp_kind``.
+    """
 
     min_positives: int | None = Field(default=None, ge=10)
-    model: Literal["tree", "dp_tree", "dp_boosted"] = Field(
+    model: ModelKind = Field(
         default="tree",
         description=(
             "'tree': scikit-learn trees, released under output checking. 'dp_tree' / 'dp_boosted': a "
             "differentially private model trained inside the release gate (see [dp_model])."
+        ),
+    )
+    models: tuple[ModelKind, ...] | None = Field(
+        default=None,
+        description=(
+            'Instead of \'model\': several models of this outcome, e.g. ["tree", "dp_tree"] for the non-private '
+            "tree and a DP tree side by side; at most one DP model."
         ),
     )
     epsilon: ExactNumber | None = Field(
@@ -89,6 +105,55 @@ class OutcomeSpec(PolicyModel):
         if unknown:
             raise ValueError(f"unknown variable(s) {unknown}; known: {', '.join(indicator_names())}")
         return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError('name at least one model, e.g. ["tree", "dp_tree"]')
+        if len(set(value)) != len(value):
+            raise ValueError(f"a model is listed twice in {list(value)}")
+        dp = [m for m in value if m in DP_MODEL_KINDS]
+        if len(dp) > 1:
+            raise ValueError(
+                f"at most one differentially private model per outcome, got {dp} (each would be released as "
+                f"<scope>.<outcome>.<feature set>.dp_model and spend its own epsilon); keep one"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> OutcomeSpec:
+        if self.models is not None and "model" in self.model_fields_set:
+            raise ValueError(
+                f"give either 'model' or 'models', not both (model = {self.model!r}, models = {list(self.models)}); "
+                f'to add a DP model to the tree write models = ["tree", "dp_tree"]'
+            )
+        if self.epsilon is not None and self.epsilon <= 0:
+            raise ValueError("epsilon must be > 0")
+        if self.epsilon is not None and self.dp_kind is None:
+            raise ValueError(
+                "epsilon is set but this outcome has no differentially private model; add one with "
+                'models = ["tree", "dp_tree"] (or model = "dp_tree"), or remove epsilon'
+            )
+        return self
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every model the plan asks for this outcome, the non-private tree first."""
+        chosen = self.models if self.models is not None else (self.model,)
+        return tuple(sorted(chosen, key=lambda m: m != "tree"))
+
+    @property
+    def has_tree(self) -> bool:
+        """Whether the non-private tree (with its metrics, importances, comparison and structure) is run."""
+        return "tree" in self.kinds
+
+    @property
+    def dp_kind(self) -> str | None:
+        """The differentially private model of this outcome (``dp_tree`` / ``dp_boosted``), if any."""
+        return next((m for m in self.kinds if m in DP_MODEL_KINDS), None)
 
 
 class Features(PolicyModel):
@@ -283,6 +348,7 @@ def check_plan_against_release(
 
 __all__ = [
     "ANALYSIS_KIND",
+    "DP_MODEL_KINDS",
     "FEATURE_SETS",
     "AnalysisPlan",
     "Association",
@@ -291,6 +357,7 @@ __all__ = [
     "Features",
     "Metrics",
     "Model",
+    "ModelKind",
     "OutcomeSpec",
     "check_plan_against_release",
     "load_analysis_plan",
