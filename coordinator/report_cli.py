@@ -29,12 +29,14 @@ def report_command(
 ) -> None:
     """Write one self-contained HTML report built only from WS/released/ and the published ledger head.
 
-    Sections: linkage, outcome base rates, model comparison (all variables vs factor model, with intervals),
-    feature importances, the WOZ relation, factor coverage, refused outcomes, and privacy (every number's rule,
-    ε spent and left, the ledger head hash). Suppressed cells stay suppressed; noisy (DP) numbers are marked.
+    Sections: linkage, outcome base rates, model comparison (all variables vs factor model, with intervals; DP
+    model vs non-private tree), feature importances, released trees, differentially private models (noisy
+    metrics, importances, ε per step), the WOZ relation, factor coverage, refused outcomes, and privacy (every
+    number's rule, ε spent and left, the ledger head hash). Suppressed cells stay suppressed; noisy (DP) numbers
+    are marked ≈.
     The file opens without a network: inline CSS and SVG plots, no scripts.
 
-    Example: kansrijk coordinator report ws --out report.html --policy policies/release/dp-sdc.toml
+    Example: kansrijk coordinator report ws --out report.html --policy policies/release/dp-models.toml
     """
     with err_console.status("building the report"):
         result = build_report(workspace, out, release_policy=policy, force=force)
