@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PERSONS ?= 150000
+BENCH_SCALE ?= small
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test lint security bench clean browser
@@ -14,7 +15,7 @@ help:
 	@echo "make demo      run the whole pipeline on the synthetic city -> demo-run/report.html"
 	@echo "make test      the test suite, ruff and the import-linter contracts"
 	@echo "make security  the attack and fault suite, with its summary table"
-	@echo "make bench     benchmarks -> benchmarks/results.json and benchmarks/results.md"
+	@echo "make bench     benchmarks (small scale; BENCH_SCALE=full for national scale) -> benchmarks/results.{json,md}"
 	@echo "make lint      ruff and import-linter only"
 
 $(BIN)/python:
@@ -50,7 +51,7 @@ security: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run --scale $(BENCH_SCALE)
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache .ruff_cache build dist

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,11 @@ ROTTERDAM = 150_000
 NATIONAL = 4_500_000
 
 
-def _figure(name, value, unit, reference_name, reference_value, target) -> dict:
+def _figure(name, value, unit, reference_name, reference_value, target, met: bool | None = None) -> dict:
     ratio = None
     if isinstance(value, int | float) and isinstance(reference_value, int | float) and reference_value:
         ratio = value / reference_value
-    return {
+    figure = {
         "name": name,
         "value": value,
         "unit": unit,
@@ -46,6 +45,9 @@ def _figure(name, value, unit, reference_name, reference_value, target) -> dict:
         "ratio": ratio,
         "target": target,
     }
+    if target:
+        figure["met"] = met
+    return figure
 
 
 def _io_floor(paths: CityPaths, scratch: Path) -> float:
@@ -92,16 +94,18 @@ def _tree_gap(truth: pl.DataFrame) -> tuple[float, float]:
 
 def _national(scratch: Path) -> tuple[float, float]:
     code = (
-        "import sys, time; from pathlib import Path; from kansrijk.synth.city import generate_city; "
+        "import resource, sys, time; from pathlib import Path; from kansrijk.synth.city import generate_city; "
         "t = time.perf_counter(); "
         f"generate_city(Path(sys.argv[1]), persons={NATIONAL}, seed=7); "
-        "print(time.perf_counter() - t)"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(scratch / "national")], check=True, capture_output=True, text=True
     )
-    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    return float(out.stdout.strip().splitlines()[-1]), peak_gib
+    # measured in the child (RUSAGE_SELF): RUSAGE_CHILDREN here would be the largest of every child this
+    # process ever ran, other benchmarks' included
+    seconds, rss_kib = out.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(rss_kib) / 2**20
 
 
 def run(scale: str) -> list[dict]:
@@ -121,6 +125,7 @@ def run(scale: str) -> list[dict]:
                 "polars re-read + re-write of its files",
                 floor,
                 "<= 10 s on 2 cores",
+                wall <= 10.0,
             )
         )
         truth = pl.read_parquet(paths.persons)
@@ -133,6 +138,7 @@ def run(scale: str) -> list[dict]:
                 "WOZ-decile model, p",
                 p_binned,
                 "linear p > 0.05, binned p < 1e-10",
+                p_linear > 0.05 and p_binned < 1e-10,
             )
         )
         tree_auc, bayes_auc = _tree_gap(truth)
@@ -144,6 +150,7 @@ def run(scale: str) -> list[dict]:
                 "Bayes-optimal AUC",
                 bayes_auc,
                 "within 0.02 of Bayes",
+                bayes_auc - tree_auc <= 0.02,
             )
         )
         effects = json.loads(paths.effects.read_text())
@@ -157,7 +164,9 @@ def run(scale: str) -> list[dict]:
                     "share",
                     "documented target",
                     rate["target"],
-                    "within sampling error of the target",
+                    "within sampling error of the target (|z| <= 3)",
+                    abs(rate["rate"] - rate["target"])
+                    <= 3 * (rate["target"] * (1 - rate["target"]) / rate["population"]) ** 0.5,
                 )
             )
         if scale == "full":
@@ -169,10 +178,12 @@ def run(scale: str) -> list[dict]:
                     "s",
                     "150k run x 30",
                     wall * 30,
-                    "fits in 24 GiB on 2 cores",
+                    "",
                 )
             )
-            figures.append(_figure("peak memory, 4.5M persons", peak, "GiB", "machine memory", 24.0, "< 24 GiB"))
+            figures.append(
+                _figure("peak memory, 4.5M persons", peak, "GiB", "machine memory", 24.0, "< 24 GiB", peak < 24.0)
+            )
     return figures
 
 
