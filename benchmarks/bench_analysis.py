@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.run import figure as _figure
 from coordinator.analysis.plan import encode, feature_variables, load_policies
 from coordinator.analysis.run import analysis_requests
 from coordinator.analysis.trees import LeafRules, TreeSettings, _fit, make_folds
@@ -33,18 +34,6 @@ from analysis_frames import city_dataset  # noqa: E402
 
 PERSONS = {"small": 20_000, "full": 150_000}
 OUTCOMES = ("psychosocial_risk", "grade_repetition", "track_up", "track_down", "delinquency")
-
-
-def _figure(name: str, value: float, unit: str, ref_name: str, ref: float, target: str) -> dict:
-    return {
-        "name": name,
-        "value": round(value, 4),
-        "unit": unit,
-        "reference_name": ref_name,
-        "reference_value": round(ref, 4),
-        "ratio": round(value / ref, 4) if ref else None,
-        "target": target,
-    }
 
 
 def _fit_seconds(X: np.ndarray, y: np.ndarray, settings: TreeSettings, per_grid_point: bool) -> float:

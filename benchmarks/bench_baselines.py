@@ -31,6 +31,7 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
+from benchmarks.run import figure as _figure
 from coordinator.analysis.metrics import score_metrics
 from coordinator.analysis.plan import encode, feature_variables, load_policies
 from coordinator.analysis.run import _settings as plan_tree_settings
@@ -44,18 +45,6 @@ PERSONS = {"small": 30_000, "full": 150_000}
 SMALL_MIN_POSITIVES = 200
 SCOPE = "2023"
 FEATURE_SET = "all"
-
-
-def _figure(name: str, value: float, unit: str, reference_name: str, reference: float) -> dict:
-    return {
-        "name": name,
-        "value": round(value, 4),
-        "unit": unit,
-        "reference_name": reference_name,
-        "reference_value": round(reference, 4),
-        "ratio": round(value / reference, 3) if reference else None,
-        "target": "",
-    }
 
 
 def boosted_oof(X: np.ndarray, y: np.ndarray, fold_of: np.ndarray, seed: int) -> np.ndarray:

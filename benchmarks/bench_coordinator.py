@@ -28,6 +28,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from benchmarks.run import figure as _figure
+
 ROTTERDAM = 150_000
 NATIONAL = 4_500_000
 PERSONS = {"small": (ROTTERDAM,), "full": (ROTTERDAM, NATIONAL)}
@@ -202,22 +204,6 @@ def measure(persons: int) -> dict[str, dict]:
             "link": _child(_LINK_CHILD, "kansrijk", str(root), as_json),
             "plain": _child(_LINK_CHILD, "plain", str(root), as_json),
         }
-
-
-def _figure(name: str, value: float, unit: str, reference_name: str, reference: float, target: str,
-            met: bool | None = None) -> dict:  # fmt: skip
-    figure = {
-        "name": name,
-        "value": round(value, 2),
-        "unit": unit,
-        "reference_name": reference_name,
-        "reference_value": round(reference, 2),
-        "ratio": round(value / reference, 2) if reference else None,
-        "target": target,
-    }
-    if target:
-        figure["met"] = met
-    return figure
 
 
 def figures_of(persons: int, m: dict[str, dict]) -> list[dict]:

@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.run import figure as _figure
 from kansrijk.demo import STAGES
 
 ROTTERDAM = 150_000
@@ -65,22 +66,6 @@ def run_demo_child(persons: int, min_positives: int | None) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"kansrijk demo --persons {persons} failed (exit {done.returncode}); see stderr above")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _figure(name: str, value: float, unit: str, reference_name: str, reference: float, target: str,
-            met: bool | None = None) -> dict:  # fmt: skip
-    figure = {
-        "name": name,
-        "value": round(value, 2),
-        "unit": unit,
-        "reference_name": reference_name,
-        "reference_value": round(reference, 2),
-        "ratio": round(value / reference, 3) if reference else None,
-        "target": target,
-    }
-    if target:
-        figure["met"] = met
-    return figure
 
 
 def figures_of(persons: int, measured: dict) -> list[dict]:

@@ -26,28 +26,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
+from benchmarks.run import figure as _figure
 from kansrijk.synth.city import CityPaths, generate_city
 
 ROTTERDAM = 150_000
 NATIONAL = 4_500_000
-
-
-def _figure(name, value, unit, reference_name, reference_value, target, met: bool | None = None) -> dict:
-    ratio = None
-    if isinstance(value, int | float) and isinstance(reference_value, int | float) and reference_value:
-        ratio = value / reference_value
-    figure = {
-        "name": name,
-        "value": value,
-        "unit": unit,
-        "reference_name": reference_name,
-        "reference_value": reference_value,
-        "ratio": ratio,
-        "target": target,
-    }
-    if target:
-        figure["met"] = met
-    return figure
 
 
 def _io_floor(paths: CityPaths, scratch: Path) -> float:

@@ -71,6 +71,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def figure(
+    name: str,
+    value,
+    unit: str,
+    reference_name: str = "",
+    reference_value=None,
+    target: str = "",
+    met: bool | None = None,
+) -> dict:
+    """One figure in the runner's format; ``met`` is kept only where there is a target to judge."""
+    numeric = isinstance(value, int | float) and isinstance(reference_value, int | float)
+    out = {
+        "name": name,
+        "value": round(value, 4) if isinstance(value, float) else value,
+        "unit": unit,
+        "reference_name": reference_name,
+        "reference_value": round(reference_value, 4) if isinstance(reference_value, float) else reference_value,
+        "ratio": round(value / reference_value, 4) if numeric and reference_value else None,
+        "target": target,
+    }
+    if target:
+        out["met"] = met
+    return out
+
+
 def machine_facts() -> dict:
     return {
         "cores": os.cpu_count(),
