@@ -266,55 +266,17 @@ class Gate:
                 dp_result = None
                 values = _sdc_values(request, check, verdicts)
             outcome: Literal["released", "suppressed"] = "suppressed" if worst(verdicts) == "suppress" else "released"
-            seq = ledger_mod.next_seq(self._conn)
-            document = {
-                "format": RELEASE_FORMAT,
-                "version": 1,
-                "name": request.name,
-                "kind": request.kind,
-                "description": request.description,
-                "population": request.population,
-                "outcome": outcome,
-                "method": method,
-                "requested_by": requested_by,
-                "ledger_entry": f"L{seq:06d}",
-                "policy_digest": self.policy_digest,
-                "request_digest": request.digest(),
-                "epsilon_spent": str(epsilon),
-                "noisy": dp_result is not None,
-                "noise": dp_result.noise if dp_result is not None else None,
-                "values": values,
-                "verdicts": [v.to_json() for v in verdicts],
-            }
-            files = {f"{request.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
-            if isinstance(values, dict) and "rows" in values:
-                files[f"{request.name}.csv"] = _csv(values)
-            pending = self._write_pending(seq, files)
-            _fault_point("after_pending_write")
-            record_digest = ""
-            if record is not None:
-                record_digest = sha256_prefixed(canonical([record[0], record[1], record[2]]))
-            entry = ledger_mod.append_entry(
-                self._conn,
-                requested_by=requested_by,
-                release_name=request.name,
-                kind=request.kind,
+            entry, pending, document = self._record_release(
+                request,
+                requested_by,
                 outcome=outcome,
-                request_digest=document["request_digest"],
-                policy_digest=self.policy_digest,
-                dataset=self.policy.dataset,
+                method=method,
                 epsilon=epsilon,
-                delta=Fraction(0),
-                verdicts=[v.to_json() for v in verdicts],
-                outputs={name: sha256_prefixed(data) for name, data in files.items()},
-                record_digest=record_digest,
-                seq=seq,
+                noise=dp_result.noise if dp_result is not None else None,
+                values=values,
+                verdicts=verdicts,
+                record=record,
             )
-            if record is not None:
-                self._conn.execute(
-                    "INSERT INTO table_records(seq, dims, population, cells) VALUES (?, ?, ?, ?)",
-                    (entry.seq, *record),
-                )
             _fault_point("before_commit")
         _fault_point("after_commit")
         for tmp, final in pending:
@@ -407,43 +369,15 @@ class Gate:
             spent = sum((st.epsilon for st in result.steps), Fraction(0))
             if spent != epsilon:  # never release a model whose steps do not add up to the debit
                 raise RuntimeError(f"DP model steps spend {spent}, the ledger debited {epsilon}")
-            seq = ledger_mod.next_seq(self._conn)
-            document = {
-                "format": RELEASE_FORMAT,
-                "version": 1,
-                "name": request.name,
-                "kind": request.kind,
-                "description": request.description,
-                "population": request.population,
-                "outcome": "released",
-                "method": "dp",
-                "requested_by": requested_by,
-                "ledger_entry": f"L{seq:06d}",
-                "policy_digest": self.policy_digest,
-                "request_digest": request.digest(),
-                "epsilon_spent": str(epsilon),
-                "noisy": True,
-                "noise": {"guarantee": dpm.GUARANTEE, "steps": [st.to_json() for st in result.steps]},
-                "values": result.values,
-                "verdicts": [v.to_json() for v in verdicts],
-            }
-            files = {f"{request.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
-            pending = self._write_pending(seq, files)
-            _fault_point("after_pending_write")
-            entry = ledger_mod.append_entry(
-                self._conn,
-                requested_by=requested_by,
-                release_name=request.name,
-                kind=request.kind,
+            entry, pending, document = self._record_release(
+                request,
+                requested_by,
                 outcome="released",
-                request_digest=document["request_digest"],
-                policy_digest=self.policy_digest,
-                dataset=self.policy.dataset,
+                method="dp",
                 epsilon=epsilon,
-                delta=Fraction(0),
-                verdicts=[v.to_json() for v in verdicts],
-                outputs={name: sha256_prefixed(blob) for name, blob in files.items()},
-                seq=seq,
+                noise={"guarantee": dpm.GUARANTEE, "steps": [st.to_json() for st in result.steps]},
+                values=result.values,
+                verdicts=verdicts,
             )
             _fault_point("before_commit")
         _fault_point("after_commit")
@@ -509,6 +443,68 @@ class Gate:
                 + "; ".join(conflicts[:5]),
             )
         return RuleOutcome("differencing", "pass", "no earlier release isolates a small group by differencing")
+
+    def _record_release(
+        self,
+        request: ReleaseRequest,
+        requested_by: str,
+        *,
+        outcome: Literal["released", "suppressed"],
+        method: str,
+        epsilon: Fraction,
+        noise: Any,
+        values: Any,
+        verdicts: list[RuleOutcome],
+        record: tuple[str, str, str] | None = None,
+    ) -> tuple[ledger_mod.LedgerEntry, list[tuple[Path, Path]], dict[str, Any]]:
+        """Inside the open write transaction: write the release files under pending names and append the
+        ledger entry (and the differencing record). The caller commits, then renames the pending files."""
+        seq = ledger_mod.next_seq(self._conn)
+        document = {
+            "format": RELEASE_FORMAT,
+            "version": 1,
+            "name": request.name,
+            "kind": request.kind,
+            "description": request.description,
+            "population": request.population,
+            "outcome": outcome,
+            "method": method,
+            "requested_by": requested_by,
+            "ledger_entry": f"L{seq:06d}",
+            "policy_digest": self.policy_digest,
+            "request_digest": request.digest(),
+            "epsilon_spent": str(epsilon),
+            "noisy": noise is not None,
+            "noise": noise,
+            "values": values,
+            "verdicts": [v.to_json() for v in verdicts],
+        }
+        files = {f"{request.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
+        if isinstance(values, dict) and "rows" in values:
+            files[f"{request.name}.csv"] = _csv(values)
+        pending = self._write_pending(seq, files)
+        _fault_point("after_pending_write")
+        entry = ledger_mod.append_entry(
+            self._conn,
+            requested_by=requested_by,
+            release_name=request.name,
+            kind=request.kind,
+            outcome=outcome,
+            request_digest=document["request_digest"],
+            policy_digest=self.policy_digest,
+            dataset=self.policy.dataset,
+            epsilon=epsilon,
+            delta=Fraction(0),
+            verdicts=[v.to_json() for v in verdicts],
+            outputs={name: sha256_prefixed(data) for name, data in files.items()},
+            record_digest=sha256_prefixed(canonical(list(record))) if record is not None else "",
+            seq=seq,
+        )
+        if record is not None:
+            self._conn.execute(
+                "INSERT INTO table_records(seq, dims, population, cells) VALUES (?, ?, ?, ?)", (entry.seq, *record)
+            )
+        return entry, pending, document
 
     def _refuse(self, request: ReleaseRequest, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
         with ledger_mod.immediate(self._conn):
