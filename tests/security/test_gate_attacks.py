@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 from sklearn.tree import DecisionTreeClassifier
@@ -163,6 +163,7 @@ def _attacker_interval(table: np.ndarray, suppressed: np.ndarray, cell: tuple[in
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(st.integers(0, 40), min_size=4, max_size=4), min_size=3, max_size=3), st.integers(0, 9999))
+@example([[10, 0, 0, 0], [10, 0, 0, 1], [10, 10, 10, 10]], 0)  # zeros pinned the 1 before the LP audit (CI, #9)
 def test_complementary_cells_never_pin_down_a_suppressed_cell(tmp_path_factory, counts, seed) -> None:
     table = np.array(counts)
     if not ((table > 0) & (table < 10)).any():

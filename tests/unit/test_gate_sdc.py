@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from kansrijk.gate.requests import CountTable, SumTable
-from kansrijk.gate.sdc import check_table, determined_cells, secondary_suppression
+from kansrijk.gate.sdc import check_table, exposed_cells, secondary_suppression
 from kansrijk.policy.release import SdcRules
 
 RULES = SdcRules()
@@ -21,12 +21,12 @@ tables = shapes.flatmap(lambda s: arrays(np.int64, s, elements=st.integers(0, 60
 
 @settings(max_examples=200, deadline=None)
 @given(values=tables)
-def test_no_released_cell_is_below_threshold_and_no_withheld_cell_is_determined(values):
+def test_no_released_cell_is_below_threshold_and_no_withheld_cell_can_be_pinned(values):
     primary = values < RULES.min_persons_per_cell
     full = secondary_suppression(values, primary)
     assert (full | ~primary).all()  # primary cells stay withheld
     assert (values[~full] >= RULES.min_persons_per_cell).all()
-    assert determined_cells(values.shape, full).size == 0 or full.all()
+    assert exposed_cells(values, full).size == 0 or full.all()
 
 
 @settings(max_examples=50, deadline=None)

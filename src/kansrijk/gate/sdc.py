@@ -8,9 +8,10 @@ released). Rules and their sources (see ``sdc-rules.md`` and ``docs/privacy-offi
 - ``nk_dominance``: the n largest contributions are >= k of the total (Bundesbank RDSC; ``>=`` as ACRO v1);
 - ``all_values_same``: every contributor in a cell has the same value (class disclosure, ACRO);
 - ``negative_values``: dominance is undefined with negative contributions: refuse;
-- ``secondary_suppression``: further cells withheld so that no suppressed cell can be recomputed from the
-  margins (every line sum assumed public) — checked exactly by linear algebra, not only by the "one suppressed
-  cell per line" heuristic;
+- ``secondary_suppression``: further cells withheld so that no suppressed cell can be pinned to one value from the
+  released cells, the margins (every line sum assumed public) and non-negativity — audited with the attacker's
+  own linear program (the tightest bounds of every withheld cell), not only by the "one suppressed cell per
+  line" heuristic;
 - ``dof``, ``tree_*``, ``extremes``, ``quantile_contributors``: model and order-statistic rules.
 
 Tables are computed here with polars expressions from the person-level data; the suppression search works on a
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import scipy.linalg
+from scipy.optimize import linprog
 
 from kansrijk.gate.requests import (
     CountTable,
@@ -47,8 +49,10 @@ Verdict = Literal["pass", "suppress", "refuse"]
 _ORDER = {"pass": 0, "suppress": 1, "refuse": 2}
 BIN = "bin"
 _IDX = "__cell"
-# Exact determinability check (null space) is run for tables with at most this many suppressed cells;
-# larger patterns fall back to the per-line rule only (documented in docs/privacy-officer.md).
+# The attacker's linear program (bounds of every withheld cell) is run for patterns of at most this many
+# suppressed cells; larger patterns get the exact linear-algebra check (no cell determined by the margins
+# alone) and the per-line rule (documented in docs/privacy-officer.md).
+LP_AUDIT_MAX_SUPPRESSED = 400
 EXACT_CHECK_MAX_SUPPRESSED = 1500
 
 
@@ -292,11 +296,54 @@ def determined_cells(shape: tuple[int, ...], supp: np.ndarray) -> np.ndarray:
     return cols[determined]
 
 
-def secondary_suppression(values: np.ndarray, primary: np.ndarray) -> np.ndarray:
-    """Extend ``primary`` so that no suppressed cell can be recomputed from line sums (all margins public).
+def cell_bounds(values: np.ndarray, supp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What an attacker learns of every withheld cell: ``(flat indices, lowest, highest)`` value consistent with
+    the released cells, every public line sum and non-negativity (two linear programs per cell, HiGHS).
 
-    Returns the full mask (primary | secondary). Greedy: the per-line rule until stable, then an exact
-    null-space check; any cell still determined gets the smallest free cell in one of its lines suppressed.
+    The highest value is computed first; the lowest only when the cell could still be pinned."""
+    cols = np.flatnonzero(supp)
+    low = np.zeros(cols.size)
+    high = np.full(cols.size, np.inf)
+    a = _constraint_matrix(values.shape, cols)
+    if cols.size == 0 or a.shape[0] == 0:
+        return cols, low, high
+    x = values.ravel()[cols].astype(np.float64)
+    b = a @ x
+    for i in range(cols.size):
+        c = np.zeros(cols.size)
+        c[i] = -1.0
+        hi = linprog(c, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
+        high[i] = -hi.fun if hi.status == 0 else x[i]
+        if high[i] - x[i] >= 1:
+            low[i] = 0.0  # not pinned whatever the lower bound: skip the second program
+            continue
+        c[i] = 1.0
+        lo = linprog(c, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
+        low[i] = lo.fun if lo.status == 0 else x[i]
+    return cols, low, high
+
+
+def exposed_cells(values: np.ndarray, supp: np.ndarray) -> np.ndarray:
+    """Flat indices of withheld cells an attacker can pin to a single whole number (see ``cell_bounds``).
+
+    Patterns with more than ``LP_AUDIT_MAX_SUPPRESSED`` withheld cells get the linear-algebra check only."""
+    if int(supp.sum()) > LP_AUDIT_MAX_SUPPRESSED:
+        return determined_cells(values.shape, supp)
+    det = determined_cells(values.shape, supp)
+    if det.size:
+        return det
+    cols, low, high = cell_bounds(values, supp)
+    pinned = np.floor(high + 1e-7) - np.ceil(low - 1e-7) < 1
+    return cols[pinned]
+
+
+def secondary_suppression(values: np.ndarray, primary: np.ndarray) -> np.ndarray:
+    """Extend ``primary`` so that no withheld cell can be pinned down from the released cells, the line sums
+    (all margins public) and non-negativity.
+
+    Returns the full mask (primary | secondary). Greedy: the per-line rule until stable, then the attacker's
+    linear program (``exposed_cells``); any exposed cell gets the smallest non-zero free cell in one of its lines
+    withheld too (a zero cannot hide anything: it is already at its lower bound), and the audit runs again.
     """
     supp = primary.copy()
     if not supp.any():
@@ -306,10 +353,10 @@ def secondary_suppression(values: np.ndarray, primary: np.ndarray) -> np.ndarray
             pass
         if int(supp.sum()) > EXACT_CHECK_MAX_SUPPRESSED:
             return supp
-        det = determined_cells(values.shape, supp)
-        if det.size == 0:
+        exposed = exposed_cells(values, supp)
+        if exposed.size == 0:
             return supp
-        if _protect_one(values, supp, int(det[0])) is False:
+        if _protect_one(values, supp, int(exposed[0])) is False:
             supp[:] = True  # nothing left to protect with: withhold the whole table
             return supp
     return supp
