@@ -14,12 +14,13 @@ real parties would act:
 6. the coordinator ingests the bundles, links them, runs the signed analysis plan through the release gate
    (the run's copy of the plan adds a differentially private tree for psychosocial risk next to the non-private
    tree, so the report shows what privacy costs; the release policy is ``dp-models.toml``, which allows it);
-7. the report is built from ``WS/released/`` only, and the ledger is verified.
+7. the report is built from ``WS/released/`` only, the ledger is verified, and the privacy officer signs its
+   head (an anchor kept outside the workspace: ``officer/ledger-anchor.json``).
 
 Layout of ``--out`` (README.txt in it says the same)::
 
     city/                 the synthetic city: extracts/ (partners' raw files) and ground_truth/ (kept apart)
-    officer/              the privacy officer's signing key pair
+    officer/              the privacy officer's signing key pair and the signed ledger anchor
     policies/             the policies as signed for this run (each FILE has FILE.sig), partners.toml included
     partners/<p>/keys/    partner p's signing key pair and its copy of the link key
     partners/<p>/outbox/  the sealed bundles partner p hands over
@@ -55,6 +56,7 @@ from kansrijk.schema import PARTNERS, SCHEMA_VERSION
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
 PASSPHRASE_FILE = "DEMO-PASSPHRASE"  # noqa: S105 (a file name)
+ANCHOR_FILE = "ledger-anchor.json"
 # dp-models.toml is dp-sdc.toml (same output rules, same per-table epsilon) plus a [dp_model] section and a budget
 # large enough for the DP models: every release the demo made under dp-sdc.toml passes under it unchanged.
 RELEASE_POLICY = Path("release") / "dp-models.toml"
@@ -149,6 +151,7 @@ class DemoResult:
     ledger_entries: int
     ledger_head: str
     files_checked: int
+    anchor: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -328,6 +331,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     from coordinator.link import gate_release_hook, link_workspace
     from coordinator.report import build_report
     from coordinator.workspace import init_workspace
+    from kansrijk.gate.anchor import anchor_ledger, check_anchor
     from kansrijk.gate.ledger import entries, open_existing, verify_ledger
     from kansrijk.policy.registry import partner_key_from_bytes, render_registry, with_partner
     from kansrijk.policy.release import load_release_policy
@@ -517,6 +521,10 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     stage(9)
     show.total(1)
     verified = verify_ledger(workspace)
+    officer_key = load_signing_key(officer_dir / "officer-signing.key", passphrase)
+    anchor_ledger(workspace, officer_key, officer_dir / ANCHOR_FILE)
+    del officer_key
+    check_anchor(workspace, officer_dir / ANCHOR_FILE, [officer_pub])
     conn = open_existing(workspace)
     try:
         outcomes = [e.outcome for e in entries(conn)]
@@ -546,6 +554,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         epsilon_total=policy.dp.epsilon_total if policy.dp is not None else None,
         ledger_entries=verified.entries,
         ledger_head=verified.head_hash,
+        anchor=officer_dir / ANCHOR_FILE,
         files_checked=verified.files_checked,
         seconds=dict(timer.seconds),
         notes=tuple(notes),
@@ -561,7 +570,8 @@ def _write_readme(out: Path) -> None:
         + "\n\nRe-run a step by hand, e.g.:\n"
         + f"  export {PASSPHRASE_ENV}=$(cat {out}/{PASSPHRASE_FILE})   # when the passphrase was generated\n"
         + f"  kansrijk coordinator status {out}/coordinator\n"
-        + f"  kansrijk ledger verify {out}/coordinator\n"
+        + f"  kansrijk ledger verify {out}/coordinator --anchor {out}/officer/{ANCHOR_FILE} "
+        + f"--officer-key {out}/officer/officer-signing.pub\n"
         + f"  kansrijk coordinator report {out}/coordinator --out {out}/report.html --force "
         + f"--policy {out}/policies/{RELEASE_POLICY}\n"
     )
@@ -607,7 +617,11 @@ def summary_rows(result: DemoResult) -> Sequence[tuple[str, str]]:
         ("DP models (noisy)", "; ".join(dp_parts) or "none"),
         ("releases passed / suppressed / refused", f"{result.released} / {result.suppressed} / {result.refused}"),
         ("ε spent / left", spent),
-        ("ledger", f"{result.ledger_entries} entries verified, head {result.ledger_head[:16]}…"),
+        (
+            "ledger",
+            f"{result.ledger_entries} entries verified, head {result.ledger_head[:16]}…"
+            + (f", anchored by the officer ({result.anchor.name})" if result.anchor else ""),
+        ),
         ("report", str(result.report)),
         ("wall time", f"{result.total_seconds:.1f} s"),
     ]

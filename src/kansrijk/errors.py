@@ -132,6 +132,12 @@ class LedgerCorrupted(GateError):
     exit_code = 22
 
 
+class AnchorInvalid(GateError):
+    """A ledger anchor file is malformed, signed by an untrusted key, or its signature does not verify."""
+
+    exit_code = 24
+
+
 # --- analysis (exit 30..39) -----------------------------------------------------------------------------
 class AnalysisError(KansrijkError):
     """The analysis plan cannot be carried out on this dataset."""

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from kansrijk import crypto
 from kansrijk.errors import KeyMaterialError, OutputExists, PolicyError
+from kansrijk.gate.anchor import anchor_ledger, check_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, entries, open_existing, verify_ledger
 from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.release import ReleasePolicy, explain_release_policy, judge_change
@@ -199,16 +200,55 @@ def show_cmd(
 @ledger_app.command("verify")
 def verify_ledger_cmd(
     workspace: Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")],
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option("--anchor", help="Signed anchor file(s) from 'kansrijk ledger anchor' to check as well."),
+    ] = None,
+    officer_key: Annotated[
+        list[Path] | None,
+        typer.Option("--officer-key", help="Trusted officer public key(s) (.pub) for the anchors."),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain and check budget, head and every file in released/. Exit code 22 on any
-    edited, removed or reordered entry, or a file without its entry or digest.
+    """Recompute the hash chain and check budget, head and every file in released/. With --anchor, also check
+    that each anchored entry is still there with its signed hash (a truncated or rewritten chain). Exit code 22
+    on any edited, removed or reordered entry, a file without its entry or digest, or a lost anchored entry;
+    exit code 24 for an anchor that is malformed or not signed by a trusted officer.
 
-    Example: kansrijk ledger verify demo-run/coordinator
+    Example: kansrijk ledger verify demo-run/coordinator --anchor anchors/2026-11-25.json --officer-key officer.pub
     """
     report = verify_ledger(workspace)
+    checks = [check_anchor(workspace, a, officer_key or []) for a in anchor or []]
     spent = ", ".join(f"{d}: epsilon {e}" for d, e in report.epsilon_spent.items()) or "no DP budget spent"
     console.print(
         f"ledger verified: {report.entries} entries, {report.files_checked} released files, "
         f"head {report.head_hash[:16]}…  ({spent}), {workspace / LEDGER_FILE}",
+        markup=False,
+    )
+    for c in checks:
+        console.print(
+            f"anchor {c.anchor}: entry {c.entry_id} intact (anchored {c.anchored_at} by {c.signer_fingerprint}; "
+            f"{c.entries_since} entries since)",
+            markup=False,
+        )
+
+
+@ledger_app.command("anchor")
+def anchor_cmd(
+    workspace: Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")],
+    key: Annotated[Path, typer.Option("--key", help="The officer's secret key file (officer.key).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the signed anchor (never overwritten).")],
+    passphrase_env: Annotated[str, typer.Option(help="Environment variable with the passphrase.")] = PASSPHRASE_ENV,
+) -> None:
+    """Verify the ledger, then sign its head as the privacy officer: a small JSON file to keep outside the
+    workspace. 'ledger verify --anchor' later proves the chain was not truncated or rewritten up to it.
+
+    Example: kansrijk ledger anchor demo-run/coordinator --key ~/officer-keys/officer.key --out anchors/today.json
+    """
+    private = crypto.read_secret_key(key, "ed25519-signing", _passphrase(passphrase_env, confirm=False))
+    made = anchor_ledger(workspace, private, out)
+    del private
+    console.print(
+        f"anchored entry {made.entry_id} ({made.entry_hash[:16]}…) of {workspace / LEDGER_FILE} -> {out}; "
+        f"keep it outside the workspace",
         markup=False,
     )

@@ -168,7 +168,7 @@ def read_signature(sig_path: Path) -> PolicySignature:
         raise PolicyNotSigned(f"{sig_path}: not a kansrijk policy signature file") from None
 
 
-def _officer_keys(keys: Sequence[OfficerKey]) -> list[crypto.PublicKeyFile]:
+def officer_keys(keys: Sequence[OfficerKey]) -> list[crypto.PublicKeyFile]:
     out = []
     for key in keys:
         if isinstance(key, crypto.PublicKeyFile):
@@ -185,7 +185,7 @@ def verify_policy(policy_path: Path, trusted_officer_keys: Sequence[OfficerKey])
     signature, an unknown signer, a bad signature, or a file altered after signing.
     """
     policy_path = Path(policy_path)
-    keys = _officer_keys(trusted_officer_keys)
+    keys = officer_keys(trusted_officer_keys)
     if not keys:
         raise PolicyNotSigned(
             f"{policy_path}: no trusted privacy-officer key was given", hint="pass --officer-key OFFICER.pub"
