@@ -50,6 +50,11 @@ def temp_name(path: Path) -> Path:
 _TEMP = re.compile(r"^\..+\.pid(\d+)\.(?:[^.]*\.)?tmp$")
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temp file name made by ``atomic_path``/``temp_name``."""
+    return _TEMP.match(name) is not None
+
+
 def sweep_stale_temp_files(directory: Path) -> list[Path]:
     """Remove temp files under ``directory`` left by writers that no longer run; returns what was removed.
 

@@ -248,3 +248,80 @@ def test_kill_9_during_a_release_leaves_budget_equal_to_the_recorded_releases(
     )
     tally.fault(f"SIGKILL at {point} (release)", ok)
     assert ok, (report, state, released)
+
+
+_RELEASER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import numpy as np
+    import polars as pl
+    from kansrijk.gate.release import Gate
+    from kansrijk.gate.requests import CountTable
+    ws, policy, pub, tag = sys.argv[1:]
+    rng = np.random.default_rng(len(tag))
+    df = pl.DataFrame({"sex": rng.choice(["M", "F"], 2000), "buurt": rng.choice(list("abcd"), 2000)})
+    with Gate.open(Path(ws), Path(policy), [Path(pub)]) as gate:
+        print("open", flush=True)
+        for i in range(10_000):
+            by = ("sex",) if i % 2 else ("sex", "buurt")
+            keys = {"sex": ("F", "M"), "buurt": tuple("abcd")}
+            gate.release(CountTable(name=f"{tag}_{i}", data=df, by=by, keys={k: keys[k] for k in by}),
+                         requested_by="analysis")
+    """
+)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_of_concurrent_releasers_at_random_moments_keeps_ledger_and_budget_consistent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tally, seed: int
+) -> None:
+    """Three processes release DP tables into one workspace at once; each is SIGKILLed at a random moment (a
+    seeded delay after its gate opened, so somewhere inside a release, its commit or its file renames). Whenever
+    the kills land, the next open must recover a ledger whose chain, budget and files agree."""
+    import random
+    import time
+    from fractions import Fraction
+
+    from kansrijk.gate.ledger import verify_ledger
+    from kansrijk.gate.release import Gate
+
+    c, _, policy, pub = _setup(tmp_path, monkeypatch)
+    script = c.tmp / "releaser.py"
+    script.write_text(_RELEASER)
+    rng = random.Random(seed)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(c.ws), str(policy), str(pub), f"p{k}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(3)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "open", proc.stderr
+        for proc in procs:
+            time.sleep(rng.uniform(0.05, 0.8))
+            proc.send_signal(signal.SIGKILL)
+        codes = [proc.wait(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    with Gate.open(c.ws, policy, [pub]) as gate:  # the next open recovers
+        state = gate.budget()
+    report = verify_ledger(c.ws)
+    _verify_cli(c.ws)
+    released = {p.name for p in (c.ws / "released").iterdir() if not p.name.startswith("LEDGER")}
+    ok = (
+        codes == [-signal.SIGKILL] * 3
+        and report.entries > 0
+        and state is not None
+        and report.epsilon_spent.get("rotterdam-groeit", Fraction(0)) == state.epsilon_spent
+        and len(released) == 2 * sum(1 for name in released if name.endswith(".json"))
+        and not _orphans(c.ws)
+    )
+    tally.fault(f"SIGKILL of 3 concurrent releasers at random moments (seed {seed}, {report.entries} entries)", ok)
+    assert ok, (codes, report, state, sorted(released)[:10], _orphans(c.ws))

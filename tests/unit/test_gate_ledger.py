@@ -237,3 +237,18 @@ def test_budget_is_checked_before_opendp_is_called(tmp_path):
         dp_mod.measure = original
     assert isinstance(first, Released) and isinstance(second, Released) and not isinstance(third, Released)
     assert len(calls) == 2  # the refused request never reached OpenDP
+
+
+def test_a_head_temp_file_left_by_a_killed_process_fails_verify_until_the_gate_recovers(tmp_path):
+    ws = populate(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = ws / "released" / f".LEDGER-HEAD.json.pid{dead.pid}.x1y2.tmp"
+    stale.write_text("{}")
+    with pytest.raises(LedgerCorrupted, match="unfinished release or head file"):
+        verify_ledger(ws)
+    _, policy, pub = setup(tmp_path)
+    with Gate.open(ws, policy, [pub]):
+        pass
+    assert not stale.exists()
+    assert verify_ledger(ws).entries == 5

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kansrijk.errors import LedgerCorrupted, WorkspaceError
-from kansrijk.fsutil import atomic_write_bytes
+from kansrijk.fsutil import atomic_write_bytes, is_temp_name
 
 LEDGER_FILE = "ledger.sqlite"
 RELEASED_DIR = "released"
@@ -375,10 +375,10 @@ def _verify_files(released: Path, expected: dict[str, str]) -> int:
     present = (
         {p.name: p for p in released.iterdir() if p.is_file() and p.name != HEAD_FILE} if released.is_dir() else {}
     )
-    pending = [name for name in present if name.startswith(PENDING_PREFIX)]
+    pending = [name for name in present if name.startswith(PENDING_PREFIX) or is_temp_name(name)]
     if pending:
         raise LedgerCorrupted(
-            f"{released}: unfinished release file(s) {pending[:3]}",
+            f"{released}: unfinished release or head file(s) {pending[:3]}",
             hint="open the gate once (it recovers interrupted releases), then verify again",
         )
     for name in sorted(present):

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import polars as pl
 
 from kansrijk.errors import PolicyError, WorkspaceError
+from kansrijk.fsutil import sweep_stale_temp_files
 from kansrijk.gate import budget as budget_mod
 from kansrijk.gate import dp as dp_mod
 from kansrijk.gate import dp_models as dpm
@@ -181,6 +182,8 @@ class Gate:
                 else:
                     pending.unlink(missing_ok=True)
                     done.append(f"discarded {pending.name} (its release was never committed)")
+        # a head file's temp copy left by a process killed while mirroring the head (never a release output)
+        done += [f"removed {p.name} (left by a stopped process)" for p in sweep_stale_temp_files(self.released_dir)]
         ledger_mod.write_head_file(self.released_dir, *head)
         return done
 
