@@ -215,48 +215,6 @@ def test_differencing_pair_is_refused(tmp_path):
     assert isinstance(same_people, Released)
 
 
-def test_counts_carried_by_model_outputs_are_part_of_differencing(tmp_path):
-    """n, n_positive and a tree's root counts are person counts too: a model over all but 3 persons, after a
-    table of everyone, isolates those 3 (and their outcomes) just like a second table would."""
-    df = city()
-    n = df.height
-
-    def root(neg: int, pos: int) -> tuple[TreeNode, ...]:
-        return (
-            TreeNode(node_id=0, depth=0, class_counts=(neg, pos), feature="woz_eur", threshold=2e5, left=1, right=2),
-            TreeNode(node_id=1, depth=1, class_counts=(neg // 2, pos // 2)),
-            TreeNode(node_id=2, depth=1, class_counts=(neg - neg // 2, pos - pos // 2)),
-        )
-
-    with make_gate(tmp_path) as gate:
-        table = gate.release(CountTable(name="everyone", data=df, by=("sex",)), requested_by="analysis")
-        metrics = gate.release(
-            ModelMetrics(name="m", metrics={"auc": 0.7}, n=n, n_positive=400, dof=100), requested_by="analysis"
-        )
-        fewer = gate.release(
-            ModelMetrics(name="m_minus_3", metrics={"auc": 0.7}, n=n - 3, n_positive=400, dof=100),
-            requested_by="analysis",
-        )
-        positives = gate.release(
-            TreeStructure(name="tree", nodes=root(n - 402, 402), classes=("0", "1"), min_samples_leaf=5, max_depth=3),
-            requested_by="analysis",
-        )
-        same = gate.release(
-            TreeStructure(
-                name="tree_ok", nodes=root(n - 400, 400), classes=("0", "1"), min_samples_leaf=5, max_depth=3
-            ),
-            requested_by="analysis",
-        )
-        importances = gate.release(
-            FeatureImportances(name="imp", importances={"woz_eur": 0.5}, n=n + 5), requested_by="analysis"
-        )
-    assert all(isinstance(r, Released) for r in (table, metrics, same))
-    assert isinstance(fewer, Refused) and any("the total" in r for r in fewer.reasons)
-    # same total as the metrics, but 2 more positives: the split over 'positive' isolates 2 persons' outcome
-    assert isinstance(positives, Refused) and any("positive=" in r for r in positives.reasons)
-    assert isinstance(importances, Refused) and any("differencing" in r for r in importances.reasons)
-
-
 def test_requester_outside_allow_list_is_refused_and_recorded(tmp_path):
     with make_gate(tmp_path) as gate:
         result = gate.release(CountTable(name="t", data=city(), by=("sex",)), requested_by="intruder")

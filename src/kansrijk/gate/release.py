@@ -53,7 +53,6 @@ from kansrijk.gate.requests import (
     DpModelRequest,
     Histogram,
     MeanTable,
-    ModelMetrics,
     QuantileRequest,
     ReleaseRequest,
     SumTable,
@@ -246,9 +245,8 @@ class Gate:
                 )
                 return self._record_refusal(request, requested_by, verdicts)
             record = None
-            if method == "sdc":
-                record = _difference_record(request, check) if check is not None else _count_record(request)
-            if record is not None:
+            if method == "sdc" and check is not None:
+                record = _difference_record(request, check)
                 conflict = self._differencing(record)
                 verdicts.append(conflict)
                 if conflict.verdict == "refuse":
@@ -563,27 +561,6 @@ def _difference_record(request: ReleaseRequest, check: TableCheck) -> tuple[str,
     counts = grid_cells(check.dims, check.cells)
     cells = [[_json_key(k), int(n)] for k, n in counts.items()]
     return json.dumps(dims), request.population, json.dumps(cells, separators=(",", ":"))
-
-
-def _count_record(request: ReleaseRequest) -> tuple[str, str, str] | None:
-    """(dims, population, cells) for the person counts a model output carries, so differencing compares them
-    with every table and model released before: a binary outcome's (negative, positive) split over the dimension
-    ``positive`` (metrics with ``n_positive``; a two-class tree's root), else the bare total ``n``."""
-    split: tuple[int, int] | None = None
-    if isinstance(request, ModelMetrics) and request.n_positive is not None:
-        split = (request.n - request.n_positive, request.n_positive)
-    elif isinstance(request, TreeStructure):
-        root = next((node for node in request.nodes if node.node_id == 0), None)
-        if root is None or len(root.class_counts) != 2:
-            return None
-        split = (int(root.class_counts[0]), int(root.class_counts[1]))
-    if split is not None:
-        cells = [[[False], split[0]], [[True], split[1]]]
-        return json.dumps(["positive"]), request.population, json.dumps(cells, separators=(",", ":"))
-    n = getattr(request, "n", None)
-    if not isinstance(n, int):
-        return None
-    return json.dumps([]), request.population, json.dumps([[[], n]], separators=(",", ":"))
 
 
 def _statistics(request: ReleaseRequest) -> list[str]:
