@@ -469,7 +469,9 @@ def link_tables(
     count_columns = [c for c in linked.columns if c.startswith(("in_", "conflict_", "resolution_"))]
     flags = linked.select(count_columns)
     with atomic_path(dataset_path) as tmp:
-        linked.filter(~_unresolved_any(linked.columns)).write_parquet(tmp, statistics=True)
+        # sorted by pseudonym: the full joins leave rows in no particular order, and the analysis (folds, ties)
+        # must give the same numbers for the same data
+        linked.filter(~_unresolved_any(linked.columns)).sort(KEY).write_parquet(tmp, statistics=True)
     del linked
     atomic_write_bytes(report_path, (json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n").encode())
     return flags, report

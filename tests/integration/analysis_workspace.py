@@ -4,16 +4,21 @@ city, four partners sealing their extracts per reference year, ingest, link, thr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
+import coordinator.workspace
+from kansrijk import crypto
 from kansrijk.cli import app
 from kansrijk.policy.common import policy_digest
 from kansrijk.synth.city import CityPaths, generate_city
@@ -35,6 +40,29 @@ class Analysed:
     officer: Path
 
 
+@contextlib.contextmanager
+def seeded_secret_keys(seed: int) -> Iterator[None]:
+    """While open, the symmetric keys kansrijk makes with ``os.urandom`` (the link key, the coordinator's pseudonym
+    key, bundle data keys) come from a generator seeded with ``seed`` instead.
+
+    The pseudonyms are the persons' identity in the analysis (folds by person, sorting, ties); with fresh keys each
+    run's metrics, importances and confidence intervals differ, so a bound that holds for one run may not for the
+    next. With these keys every run links the same pseudonyms. (The numbers are then reproducible once the linked
+    dataset's row order is too: ``coordinator link`` writes it in the order of an unordered join, so the analysis
+    folds still move between runs until it sorts by pseudonym.) Key pairs (signing, HPKE) and nonces stay fresh.
+    Tests only.
+    """
+    rng = np.random.default_rng(seed)
+
+    def key() -> bytes:
+        return rng.bytes(crypto.KEY_BYTES)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(crypto, "random_key", key)
+        mp.setattr(coordinator.workspace, "random_key", key)
+        yield
+
+
 def ok(runner: CliRunner, *args: str) -> str:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, f"{' '.join(args)}\n{result.output}"
@@ -49,11 +77,19 @@ def edit_plan(text: str, edits: dict[str, str]) -> str:
     return text
 
 
-def build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_edits: dict[str, str]) -> Analysed:
+def build_and_analyse(
+    tmp: Path, *, persons: int, years: Sequence[int], plan_edits: dict[str, str], key_seed: int = 7
+) -> Analysed:
     """City -> ``node prepare`` per partner and year -> ingest -> link -> sign -> ``coordinator analyse --json``.
 
-    The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small KANSRIJK_SCRYPT_LOG2N.
+    The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small KANSRIJK_SCRYPT_LOG2N. The link key and the
+    coordinator's pseudonym key are made from ``key_seed`` (``seeded_secret_keys``): the same pseudonyms in every run.
     """
+    with seeded_secret_keys(key_seed):
+        return _build_and_analyse(tmp, persons=persons, years=years, plan_edits=plan_edits)
+
+
+def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_edits: dict[str, str]) -> Analysed:
     city = generate_city(tmp / "city", persons=persons, seed=7, years=tuple(years))
     runner = CliRunner()
     keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"

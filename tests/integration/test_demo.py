@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from analysis_workspace import seeded_secret_keys
 from typer.testing import CliRunner
 
 from coordinator.report import build_report
@@ -27,9 +28,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     mp = pytest.MonkeyPatch()
     mp.delenv(PASSPHRASE_ENV, raising=False)  # the demo must generate one and say so
     try:
-        result = CliRunner().invoke(
-            app, ["demo", "--out", str(out), "--persons", str(PERSONS), "--min-positives", "40"]
-        )
+        with seeded_secret_keys(7):  # the same pseudonyms in every run
+            result = CliRunner().invoke(
+                app, ["demo", "--out", str(out), "--persons", str(PERSONS), "--min-positives", "40"]
+            )
     finally:
         mp.undo()
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -3,9 +3,11 @@ section and plot rendered. A screenshot goes to tests/output/report.png for a pe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from analysis_workspace import seeded_secret_keys
 
 from kansrijk.demo import DemoOptions, run_demo
 
@@ -26,7 +28,8 @@ SECTIONS = ("linkage", "base-rates", "models", "importances", "woz", "factors", 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("browser") / "run"
-    result = run_demo(DemoOptions(out=out, persons=3_000, min_positives=30))
+    with seeded_secret_keys(7):  # the same pseudonyms in every run
+        result = run_demo(DemoOptions(out=out, persons=3_000, min_positives=30))
     return result.report
 
 
@@ -54,7 +57,14 @@ def page(report: Path, tmp_path_factory: pytest.TempPathFactory):
             pg.on("request", lambda r: events.append(("request", r.url)))
             pg.goto(report.as_uri(), wait_until="load")
             OUTPUT.mkdir(exist_ok=True)
-            pg.screenshot(path=str(OUTPUT / "report.png"), full_page=True)
+            # Written aside and renamed into place: under xdist both workers may run this fixture, and the other
+            # worker's test_screenshot_was_saved must never see a half-written file.
+            part = OUTPUT / f".report.{os.getpid()}.png"
+            try:
+                pg.screenshot(path=str(part), full_page=True)
+                os.replace(part, OUTPUT / "report.png")
+            finally:
+                part.unlink(missing_ok=True)
             yield pg, events
         finally:
             context.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kansrijk.synth.city import CityPaths
@@ -35,6 +35,7 @@ def _elfproef(value: str) -> bool:
     return sum(int(d) * w for d, w in zip(value, weights, strict=True)) % 11 == 0
 
 
+@settings(deadline=None)  # a wall-clock limit per example fails at random on a loaded CI machine
 @given(st.text(alphabet="0123456789", min_size=0, max_size=11))
 def test_elfproef_expression_matches_the_definition(value: str) -> None:
     got = pl.DataFrame({"b": [value]}).select(elfproef_expr("b")).item()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES, SDQ_CLINICAL_CUTOFFS, derive_outcomes, sdq_cutoff
@@ -16,6 +16,7 @@ def test_sdq_cutoffs_cover_ages_4_to_18_without_gaps_within_the_dutch_range() ->
     assert [b.above for b in SDQ_CLINICAL_CUTOFFS] == sorted((b.above for b in SDQ_CLINICAL_CUTOFFS), reverse=True)
 
 
+@settings(deadline=None)  # a wall-clock limit per example fails at random on a loaded CI machine
 @given(st.integers(min_value=1990, max_value=2030), st.integers(min_value=0, max_value=40))
 def test_psychosocial_risk_expression_matches_the_cutoff_table(birth_year: int, total: int) -> None:
     year = 2023
