@@ -16,16 +16,22 @@ from typing import Any
 
 import polars as pl
 
-from coordinator.analysis.plan import PERSON, LoadedPolicies, feature_variables
+from coordinator.analysis.plan import PERSON, LoadedPolicies, feature_variables, previous_year_base
 from coordinator.analysis.trees import seed_int, stable_seed
 from kansrijk.gate.requests import DpModelRequest
 from kansrijk.schema import VARIABLES, Kind
 
 
 def dp_features(columns: list[str], policies: LoadedPolicies, outcome: str, feature_set: str) -> tuple[str, ...]:
-    """The feature set's variables that can be binned publicly (code variables are left out)."""
+    """The feature set's canonical variables that can be binned publicly (code variables and last year's values
+    are left out)."""
     chosen = feature_variables(columns, policies.plan, policies.factors, outcome, feature_set)
-    return tuple(v for v in chosen if not (v in VARIABLES and VARIABLES[v].kind is Kind.CODE))
+    plan = policies.plan
+    return tuple(
+        v
+        for v in chosen
+        if not (v in VARIABLES and VARIABLES[v].kind is Kind.CODE) and previous_year_base(v, plan) is None
+    )
 
 
 def dp_model_requests(

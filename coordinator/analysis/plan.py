@@ -9,7 +9,12 @@ Encoding (documented in docs/analysis.md, "Features"):
   *public* categories from ``kansrijk.schema`` (never from the data); a missing value is NaN in every column;
 - a code variable (buurt, wijk) becomes the rank of its code among the codes present (codes are grouped
   geographically, so a range of codes is a group of neighbouring areas);
-- encoded columns that are constant in the population carry no information and are dropped.
+- encoded columns that are constant in the population carry no information and are dropped;
+- ``features.ordinal`` variables (ordered public categories) become the rank of their category instead;
+- ``features.previous_year`` variables are also taken from the person's record in the previous reference year
+  (``<variable>_last_year``, encoded like the variable itself; missing when the person has no record then, or
+  when that year is not linked). They are measured before the outcomes "since last year" happened, so they are
+  predictors, not leaks, where this year's value is excluded (track, grade).
 
 Importances are always reported per canonical variable (one-hot columns summed, permuted together).
 """
@@ -33,6 +38,7 @@ from kansrijk.policy.signing import OfficerKey, verify_policy
 from kansrijk.schema import VARIABLES, Kind
 
 PERSON = "pseudonym"
+LAST_YEAR = "_last_year"  # suffix of a previous-year feature: track_last_year is last year's track
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +107,46 @@ def load_datasets(workspace: Path, plan: AnalysisPlan, plan_path: Path) -> dict[
         frame = pl.read_parquet(paths.dataset_for(year))
         if "age_years" not in frame.columns:
             raise AnalysisError(f"{paths.dataset_for(year)}: no age_years column; re-run coordinator link")
+        if plan.features.previous_year and year - 1 in available:
+            previous = pl.read_parquet(paths.dataset_for(year - 1))
+            frame = with_previous_year(frame, previous, plan.features.previous_year, str(paths.dataset_for(year - 1)))
         out[year] = frame.filter(pl.col("age_years").is_between(plan.cohort.min_age, plan.cohort.max_age))
     return out
+
+
+def with_previous_year(
+    frame: pl.DataFrame, previous: pl.DataFrame, variables: Sequence[str], source: str = "previous year"
+) -> pl.DataFrame:
+    """``frame`` with ``<variable>_last_year`` columns: each person's ``variables`` in ``previous`` (the linked
+    dataset of the year before), missing for persons without a record there. Frames that already hold them are
+    returned as they are."""
+    wanted = [v for v in variables if v in previous.columns and f"{v}{LAST_YEAR}" not in frame.columns]
+    if not wanted or PERSON not in frame.columns or PERSON not in previous.columns:
+        return frame
+    if previous.get_column(PERSON).is_duplicated().any():
+        raise AnalysisError(
+            f"{source}: a pseudonym occurs more than once, so last year's record is ambiguous",
+            hint="re-run coordinator link for that year (one row per person)",
+        )
+    last = previous.select(PERSON, *[pl.col(v).alias(f"{v}{LAST_YEAR}") for v in wanted])
+    return frame.join(last, on=PERSON, how="left", maintain_order="left")
+
+
+def attach_previous_years(datasets: dict[int, pl.DataFrame], variables: Sequence[str]) -> dict[int, pl.DataFrame]:
+    """Every year's frame with last year's ``variables`` where the previous year is among ``datasets``."""
+    if not variables:
+        return datasets
+    return {
+        y: with_previous_year(f, datasets[y - 1], variables, f"reference year {y - 1}") if y - 1 in datasets else f
+        for y, f in datasets.items()
+    }
+
+
+def previous_year_base(name: str, plan: AnalysisPlan) -> str | None:
+    """The variable a previous-year feature is taken from (``track`` for ``track_last_year``), else None."""
+    if name.endswith(LAST_YEAR) and name[: -len(LAST_YEAR)] in plan.features.previous_year:
+        return name[: -len(LAST_YEAR)]
+    return None
 
 
 # --- feature sets -----------------------------------------------------------------------------------------
@@ -123,6 +167,10 @@ def feature_variables(
     present = [c for c in columns if is_feature_column(c) and _not_binary(c)]
     if feature_set == "all":
         chosen = [c for c in present if c not in banned]
+        # last year's state: measured before this year's outcomes, so kept even where this year's value is excluded
+        base_order = {v: i for i, v in enumerate(plan.features.previous_year)}
+        last_year = [c for c in columns if (b := previous_year_base(c, plan)) is not None and _not_binary(b)]
+        chosen += sorted(last_year, key=lambda c: base_order[c[: -len(LAST_YEAR)]])
     elif feature_set == "factor_model":
         chosen = [c for c in factors.indicators if c in present and c not in banned]
     else:
@@ -157,16 +205,18 @@ class Design:
         return {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
 
 
-def _encoders(frame: pl.DataFrame, name: str, one_hot_max_levels: int) -> list[tuple[str, pl.Expr]]:
+def _encoders(
+    frame: pl.DataFrame, name: str, one_hot_max_levels: int, ordinal: bool = False
+) -> list[tuple[str, pl.Expr]]:
     col = pl.col(name)
     dtype = frame.schema[name]
     nan = pl.lit(float("nan"), dtype=pl.Float32)
-    var = VARIABLES.get(name)
+    var = VARIABLES.get(name.removesuffix(LAST_YEAR))  # last year's track has the categories of track
     if dtype == pl.Boolean:
         return [(name, col.cast(pl.Float32).fill_null(nan))]
     if dtype.is_numeric():
         return [(name, col.cast(pl.Float32).fill_null(nan))]
-    if var is not None and var.kind is Kind.CATEGORY and len(var.categories) <= one_hot_max_levels:
+    if var is not None and var.kind is Kind.CATEGORY and len(var.categories) <= one_hot_max_levels and not ordinal:
         return [
             (f"{name}={cat}", pl.when(col.is_null()).then(nan).otherwise((col == cat).cast(pl.Float32)))
             for cat in var.categories
@@ -178,11 +228,17 @@ def _encoders(frame: pl.DataFrame, name: str, one_hot_max_levels: int) -> list[t
     return [(name, col.replace_strict(mapping, default=None, return_dtype=pl.Float32).fill_null(nan))]
 
 
-def encode(frame: pl.DataFrame, variables: Sequence[str], *, one_hot_max_levels: int) -> Design:
-    """Encode ``variables`` of ``frame`` (one row per person) into a float32 matrix; see the module doc."""
+def encode(
+    frame: pl.DataFrame, variables: Sequence[str], *, one_hot_max_levels: int, ordinal: Sequence[str] = ()
+) -> Design:
+    """Encode ``variables`` of ``frame`` (one row per person) into a float32 matrix; see the module doc.
+
+    ``ordinal``: nominal variables whose public categories are in a meaningful order (the plan's
+    ``features.ordinal``); each becomes one column, the rank of its category in that order.
+    """
     named: list[tuple[str, str, pl.Expr]] = []
     for v in variables:
-        for column, expr in _encoders(frame, v, one_hot_max_levels):
+        for column, expr in _encoders(frame, v, one_hot_max_levels, v.removesuffix(LAST_YEAR) in ordinal):
             named.append((column, v, expr))
     if not named:
         raise AnalysisError("no feature variable is present in the dataset")
@@ -207,11 +263,15 @@ def encode(frame: pl.DataFrame, variables: Sequence[str], *, one_hot_max_levels:
 
 
 __all__ = [
+    "LAST_YEAR",
     "Design",
     "LoadedPolicies",
+    "attach_previous_years",
     "dataset_years",
     "encode",
     "feature_variables",
     "load_datasets",
     "load_policies",
+    "previous_year_base",
+    "with_previous_year",
 ]

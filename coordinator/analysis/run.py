@@ -28,6 +28,7 @@ from coordinator.analysis.factors import factor_coverage
 from coordinator.analysis.plan import (
     PERSON,
     LoadedPolicies,
+    attach_previous_years,
     encode,
     feature_variables,
     load_datasets,
@@ -160,6 +161,7 @@ def _settings(policies: LoadedPolicies) -> TreeSettings:
         top_k_percent=plan.metrics.top_k_percent,
         permutation_repeats=plan.metrics.permutation_repeats,
         n_jobs=plan.model.n_jobs,
+        shrinkage=plan.model.shrinkage,
     )
 
 
@@ -183,7 +185,7 @@ def analysis_requests(
     plan = policies.plan
     settings = _settings(policies)
     stamp = _stamp(policies)
-    scopes = scopes_of(datasets, plan.cohort.pooled)
+    scopes = scopes_of(attach_previous_years(datasets, plan.features.previous_year), plan.cohort.pooled)
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
     for scope in scopes:
         for o in plan.outcomes:
@@ -253,7 +255,9 @@ def _tree_requests(
     groups = pop.get_column(PERSON).to_numpy() if scope.grouped and PERSON in pop.columns else None
     for fs in plan.feature_sets:
         variables = feature_variables(pop.columns, plan, policies.factors, o, fs)
-        design = encode(pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels)
+        design = encode(
+            pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels, ordinal=plan.features.ordinal
+        )
         seed = stable_seed(plan.seed, scope.name, o)
         cv = cross_validate(design, y, settings, seed, groups=groups, progress=progress)
         results[fs] = cv
@@ -334,7 +338,8 @@ def _model_requests(
     population = f"{o} population, {scope.label}"
     model = (
         f"decision_tree(criterion={settings.criterion}, class_weight={settings.class_weight}, selected per fold "
-        f"(max_depth, min_samples_leaf)={list(cv.selected)})"
+        f"(max_depth, min_samples_leaf)={list(cv.selected)}, hierarchical shrinkage lambda="
+        f"{[float(v) for v in cv.selected_shrinkage]})"
     )
     metrics = dict(cv.metrics)
     for m, values in cv.fold_metrics.items():
@@ -398,7 +403,9 @@ def _model_requests(
                     f"Decision tree for {o} ({fs} features) fitted on the whole population with (max_depth, "
                     f"min_samples_leaf)={cv.final_params}, pruned from {tree.leaves_before} to {tree.leaves_after} "
                     f"leaves so every leaf meets the release policy's leaf rules; class counts are persons "
-                    f"(negative, positive); a missing value follows the branch chosen at fitting.{stamp}"
+                    f"(negative, positive); a missing value follows the branch chosen at fitting. Scores use "
+                    f"hierarchical shrinkage lambda={cv.final_shrinkage:g}: s(child) = s(parent) + (p(child) - "
+                    f"p(parent)) / (1 + lambda / n(parent)), from these counts.{stamp}"
                 ),
                 population=population,
                 nodes=tree.nodes,

@@ -9,6 +9,9 @@ Method (docs/analysis.md, "Trees"):
 - **cross-fitted selection**: the grid point used for fold k is the one with the best mean score on the *other*
   folds, so fold k's out-of-fold predictions never took part in choosing the model that made them. The
   reported out-of-fold metrics are therefore not inflated by the tuning (plain "best CV score" would be);
+- hierarchical shrinkage (``shrunk_scores``): every grid point is also scored with each of the plan's shrinkage
+  strengths, which damp each node's departure from its parent by the parent's size; the structure is unchanged,
+  only node scores move, so this costs no fit, and the strength is selected like depth and leaf size;
 - class weighting ("balanced") shapes the splits towards the rare class; the predicted probabilities are then
   mapped back to the unweighted scale (prior correction: odds x w0/w1), which equals the leaf's observed share
   of positives, so the Brier score measures real calibration. Ranking metrics are unaffected (monotone map);
@@ -67,6 +70,7 @@ class TreeSettings:
     top_k_percent: float = 10.0
     permutation_repeats: int = 3
     n_jobs: int = 2
+    shrinkage: tuple[float, ...] = (0.0,)  # hierarchical shrinkage strengths tried with every grid point
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +97,14 @@ class CvResult:
     final_params: tuple[int, int]
     metrics: dict[str, float]  # pooled out-of-fold
     fold_metrics: dict[str, tuple[float, ...]]
-    grid_scores: dict[tuple[int, int], float]  # mean selection score per grid point over folds
+    grid_scores: dict[tuple[int, int], float]  # mean selection score per grid point over folds (best shrinkage)
     impurity: dict[str, Importance]
     permutation: dict[str, Importance]
     n: int
     n_positive: int
     variables: tuple[str, ...] = field(default=())
+    selected_shrinkage: tuple[float, ...] = field(default=())  # shrinkage used for each fold
+    final_shrinkage: float = 0.0
 
 
 def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -195,7 +201,37 @@ def node_depths(model: DecisionTreeClassifier) -> np.ndarray:
     return depth
 
 
-def depth_view(model: DecisionTreeClassifier, depth: int, weights: dict[int, float]) -> DepthView:
+def shrunk_scores(model: DecisionTreeClassifier, weights: dict[int, float], shrinkage: float) -> np.ndarray:
+    """Unweighted probability of the positive class per node, with hierarchical shrinkage ``shrinkage`` (lambda).
+
+    Hierarchical shrinkage (Agarwal et al., ICML 2022) keeps the tree's structure and replaces each node's
+    estimate by the root's share plus the changes along its path, each damped by the size of the node split:
+    ``s(child) = s(parent) + (p(child) - p(parent)) / (1 + lambda / n(parent))``, with ``p`` a node's unweighted
+    share of positives and ``n`` its persons. Small nodes, whose shares are noisy, move less away from their
+    ancestors; ``lambda = 0`` is the plain tree. Every score is a function of the node counts, so a reader of the
+    released structure (class counts per node) can recompute it.
+    """
+    tree = model.tree_
+    value = tree.value[:, 0, :]
+    if value.shape[1] == 2:
+        p = unweighted_probability(value[:, 1] / value.sum(axis=1), weights)
+    else:  # a training fold with one class only (cannot happen when stratified)
+        p = np.full(tree.node_count, float(model.classes_[0]))
+    if shrinkage == 0.0:
+        return p
+    left, right = tree.children_left, tree.children_right
+    damp = 1.0 / (1.0 + shrinkage / tree.n_node_samples.astype(np.float64))
+    score = p.copy()
+    for node in range(tree.node_count):  # parents precede children: score[node] is final here
+        if left[node] != -1:
+            for child in (left[node], right[node]):
+                score[child] = score[node] + (p[child] - p[node]) * damp[node]
+    return score
+
+
+def depth_view(
+    model: DecisionTreeClassifier, depth: int, weights: dict[int, float], shrinkage: float = 0.0
+) -> DepthView:
     tree = model.tree_
     depths = node_depths(model)
     node_at = np.arange(tree.node_count, dtype=np.int64)
@@ -206,12 +242,7 @@ def depth_view(model: DecisionTreeClassifier, depth: int, weights: dict[int, flo
     for node in range(tree.node_count):  # parents precede children, so node_at[parent] is final
         if depths[node] > depth:
             node_at[node] = node_at[parent[node]]
-    value = tree.value[:, 0, :]
-    if value.shape[1] == 2:
-        p_weighted = value[:, 1] / value.sum(axis=1)
-    else:  # a training fold with one class only (cannot happen when stratified)
-        p_weighted = np.full(tree.node_count, float(model.classes_[0]))
-    return DepthView(model=model, depth=depth, node_at=node_at, score=unweighted_probability(p_weighted, weights))
+    return DepthView(model=model, depth=depth, node_at=node_at, score=shrunk_scores(model, weights, shrinkage))
 
 
 def _node_metrics(y: np.ndarray, nodes: np.ndarray, score: np.ndarray, top_k_percent: float) -> dict[str, float]:
@@ -262,13 +293,16 @@ def cross_validate(
         if progress is not None:
             progress(1)
 
+    # every grid point is tried with every shrinkage strength: point i = (grid[gi], shrinkage[si])
+    points = [(gi, si) for gi in range(len(grid)) for si in range(len(settings.shrinkage))]
     views: dict[tuple[int, int], DepthView] = {}
     nodes: dict[tuple[int, int], np.ndarray] = {}
     for f in range(k):
         leaf_of = {m: fitted[(f, m)][0].tree_.apply(X_test[f]) for m in leaf_sizes}
-        for g, (d, m) in enumerate(grid):
+        for g, (gi, si) in enumerate(points):
+            d, m = grid[gi]
             model, weights = fitted[(f, m)]
-            view = depth_view(model, d, weights)
+            view = depth_view(model, d, weights, settings.shrinkage[si])
             views[(f, g)] = view
             nodes[(f, g)] = view.node_at[leaf_of[m]]
 
@@ -276,9 +310,9 @@ def cross_validate(
     fold_scores = {
         (f, g): _node_metrics(y[test_rows[f]], nodes[(f, g)], views[(f, g)].score, settings.top_k_percent)
         for f in range(k)
-        for g in range(len(grid))
+        for g in range(len(points))
     }
-    score = np.array([[sign * fold_scores[(f, g)][settings.select_by] for g in range(len(grid))] for f in range(k)])
+    score = np.array([[sign * fold_scores[(f, g)][settings.select_by] for g in range(len(points))] for f in range(k)])
     chosen: list[int] = []
     for f in range(k):
         others = np.delete(score, f, axis=0).mean(axis=0)
@@ -318,16 +352,21 @@ def cross_validate(
     return CvResult(
         oof=oof,
         fold_of=fold_of,
-        selected=tuple(grid[g] for g in chosen),
-        final_params=grid[final_g],
+        selected=tuple(grid[points[g][0]] for g in chosen),
+        final_params=grid[points[final_g][0]],
         metrics=metrics,
         fold_metrics=fold_metrics,
-        grid_scores={grid[g]: float(sign * score[:, g].mean()) for g in range(len(grid))},
+        grid_scores={
+            grid[gi]: float(sign * score[:, [g for g, (gj, _) in enumerate(points) if gj == gi]].mean(axis=0).max())
+            for gi in range(len(grid))
+        },
         impurity=_summarise(impurity_rows),
         permutation=_summarise(permutation_rows),
         n=int(y.size),
         n_positive=int(y.sum()),
         variables=design.variables,
+        selected_shrinkage=tuple(settings.shrinkage[points[g][1]] for g in chosen),
+        final_shrinkage=settings.shrinkage[points[final_g][1]],
     )
 
 
@@ -484,6 +523,7 @@ __all__ = [
     "node_class_counts",
     "node_depths",
     "prune_to_rules",
+    "shrunk_scores",
     "stable_seed",
     "unweighted_probability",
 ]

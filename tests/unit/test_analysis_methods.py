@@ -4,6 +4,8 @@ tree offered for release obeys the leaf rules."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from coordinator.analysis.trees import (
     depth_view,
     fit_final_tree,
     node_class_counts,
+    node_depths,
     prune_to_rules,
     stable_seed,
     unweighted_probability,
@@ -214,10 +217,14 @@ def test_a_branch_without_positives_is_dropped_instead_of_collapsing_the_tree() 
 def test_cross_validation_is_deterministic_and_selects_without_its_own_fold() -> None:
     rng = np.random.default_rng(11)
     design, y = _design(rng, 3000)
-    settings_ = TreeSettings(grid=((2, 20), (4, 20), (8, 20)), folds=4, n_jobs=2, permutation_repeats=2)
+    settings_ = TreeSettings(
+        grid=((2, 20), (4, 20), (8, 20)), folds=4, n_jobs=2, permutation_repeats=2, shrinkage=(0.0, 100.0)
+    )
     a = cross_validate(design, y, settings_, stable_seed(7, "x"))
     b = cross_validate(design, y, settings_, stable_seed(7, "x"))
     assert np.array_equal(a.oof, b.oof) and a.selected == b.selected and a.permutation == b.permutation
+    assert a.selected_shrinkage == b.selected_shrinkage and set(a.selected_shrinkage) <= {0.0, 100.0}
+    assert a.final_shrinkage in settings_.shrinkage
     assert a.metrics["roc_auc"] == pytest.approx(roc_auc_score(y, a.oof))
     assert set(np.unique(a.fold_of)) == {0, 1, 2, 3}
     # the informative variable dominates both importances; the noise variable is near zero
@@ -250,3 +257,36 @@ def test_a_deep_tree_cut_at_depth_d_is_the_tree_fitted_with_max_depth_d(class_we
         per_variable = np.add.reduceat(view.impurity_importances(), [0, 1, 2, 3])
         expected_imp = np.add.reduceat(shallow.feature_importances_, [0, 1, 2, 3])
         np.testing.assert_allclose(per_variable, expected_imp, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("class_weight", ["balanced", "none"])
+def test_hierarchical_shrinkage_is_computed_from_the_persons_per_node(class_weight: str) -> None:
+    """The shrunk score of a leaf is the root's share of positives plus each step's change along its path, damped
+    by 1 / (1 + lambda / persons in the parent) — computed here from person counts only (what the released
+    structure carries), independently of the class weights the tree was grown with. lambda = 0 is the plain
+    tree, and a cut tree's shrunk score is the full tree's shrunk score at the cut node."""
+    rng = np.random.default_rng(21)
+    design, y = _design(rng, 6000)
+    settings_ = TreeSettings(grid=((6, 30),), folds=3, class_weight=class_weight)
+    weights = class_weights(y, class_weight)
+    model = fit_final_tree(design, y, (6, 30), settings_, stable_seed(1, "hs"))
+    counts = node_class_counts(model, design.X, y).astype(np.float64)
+    persons, share = counts.sum(axis=1), counts[:, 1] / counts.sum(axis=1)
+    tree = model.tree_
+    np.testing.assert_allclose(depth_view(model, 6, weights).score, share, rtol=0, atol=1e-12)
+    lam = 250.0
+    path = model.decision_path(design.X[:200]).toarray().astype(bool)
+    expected = []
+    for row in path:
+        nodes = np.flatnonzero(row)  # root first: parents precede children
+        s = share[nodes[0]]
+        for parent, child in itertools.pairwise(nodes):
+            s += (share[child] - share[parent]) / (1.0 + lam / persons[parent])
+        expected.append(s)
+    shrunk = depth_view(model, 6, weights, lam)
+    np.testing.assert_allclose(shrunk.predict(design.X[:200]), expected, rtol=0, atol=1e-12)
+    assert not np.allclose(shrunk.score, share), "shrinkage changes the scores"
+    cut = depth_view(model, 2, weights, lam)
+    at_depth_2 = np.flatnonzero(node_depths(model) == 2)
+    np.testing.assert_allclose(cut.score[at_depth_2], shrunk.score[at_depth_2], rtol=0, atol=1e-12)
+    assert tree.node_count > 7

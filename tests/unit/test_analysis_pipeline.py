@@ -11,9 +11,18 @@ import polars as pl
 import pytest
 from analysis_frames import city_dataset
 
-from coordinator.analysis.plan import LoadedPolicies, encode, feature_variables, load_policies
+from coordinator.analysis.plan import (
+    LAST_YEAR,
+    LoadedPolicies,
+    attach_previous_years,
+    encode,
+    feature_variables,
+    load_policies,
+    with_previous_year,
+)
 from coordinator.analysis.run import analysis_requests, count_model_fits, scopes_of
 from coordinator.analysis.trees import LeafRules
+from kansrijk.errors import AnalysisError
 from kansrijk.gate.requests import CountTable, ModelMetrics, TreeStructure
 
 ROOT = Path(__file__).parents[2] / "policies"
@@ -65,6 +74,25 @@ def test_feature_sets_never_hold_the_outcome_source_or_excluded_variables(frames
     assert "sex=M" in design.columns and "age_years" in design.variables
 
 
+def test_ordered_levels_are_encoded_as_their_rank_in_the_public_order() -> None:
+    """``features.ordinal``: one column per variable, the rank of the category in the schema's order (never the
+    data's), missing stays missing; the same variable without ``ordinal`` is one-hot."""
+    frame = pl.DataFrame(
+        {
+            "school_advice": ["VWO", None, "VMBO-B", "HAVO", "VMBO-GT"],
+            "track": ["HAVO", "VMBO-T", None, "MBO-2", "PO"],
+        }
+    )
+    design = encode(frame, ["school_advice", "track"], one_hot_max_levels=12, ordinal=("school_advice", "track"))
+    assert design.columns == ("school_advice", "track")
+    np.testing.assert_array_equal(design.X[:, 0], [4, np.nan, 0, 3, 2])
+    np.testing.assert_array_equal(design.X[:, 1], [5, 4, np.nan, 8, 0])
+    one_hot = encode(frame, ["school_advice"], one_hot_max_levels=12)
+    assert one_hot.columns[0] == "school_advice=VMBO-B" and len(one_hot.columns) == 5
+    shipped = load_policies(ROOT / "analysis" / "rotterdam-groeit.toml", ROOT / "factors" / "factor-model.toml", None)
+    assert shipped.plan.features.ordinal == ("track",)
+
+
 def test_years_are_analysed_one_by_one_pooled_and_compared(frames: dict[int, pl.DataFrame]) -> None:
     pol = _policies(min_positives=60)
     scopes = scopes_of(frames, pooled=True)
@@ -102,3 +130,30 @@ def test_the_same_plan_gives_the_same_requests(frames: dict[int, pl.DataFrame]) 
     other = dataclasses.replace(pol, plan=pol.plan.model_copy(update={"seed": pol.plan.seed + 1}))
     c = [p.request.digest() for p in analysis_requests(other, one, leaf_rules=LeafRules())]
     assert a != c
+
+
+def test_last_years_state_joins_by_person_and_feeds_only_the_all_variables_set(
+    frames: dict[int, pl.DataFrame],
+) -> None:
+    """``features.previous_year``: each person's track, grade and school type of the year before, joined by
+    pseudonym (missing for persons without a record then), offered to the "all" feature set even where this
+    year's value is excluded (track down) — never to the factor model, never for the first year."""
+    pol = load_policies(ROOT / "analysis" / "rotterdam-groeit.toml", ROOT / "factors" / "factor-model.toml", None)
+    datasets = attach_previous_years(frames, pol.plan.features.previous_year)
+    assert not any(c.endswith(LAST_YEAR) for c in datasets[2022].columns)
+    this, last = datasets[2023], frames[2022]
+    assert this.height == frames[2023].height and this["pseudonym"].to_list() == frames[2023]["pseudonym"].to_list()
+    expected = this.select("pseudonym").join(last.select("pseudonym", "track"), on="pseudonym", how="left")
+    assert this["track_last_year"].to_list() == expected["track"].to_list()
+    newcomers = ~this["pseudonym"].is_in(last["pseudonym"].implode())
+    assert newcomers.any() and this.filter(newcomers)["track_last_year"].null_count() == int(newcomers.sum())
+    down = feature_variables(this.columns, pol.plan, pol.factors, "track_down", "all")
+    assert {"track_last_year", "grade_last_year", "school_type_last_year"} <= set(down)
+    assert "track" not in down and "grade" not in down
+    assert not any(v.endswith(LAST_YEAR) for v in feature_variables(this.columns, pol.plan, pol.factors,
+                                                                     "track_down", "factor_model"))  # fmt: skip
+    design = encode(this, down, one_hot_max_levels=12, ordinal=pol.plan.features.ordinal)
+    assert "track_last_year" in design.columns and "school_type_last_year=primary" in design.columns
+    twice = pl.concat([last, last.head(1)])
+    with pytest.raises(AnalysisError, match="more than once"):
+        with_previous_year(frames[2023], twice, ("track",), "dataset/2022.parquet")

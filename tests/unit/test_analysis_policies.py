@@ -39,6 +39,9 @@ def test_shipped_plan_and_factor_model_validate() -> None:
         ("[outcomes.delinquency]", "outcomes", "unknown outcome(s) ['delinquent']"),
         ("folds = 5", "model.folds", "greater than or equal to 3"),
         ("max_depth = [4, 6, 8]", "model.max_depth", "depths must be distinct"),
+        ("shrinkage = [0, 300", "model.shrinkage", "distinct numbers in 0..1000000"),
+        ('ordinal = ["track"', "features.ordinal", "must be distinct category variables; not one: ['grade']"),
+        ('previous_year = ["school_type"', "features.previous_year", "unknown: ['brin']"),
         ('select_by = "roc_auc"', "model.select_by", "Input should be"),
         ("spline_df = 5", "association.spline_df", "less than or equal to 10"),
         ("bin_edges = [100000", "association.bin_edges", "strictly increasing"),
@@ -56,6 +59,9 @@ def test_plan_errors_name_file_key_path_and_rule(tmp_path: Path, replace: str, k
         "[outcomes.delinquency]": "[outcomes.delinquent]",
         "folds = 5": "folds = 1",
         "max_depth = [4, 6, 8]": "max_depth = [4, 4]",
+        "shrinkage = [0, 300": "shrinkage = [-1, 300",
+        'ordinal = ["track"': 'ordinal = ["grade"',
+        'previous_year = ["school_type"': 'previous_year = ["brin"',
         'select_by = "roc_auc"': 'select_by = "accuracy"',
         "spline_df = 5": "spline_df = 40",
         "bin_edges = [100000": "bin_edges = [900000",
@@ -85,8 +91,8 @@ def test_plan_that_is_not_toml_names_the_file(tmp_path: Path) -> None:
 
 def test_tree_grid_below_the_release_policy_leaf_rule_is_refused() -> None:
     plan = load_analysis_plan(PLAN)
-    with pytest.raises(PolicyError, match=r"model\.min_samples_leaf: value\(s\) \[50\] are below .* 100"):
-        check_plan_against_release(plan, PLAN, min_leaf_persons=100, min_samples_leaf_training=5)
+    with pytest.raises(PolicyError, match=r"model\.min_samples_leaf: value\(s\) \[200\] are below .* 300"):
+        check_plan_against_release(plan, PLAN, min_leaf_persons=300, min_samples_leaf_training=5)
     check_plan_against_release(plan, PLAN, min_leaf_persons=10, min_samples_leaf_training=5)
 
 

@@ -14,6 +14,7 @@ Every key is documented in ``docs/analysis.md``. Cross-checks with the release p
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES
 from kansrijk.policy.common import PolicyModel, parse_policy
 from kansrijk.policy.factors import indicator_names
 from kansrijk.policy.release import ExactNumber
+from kansrijk.schema import VARIABLES, Kind
 
 ANALYSIS_KIND = "analysis"
 FEATURE_SETS: tuple[str, ...] = ("all", "factor_model")
@@ -168,6 +170,42 @@ class Features(PolicyModel):
     one_hot_max_levels: int = Field(
         default=12, ge=2, le=40, description="Nominal variables with at most this many levels are one-hot encoded."
     )
+    ordinal: tuple[str, ...] = Field(
+        default=(),
+        description="Category variables whose public categories are ordered levels: encoded as their rank instead.",
+    )
+
+    previous_year: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "State variables also taken from the person's record in the previous reference year, when that year's "
+            "linked dataset is in the workspace; features '<variable>_last_year' of the 'all' feature set."
+        ),
+    )
+
+    @field_validator("previous_year")
+    @classmethod
+    def _previous(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = [n for n in VARIABLES if n not in ("pseudonym", "year")]
+        bad = [v for v in value if v not in allowed]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(
+                f"previous_year variables must be distinct canonical variables; unknown: {bad}; "
+                f"known: {', '.join(allowed)}"
+            )
+        return value
+
+    @field_validator("ordinal")
+    @classmethod
+    def _ordered(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        categorical = [n for n, v in VARIABLES.items() if v.kind is Kind.CATEGORY]
+        bad = [v for v in value if v not in categorical]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(
+                f"ordinal variables must be distinct category variables; not one: {bad}; "
+                f"category variables: {', '.join(categorical)}"
+            )
+        return value
 
     @field_validator("exclude", "always")
     @classmethod
@@ -198,6 +236,18 @@ class Model(PolicyModel):
     select_by: Literal["roc_auc", "pr_auc", "brier"] = "roc_auc"
     min_positives: int = Field(default=500, ge=10, description="Outcomes with fewer positives are refused.")
     n_jobs: int = Field(default=2, ge=1, le=64)
+    shrinkage: tuple[float, ...] = Field(
+        default=(0.0,),
+        min_length=1,
+        description="Hierarchical shrinkage strengths (lambda, persons) tried with every grid point; 0 = none.",
+    )
+
+    @field_validator("shrinkage")
+    @classmethod
+    def _shrinkage(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (math.isfinite(v) and 0.0 <= v <= 1e6) for v in value) or len(set(value)) != len(value):
+            raise ValueError("shrinkage values must be distinct numbers in 0..1000000")
+        return value
 
     @field_validator("max_depth")
     @classmethod
