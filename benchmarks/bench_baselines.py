@@ -92,7 +92,9 @@ def run(scale: str) -> list[dict]:
             )  # fmt: skip
             continue
         variables = feature_variables(pop.columns, plan, policies.factors, outcome, FEATURE_SET)
-        design = encode(pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels)
+        design = encode(
+            pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels, ordinal=plan.features.ordinal
+        )
         start = time.perf_counter()
         cv = cross_validate(design, y, settings, stable_seed(plan.seed, SCOPE, outcome))
         tree_seconds += time.perf_counter() - start

@@ -87,7 +87,7 @@ def run(scale: str) -> list[dict]:
         bins = M.plan_bins(pop, variables, policy_edges=release.dp_model.bin_edges, request_edges={}, keys={})
         hold = M.fold_of(pop, ["pseudonym"], 5, SEED) == 0
         design = encode(pop, feature_variables(pop.columns, policies.plan, policies.factors, outcome, "all"),
-                        one_hot_max_levels=12)  # fmt: skip
+                        one_hot_max_levels=12, ordinal=policies.plan.features.ordinal)  # fmt: skip
         tree_auc = 0.0
         for depth, leaf in policies.plan.grid:
             clf = DecisionTreeClassifier(
