@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -23,9 +24,6 @@ from kansrijk.gate.anchor import anchor_ledger, check_anchor, read_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, RELEASED_DIR, verify_ledger, write_head_file
 from kansrijk.gate.release import Gate, Released
 from kansrijk.gate.requests import CountTable
-from kansrijk.policy.signing import sign_policy
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _people(seed: int = 1, n: int = 2000) -> pl.DataFrame:
@@ -35,12 +33,7 @@ def _people(seed: int = 1, n: int = 2000) -> pl.DataFrame:
 
 def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Path, Path, Path, bytes]:
     """A workspace with ``releases`` released tables (DP under dp-sdc) and the officer's key pair."""
-    sk, pk = crypto.generate_signing_key()
-    pub = tmp / "officer.pub"
-    crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
-    target = tmp / f"{policy}.toml"
-    shutil.copy(REPO / "policies" / "release" / f"{policy}.toml", target)
-    sign_policy(target, sk)
+    target, pub, sk = signed_policy(tmp, policy)
     ws = tmp / "ws"
     ws.mkdir()
     _release(ws, target, pub, range(releases))

@@ -4,7 +4,6 @@ processes never overspend."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,29 +14,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import signed_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kansrijk import crypto
 from kansrijk.errors import LedgerCorrupted
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Released
 from kansrijk.gate.requests import CountTable
-from kansrijk.policy.signing import sign_policy
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def setup(tmp_path: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path]:
-    sk, pk = crypto.generate_signing_key()
-    pub = tmp_path / "officer.pub"
-    crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
-    target = tmp_path / f"{policy}.toml"
-    if text is None:
-        shutil.copy(REPO / "policies" / "release" / f"{policy}.toml", target)
-    else:
-        target.write_text(text)
-    sign_policy(target, sk)
+    target, pub, _ = signed_policy(tmp_path, policy, text)
     ws = tmp_path / "ws"
     ws.mkdir(exist_ok=True)
     return ws, target, pub

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import signed_policy
 
 from kansrijk import crypto
 from kansrijk.errors import PolicyNotSigned
@@ -37,12 +38,7 @@ BUURTEN = tuple("abcdefgh")
 
 
 def make_gate(tmp_path: Path, policy: str = "sdc-only") -> Gate:
-    sk, pk = crypto.generate_signing_key()
-    pub = tmp_path / "officer.pub"
-    crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
-    target = tmp_path / f"{policy}.toml"
-    shutil.copy(REPO / "policies" / "release" / f"{policy}.toml", target)
-    sign_policy(target, sk)
+    target, pub, _ = signed_policy(tmp_path, policy)
     ws = tmp_path / "ws"
     ws.mkdir(exist_ok=True)
     return Gate.open(ws, target, [pub])

@@ -1,0 +1,27 @@
+"""Shared setup for the gate's unit tests: a release policy signed by a fresh privacy-officer key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from kansrijk import crypto
+from kansrijk.policy.signing import sign_policy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, bytes]:
+    """Copy ``policies/release/<policy>.toml`` (or write ``text``) into ``tmp`` and sign it with a new officer key.
+
+    Returns (policy path, officer public key path, officer secret key)."""
+    sk, pk = crypto.generate_signing_key()
+    pub = tmp / "officer.pub"
+    crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
+    target = tmp / f"{policy}.toml"
+    if text is None:
+        shutil.copy(REPO / "policies" / "release" / f"{policy}.toml", target)
+    else:
+        target.write_text(text)
+    sign_policy(target, sk)
+    return target, pub, sk
