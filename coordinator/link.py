@@ -342,6 +342,7 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
     )
     y = report.year
     population = f"persons held by any partner, reference year {y}"
+    persons = flags.get_column(KEY) if KEY in flags.columns else None  # for the gate's differencing rule only
     requests = [
         CountTable(
             name=f"linkage_{y}_partners",
@@ -349,6 +350,7 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
             population=population,
             data=data,
             by=("partners",),
+            persons=persons,
             keys={"partners": tuple(range(1, len(PARTNERS) + 1))},
         )
     ]
@@ -361,6 +363,7 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
                     population=population,
                     data=data,
                     by=(column,),
+                    persons=persons,
                     keys={column: (False, True)},
                 )
             )
@@ -372,6 +375,7 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
                 population=population,
                 data=data,
                 by=("conflict_kind",),
+                persons=persons,
                 keys={"conflict_kind": tuple(kinds)},
             )
         )
@@ -382,6 +386,7 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
                 population=population,
                 data=data,
                 by=("resolution",),
+                persons=persons,
                 keys={"resolution": ("no_conflict", "resolved", "excluded")},
             )
         )
@@ -460,14 +465,14 @@ def link_tables(
 ) -> tuple[pl.DataFrame, LinkageReport]:
     """Link the Parquet ``tables`` (``{partner: path}``) of one year; write the dataset and the internal report.
 
-    Returns the linked frame's count columns (presence, conflict and resolution flags; no attributes) for the
-    release gate, and the report. Both files are written atomically.
+    Returns the linked frame's pseudonym and count columns (presence, conflict and resolution flags; no
+    attributes) for the release gate, and the report. Both files are written atomically.
     """
     scans = {p: pl.scan_parquet(path) for p, path in tables.items()}
     linked = link_frames(scans, year).collect(engine="streaming")
     report = report_from_frame(linked, year, tuple(tables))
     count_columns = [c for c in linked.columns if c.startswith(("in_", "conflict_", "resolution_"))]
-    flags = linked.select(count_columns)
+    flags = linked.select(KEY, *count_columns)
     with atomic_path(dataset_path) as tmp:
         # sorted by pseudonym: the full joins leave rows in no particular order, and the analysis (folds, ties)
         # must give the same numbers for the same data

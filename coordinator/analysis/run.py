@@ -165,6 +165,12 @@ def _settings(policies: LoadedPolicies) -> TreeSettings:
     )
 
 
+def _persons(frame: pl.DataFrame) -> pl.Series | None:
+    """The person keys of a population (repeated keys of pooled years count once): the gate compares
+    populations with them when it checks differencing; they are never released."""
+    return frame.get_column(PERSON) if PERSON in frame.columns else None
+
+
 def _stamp(policies: LoadedPolicies) -> str:
     return f" [plan {policies.plan_digest}; factor model {policies.factors_digest}]"
 
@@ -210,6 +216,7 @@ def analysis_requests(
                     data=pop.select(o),
                     by=(o,),
                     keys={o: (False, True)},
+                    persons=_persons(pop),
                 ),
                 scope.name,
                 o,
@@ -264,7 +271,9 @@ def _tree_requests(
         cv_by_scope[(scope.name, o, fs)] = (y, cv)
         if oof_sink is not None:
             oof_sink[(scope.name, o, fs)] = cv.oof
-        yield from _model_requests(scope, o, fs, design, y, cv, settings, seed, leaf_rules, policies, progress)
+        yield from _model_requests(
+            scope, o, fs, design, y, cv, settings, seed, leaf_rules, policies, progress, _persons(pop)
+        )
     if len(results) == 2:
         rng = np.random.default_rng(stable_seed(plan.seed, scope.name, o, "compare"))
         comp = paired_bootstrap(
@@ -289,6 +298,8 @@ def _tree_requests(
                 n=comp.n,
                 n_positive=comp.n_positive,
                 model="decision_tree: all vs factor_model",
+                outcome=o,
+                persons=_persons(pop),
             ),
             scope.name,
             o,
@@ -312,6 +323,7 @@ def _tree_requests(
                 importances=importances,
                 n=results["all"].n,
                 model="decision_tree: all variables",
+                persons=_persons(pop),
             ),
             scope.name,
             o,
@@ -333,6 +345,7 @@ def _model_requests(
     leaf_rules: LeafRules,
     policies: LoadedPolicies,
     progress: Progress | None,
+    persons: pl.Series | None = None,
 ) -> Iterator[Planned]:
     stamp = _stamp(policies)
     population = f"{o} population, {scope.label}"
@@ -360,6 +373,8 @@ def _model_requests(
             n=cv.n,
             n_positive=cv.n_positive,
             model=model,
+            outcome=o,
+            persons=persons,
         ),
         scope.name,
         o,
@@ -384,6 +399,7 @@ def _model_requests(
                 importances=values,
                 n=cv.n,
                 model=model,
+                persons=persons,
             ),
             scope.name,
             o,
@@ -413,6 +429,8 @@ def _model_requests(
                 min_samples_leaf=tree.min_samples_leaf,
                 max_depth=tree.max_depth,
                 model="decision_tree",
+                outcome=o,
+                persons=persons,
             ),
             scope.name,
             o,
@@ -470,6 +488,7 @@ def _association_requests(scope: Scope, policies: LoadedPolicies) -> Iterator[Pl
                 dof=float(t.residual_dof),
                 p_value=t.p_value,
                 n=t.n,
+                persons=_persons(pop),
             ),
             scope.name,
             o,
@@ -485,6 +504,7 @@ def _association_requests(scope: Scope, policies: LoadedPolicies) -> Iterator[Pl
             n=result.n,
             dof=result.n - 2,
             model="logit",
+            persons=_persons(pop),
         ),
         scope.name,
         o,
@@ -502,6 +522,7 @@ def _association_requests(scope: Scope, policies: LoadedPolicies) -> Iterator[Pl
             by=(assoc.BIN_COLUMN,),
             keys={assoc.BIN_COLUMN: labels},
             bounds=(0.0, 1.0),
+            persons=_persons(pop),
         ),
         scope.name,
         o,
@@ -516,6 +537,7 @@ def _year_differences(
 ) -> Iterator[Planned]:
     plan = policies.plan
     years = [s.name for s in scopes if s.name != "pooled"]
+    frames = {s.name: s.frame for s in scopes}
     stamp = _stamp(policies)
     for a, b in itertools.pairwise(years):
         for o in plan.outcomes:
@@ -535,6 +557,8 @@ def _year_differences(
                     confidence=plan.metrics.confidence,
                     rng=rng,
                 )
+                parts = [_persons(frames[s].filter(pl.col(o).is_not_null())) for s in (a, b)]
+                both_years = None if any(s is None for s in parts) else pl.concat(parts)  # type: ignore[type-var]
                 metrics: dict[str, float] = {}
                 for m, d in comp.differences.items():
                     metrics[f"{m}.{b}"] = d.a
@@ -555,6 +579,8 @@ def _year_differences(
                         n=comp.n,
                         n_positive=comp.n_positive,
                         model="decision_tree",
+                        outcome=o,
+                        persons=both_years,
                     ),
                     f"{a}-{b}",
                     o,

@@ -100,6 +100,31 @@ def test_tracker_over_a_different_grouping_is_refused(tmp_path: Path, tally) -> 
     assert isinstance(tracker, Refused)
 
 
+def test_all_but_four_with_the_analysts_own_population_is_refused(tmp_path: Path, tally) -> None:
+    """The analyst names the persons of each release (as the analysis does) hoping the population-aware rule
+    lets "everyone" and "everyone but 4" pass: one population nearly contains the other, so the counts are
+    compared and the 4 persons' difference is refused, under another grouping too (a tracker)."""
+    ws, policy, pub, _ = _gate(tmp_path)
+    people = _people().with_columns(pl.col("id").cast(pl.UInt64).alias("pseudonym"))
+    rest = people.filter(pl.col("id") >= 4)
+    with Gate.open(ws, policy, [pub]) as gate:
+        first = gate.release(
+            CountTable(name="all", data=people, by=("sex",), persons=people["pseudonym"]), requested_by="analysis"
+        )
+        same = gate.release(
+            CountTable(name="all_but_4", data=rest, by=("sex",), persons=rest["pseudonym"]), requested_by="analysis"
+        )
+        tracker = gate.release(
+            CountTable(name="all_but_4_buurt", data=rest, by=("buurt",), persons=rest["pseudonym"]),
+            requested_by="analysis",
+        )
+    stopped = [isinstance(r, Refused) and "differencing" in _rules(r) for r in (same, tracker)]
+    tally.attack("difference of a population and all but 4 of it, both named to the gate", all(stopped))
+    assert isinstance(first, Released) and all(stopped)
+    assert all("population differs by 4 persons" in " ".join(r.reasons) for r in (same, tracker))
+    verify_ledger(ws)
+
+
 def test_averaging_repeated_dp_answers_is_stopped_by_the_budget(tmp_path: Path, tally) -> None:
     ws, policy, pub, _ = _gate(tmp_path, "dp-sdc", DP_TIGHT)  # epsilon_total 1, 1/10 per frequency table
     people = _people()

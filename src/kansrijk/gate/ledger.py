@@ -7,8 +7,12 @@ and hash) is kept in the ``meta`` table and mirrored to ``released/LEDGER-HEAD.j
 detected too. The budget table (``kansrijk.gate.budget``) lives in the same database so a release's budget spend
 and its ledger entry commit in one transaction.
 
-``verify_ledger`` recomputes the chain and cross-checks the budget, the differencing records and every file in
-``released/``; any mismatch is ``LedgerCorrupted``.
+The differencing records (``table_records``: true person counts per release) and the populations they name
+(``populations``: sorted 64-bit pseudonym prefixes, stored once per distinct population) live there too; an
+entry's ``record_digest`` covers its record and the record's population digest.
+
+``verify_ledger`` recomputes the chain and cross-checks the budget, the differencing records and their
+populations, and every file in ``released/``; any mismatch is ``LedgerCorrupted``.
 """
 
 from __future__ import annotations
@@ -63,10 +67,16 @@ CREATE TABLE IF NOT EXISTS ledger (
     entry_hash     TEXT NOT NULL UNIQUE
 );
 CREATE TABLE IF NOT EXISTS table_records (
-    seq        INTEGER PRIMARY KEY REFERENCES ledger(seq),
-    dims       TEXT NOT NULL,
-    population TEXT NOT NULL,
-    cells      TEXT NOT NULL
+    seq               INTEGER PRIMARY KEY REFERENCES ledger(seq),
+    dims              TEXT NOT NULL,
+    population        TEXT NOT NULL,
+    cells             TEXT NOT NULL,
+    population_digest TEXT REFERENCES populations(digest)
+);
+CREATE TABLE IF NOT EXISTS populations (
+    digest TEXT PRIMARY KEY,
+    ids    BLOB NOT NULL,
+    size   INTEGER NOT NULL
 );
 """
 
@@ -122,6 +132,18 @@ def sha256_prefixed(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def record_digest(dims: str, population: str, cells: str, population_digest: str | None) -> str:
+    """The digest of a differencing record, kept in its ledger entry. A record without a population (written
+    before populations were recorded, or for a request without persons) keeps the three-part digest."""
+    parts = [dims, population, cells] if population_digest is None else [dims, population, cells, population_digest]
+    return sha256_prefixed(canonical(parts))
+
+
+def population_digest(ids_bytes: bytes) -> str:
+    """The digest of a population: SHA-256 over its sorted unique 64-bit person ids (big-endian bytes)."""
+    return sha256_prefixed(ids_bytes)
+
+
 def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
     body = {k: row[k] for k in _HASHED_FIELDS}
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()
@@ -142,6 +164,10 @@ def initialise(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.strip().split(";"):
             if statement.strip():
                 conn.execute(statement)
+        # a ledger created before populations were recorded: its records keep population_digest NULL
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(table_records)")}
+        if "population_digest" not in columns:
+            conn.execute("ALTER TABLE table_records ADD COLUMN population_digest TEXT REFERENCES populations(digest)")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (LEDGER_FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '1')")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_seq', '0')")
@@ -309,6 +335,7 @@ def verify_ledger(workspace: Path) -> LedgerReport:
             rows = [dict(r) for r in conn.execute("SELECT * FROM ledger ORDER BY rowid")]
             budget_rows = {r["dataset"]: dict(r) for r in conn.execute("SELECT * FROM budget")}
             records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
+            populations = _read_populations(conn)
             head_seq, head_hash = head(conn)
         except sqlite3.DatabaseError as exc:
             raise LedgerCorrupted(f"{workspace / LEDGER_FILE}: unreadable ledger database ({exc})") from None
@@ -337,15 +364,21 @@ def verify_ledger(workspace: Path) -> LedgerReport:
             raise LedgerCorrupted(f"{where}: entry {i} has an unreadable epsilon/delta") from None
         record = records.pop(i, None)
         if record is not None:
-            digest = sha256_prefixed(canonical([record["dims"], record["population"], record["cells"]]))
+            pop = record.get("population_digest")
+            digest = record_digest(record["dims"], record["population"], record["cells"], pop)
             if digest != row["record_digest"]:
                 raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was edited")
+            if pop is not None and pop not in populations:
+                raise LedgerCorrupted(f"{where}: the population of entry {i}'s differencing record is missing")
         elif row["record_digest"]:
             raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was removed")
         for name, digest in json.loads(row["outputs"]).items():
             expected_files[name] = digest
     if records:
         raise LedgerCorrupted(f"{where}: differencing record(s) for entries {sorted(records)} have no ledger entry")
+    for digest, (ids, size) in populations.items():
+        if population_digest(ids) != digest or size * 8 != len(ids):
+            raise LedgerCorrupted(f"{where}: a recorded population ({digest[:19]}...) was edited")
     n = len(rows)
     if (head_seq, head_hash) != ((n, prev) if n else (0, GENESIS)):
         raise LedgerCorrupted(f"{where}: the ledger head says entry {head_seq} but the chain ends at entry {n}")
@@ -369,6 +402,13 @@ def verify_ledger(workspace: Path) -> LedgerReport:
             )
     checked = _verify_files(released, expected_files)
     return LedgerReport(entries=n, head_seq=head_seq, head_hash=head_hash, files_checked=checked, epsilon_spent=spent)
+
+
+def _read_populations(conn: sqlite3.Connection) -> dict[str, tuple[bytes, int]]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "populations" not in tables:  # a ledger from before populations were recorded, opened read-only
+        return {}
+    return {r["digest"]: (bytes(r["ids"]), int(r["size"])) for r in conn.execute("SELECT * FROM populations")}
 
 
 def _verify_files(released: Path, expected: dict[str, str]) -> int:

@@ -33,6 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from kansrijk.errors import PolicyError, WorkspaceError
@@ -45,7 +46,6 @@ from kansrijk.gate.ledger import (
     LEDGER_FILE,
     PENDING_PREFIX,
     RELEASED_DIR,
-    canonical,
     sha256_prefixed,
 )
 from kansrijk.gate.requests import (
@@ -53,8 +53,10 @@ from kansrijk.gate.requests import (
     DpModelRequest,
     Histogram,
     MeanTable,
+    ModelMetrics,
     QuantileRequest,
     ReleaseRequest,
+    RequestInvalid,
     SumTable,
     TreeStructure,
 )
@@ -119,6 +121,53 @@ class Refused(_Outcome):
 ReleaseResult = Released | Suppressed | Refused
 
 
+# --- differencing records ----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Population:
+    """The persons a release describes: sorted unique 64-bit ids (the first 8 bytes of each person key)."""
+
+    digest: str
+    ids: np.ndarray
+
+    @classmethod
+    def of(cls, persons: pl.Series, release_name: str) -> Population:
+        ids: pl.Series | None = None
+        if persons.dtype == pl.Binary:
+            ids = persons.bin.head(8).bin.reinterpret(dtype=pl.UInt64, endianness="big")
+        elif persons.dtype.is_integer() and (persons.len() == 0 or persons.min() >= 0):  # type: ignore[operator]
+            ids = persons.cast(pl.UInt64)
+        if ids is None or ids.null_count():
+            raise RequestInvalid(
+                f"release {release_name!r}: persons must be the pseudonym column (binary keys of at least 8 bytes, "
+                f"no missing values) or non-negative integer ids"
+            )
+        unique = np.unique(ids.to_numpy()).astype(">u8")
+        data = unique.tobytes()
+        return cls(ledger_mod.population_digest(data), unique.astype(np.uint64))
+
+    @classmethod
+    def from_blob(cls, digest: str, blob: bytes) -> Population:
+        return cls(digest, np.frombuffer(blob, dtype=">u8").astype(np.uint64))
+
+
+@dataclass(frozen=True, eq=False)
+class DifferenceRecord:
+    """What differencing compares: the true person counts per cell (``cells``, JSON) over ``dims`` (JSON), the
+    population label and, when the request named its persons, the population itself."""
+
+    dims: str
+    population: str
+    cells: str
+    persons: Population | None = None
+
+    @property
+    def population_digest(self) -> str | None:
+        return None if self.persons is None else self.persons.digest
+
+    def digest(self) -> str:
+        return ledger_mod.record_digest(self.dims, self.population, self.cells, self.population_digest)
+
+
 # --- the gate --------------------------------------------------------------------------------------------
 class Gate:
     """The release gate of one workspace under one signed release policy."""
@@ -129,6 +178,9 @@ class Gate:
         self.policy_digest = policy_digest
         self.released_dir = workspace / RELEASED_DIR
         self._conn = conn
+        # populations are immutable once stored (keyed by digest): cache them and the sizes of their differences
+        self._populations: dict[str, Population] = {}
+        self._set_differences: dict[tuple[str, str], tuple[int, int]] = {}
 
     @classmethod
     def open(cls, workspace: Path, policy_path: Path, trusted_officer_keys: Sequence[OfficerKey]) -> Gate:
@@ -238,6 +290,10 @@ class Gate:
             if worst(verdicts) == "refuse":
                 return self._refuse(request, requested_by, verdicts)
 
+        # the population differencing compares (outside the write lock: sorting the persons takes a moment)
+        persons = None
+        if method == "sdc" and request.persons is not None:
+            persons = Population.of(request.persons, request.name)
         with ledger_mod.immediate(self._conn):
             if request.name in ledger_mod.released_names(self._conn):
                 verdicts.append(
@@ -245,8 +301,10 @@ class Gate:
                 )
                 return self._record_refusal(request, requested_by, verdicts)
             record = None
-            if method == "sdc" and check is not None:
-                record = _difference_record(request, check)
+            if method == "sdc":
+                record = _difference_record(request, check) if check is not None else _count_record(request)
+            if record is not None:
+                record = dataclasses.replace(record, persons=persons)
                 conflict = self._differencing(record)
                 verdicts.append(conflict)
                 if conflict.verdict == "refuse":
@@ -418,12 +476,52 @@ class Gate:
             out.append((tmp, self.released_dir / name))
         return out
 
-    def _differencing(self, record: tuple[str, str, str]) -> RuleOutcome:
-        dims = json.loads(record[0])
-        cells = {tuple(k): n for k, n in json.loads(record[2])}
+    def _population(self, digest: str) -> Population:
+        if digest not in self._populations:
+            row = self._conn.execute("SELECT ids FROM populations WHERE digest = ?", (digest,)).fetchone()
+            if row is None:
+                raise ledger_mod.LedgerCorrupted(f"{LEDGER_FILE}: population {digest[:19]}... of a record is missing")
+            self._populations[digest] = Population.from_blob(digest, bytes(row[0]))
+        return self._populations[digest]
+
+    def _set_difference(self, new: Population, old_digest: str) -> tuple[int, int]:
+        """(|new \\ old|, |old \\ new|): how many persons each population has that the other lacks."""
+        key = (new.digest, old_digest)
+        if key not in self._set_differences:
+            self._populations.setdefault(new.digest, new)
+            old = self._population(old_digest).ids
+            self._set_differences[key] = (
+                int(np.setdiff1d(new.ids, old, assume_unique=True).size),
+                int(np.setdiff1d(old, new.ids, assume_unique=True).size),
+            )
+        return self._set_differences[key]
+
+    def _differencing(self, record: DifferenceRecord) -> RuleOutcome:
+        """Refuse when comparing this release with an earlier one would isolate fewer than ``t`` persons.
+
+        Where both releases name their persons: identical populations isolate nobody, and populations that each
+        hold at least ``t`` persons the other lacks mix at least ``t`` persons into every difference; otherwise
+        (one nearly contains the other) the counts are compared. Where either does not, the counts are always
+        compared (the conservative rule)."""
+        dims = json.loads(record.dims)
+        cells = {tuple(k): n for k, n in json.loads(record.cells)}
         t = self.policy.sdc.min_persons_per_cell
         conflicts: list[str] = []
-        for row in self._conn.execute("SELECT seq, dims, population, cells FROM table_records ORDER BY seq"):
+        rows = self._conn.execute(
+            "SELECT seq, dims, population, cells, population_digest FROM table_records ORDER BY seq"
+        ).fetchall()
+        for row in rows:
+            note = ""
+            if record.persons is not None and row["population_digest"] is not None:
+                only_new, only_old = self._set_difference(record.persons, row["population_digest"])
+                if only_new == only_old == 0 or (only_new >= t and only_old >= t):
+                    continue
+                sides = [n for n in (only_new, only_old) if n]
+                note = (
+                    f"; population differs by {sides[0]} persons"
+                    if len(sides) == 1
+                    else f"; populations differ by {only_new} persons one way and {only_old} the other"
+                )
             old_dims = json.loads(row["dims"])
             old = {tuple(k): n for k, n in json.loads(row["cells"])}
             # Compare the margins over every shared variable and, always, the totals: two tables grouped by
@@ -436,7 +534,7 @@ class Gate:
                 hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
                 if hit is not None:
                     where = ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
-                    conflicts.append(f"entry L{row['seq']:06d} ({where} differs by fewer than {t})")
+                    conflicts.append(f"entry L{row['seq']:06d} ({where} differs by fewer than {t}{note})")
                     break
         if conflicts:
             return RuleOutcome(
@@ -458,7 +556,7 @@ class Gate:
         noise: Any,
         values: Any,
         verdicts: list[RuleOutcome],
-        record: tuple[str, str, str] | None = None,
+        record: DifferenceRecord | None = None,
     ) -> tuple[ledger_mod.LedgerEntry, list[tuple[Path, Path]], dict[str, Any]]:
         """Inside the open write transaction: write the release files under pending names and append the
         ledger entry (and the differencing record). The caller commits, then renames the pending files."""
@@ -500,12 +598,19 @@ class Gate:
             delta=Fraction(0),
             verdicts=[v.to_json() for v in verdicts],
             outputs={name: sha256_prefixed(data) for name, data in files.items()},
-            record_digest=sha256_prefixed(canonical(list(record))) if record is not None else "",
+            record_digest=record.digest() if record is not None else "",
             seq=seq,
         )
         if record is not None:
+            if record.persons is not None:
+                ids = record.persons.ids.astype(">u8")
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO populations(digest, ids, size) VALUES (?, ?, ?)",
+                    (record.persons.digest, ids.tobytes(), int(ids.size)),
+                )
             self._conn.execute(
-                "INSERT INTO table_records(seq, dims, population, cells) VALUES (?, ?, ?, ?)", (entry.seq, *record)
+                "INSERT INTO table_records(seq, dims, population, cells, population_digest) VALUES (?, ?, ?, ?, ?)",
+                (entry.seq, record.dims, record.population, record.cells, record.population_digest),
             )
         return entry, pending, document
 
@@ -555,12 +660,38 @@ def _json_key(values: Sequence[Any]) -> list[Any]:
     return json.loads(json.dumps(list(values), default=str))
 
 
-def _difference_record(request: ReleaseRequest, check: TableCheck) -> tuple[str, str, str]:
-    """(dims, population, cells) for the differencing check: true person counts per cell of this table."""
+def _difference_record(request: ReleaseRequest, check: TableCheck) -> DifferenceRecord:
+    """The differencing record of a table: its true person counts per cell."""
     dims = [f"{BIN}({request.value})" if d == BIN and isinstance(request, Histogram) else d for d in check.dims]
     counts = grid_cells(check.dims, check.cells)
     cells = [[_json_key(k), int(n)] for k, n in counts.items()]
-    return json.dumps(dims), request.population, json.dumps(cells, separators=(",", ":"))
+    return DifferenceRecord(json.dumps(dims), request.population, json.dumps(cells, separators=(",", ":")))
+
+
+def _count_record(request: ReleaseRequest) -> DifferenceRecord | None:
+    """The differencing record of a model output: the person counts it carries, so differencing compares them
+    with every table and model released before. A binary outcome's (negative, positive) split over the outcome
+    (metrics with ``n_positive``; a two-class tree's root), else the total (``n``; a tree's root)."""
+    split: tuple[int, int] | None = None
+    n: Any = getattr(request, "n", None)
+    if isinstance(request, ModelMetrics) and request.n_positive is not None:
+        split = (request.n - request.n_positive, request.n_positive)
+    elif isinstance(request, TreeStructure):
+        root = next((node for node in request.nodes if node.node_id == 0), None)
+        if root is None:
+            return None
+        if len(root.class_counts) == 2:
+            split = (int(root.class_counts[0]), int(root.class_counts[1]))
+        n = int(sum(root.class_counts))
+    if split is not None:
+        # the outcome's column name (so the split meets tables over that outcome, and never another outcome's
+        # split); without it every binary split is one variable, 'positive' (conservative)
+        dim = getattr(request, "outcome", "") or "positive"
+        cells = [[[False], split[0]], [[True], split[1]]]
+        return DifferenceRecord(json.dumps([dim]), request.population, json.dumps(cells, separators=(",", ":")))
+    if not isinstance(n, int) or isinstance(n, bool):
+        return None
+    return DifferenceRecord(json.dumps([]), request.population, json.dumps([[[], n]], separators=(",", ":")))
 
 
 def _statistics(request: ReleaseRequest) -> list[str]:
@@ -586,7 +717,7 @@ def _sdc_values(request: ReleaseRequest, check: TableCheck | None, verdicts: lis
         )
         return {"columns": table.columns, "rows": [list(r) for r in table.rows()], "exact": True}
     params = request.parameters()
-    for key in ("kind", "name", "description", "population"):
+    for key in ("kind", "name", "description", "population", "outcome"):
         params.pop(key, None)
     if isinstance(request, TreeStructure) and any(
         v.rule.startswith("tree_") and v.verdict == "suppress" for v in verdicts

@@ -11,7 +11,10 @@ Every request has:
 - ``name``: the unique release name; it becomes the file name under ``released/`` (``[a-z0-9][a-z0-9_.-]*``);
 - ``description``: one sentence a privacy officer reads in the ledger;
 - ``population``: a short label of the population filter (e.g. ``"cohort 2010, Rotterdam"``). Together with
-  the grouping variables it forms the *query signature* the gate uses to detect differencing between releases.
+  the grouping variables it forms the *query signature* the gate uses to detect differencing between releases;
+- ``persons`` (optional): the person keys (the linked dataset's ``pseudonym`` column) of the population the
+  output describes. The gate uses them only to compare populations when checking differencing (inside the
+  secure environment); they are never written to the ledger entry or the release file.
 
 This module is a stable interface for other packages: add fields only with defaults, never rename.
 """
@@ -82,6 +85,11 @@ def _frame_digest(data: pl.DataFrame, columns: tuple[str, ...]) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
+def _series_digest(series: pl.Series) -> str:
+    """SHA-256 over the Arrow IPC bytes of one column (the persons of a request)."""
+    return _frame_digest(series.rename("persons").to_frame(), ("persons",))
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -104,16 +112,23 @@ class ReleaseRequest:
     name: str
     description: str = ""
     population: str = ""
+    persons: pl.Series | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.kind, self.name)
+        if self.persons is not None and not isinstance(self.persons, pl.Series):
+            raise RequestInvalid(
+                f"{self.kind} request {self.name!r}: persons must be a polars Series of person keys (the "
+                f"pseudonym column), or None"
+            )
 
     # -- what the gate records --------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
-        """Every field except the data, as JSON-able values (recorded in the ledger and the release file)."""
+        """Every field except the data and the persons, as JSON-able values (recorded in the ledger and the
+        release file)."""
         out: dict[str, Any] = {"kind": self.kind}
         for f in fields(self):
-            if f.name == "data":
+            if f.name in ("data", "persons"):
                 continue
             out[f.name] = _jsonable(getattr(self, f.name))
         return out
@@ -128,6 +143,9 @@ class ReleaseRequest:
         if isinstance(data, pl.DataFrame):
             params["data_sha256"] = _frame_digest(data, self.used_columns())
             params["data_rows"] = data.height
+        if self.persons is not None:
+            params["persons_sha256"] = _series_digest(self.persons)
+            params["persons_rows"] = self.persons.len()
         blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -293,6 +311,7 @@ class ModelMetrics(ReleaseRequest):
     n_positive: int | None = None
     dof: int | None = None
     model: str = ""
+    outcome: str = ""  # the binary outcome's column: differencing compares the split with tables over it
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -354,6 +373,7 @@ class TreeStructure(ReleaseRequest):
     max_depth: int | None = None
     min_samples_split: int = 2
     model: str = ""
+    outcome: str = ""  # the binary outcome's column: differencing compares the root split with tables over it
 
     def __post_init__(self) -> None:
         super().__post_init__()
