@@ -9,39 +9,29 @@ a cell determined, as a hypothesis property (``tests/unit/test_gate_sdc.py``); 8
 
 from __future__ import annotations
 
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import signed_policy
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 from sklearn.tree import DecisionTreeClassifier
 
-from kansrijk import crypto
 from kansrijk.errors import PolicyNotSigned
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Refused, Released
 from kansrijk.gate.requests import CountTable, RequestInvalid, TreeNode, TreeStructure
-from kansrijk.policy.signing import sign_policy
 
 REPO = Path(__file__).resolve().parents[2]
 DP_TIGHT = (REPO / "policies/release/dp-sdc.toml").read_text().replace('epsilon_total = "4"', 'epsilon_total = "1"')
 
 
 def _gate(tmp: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path, bytes]:
-    sk, pk = crypto.generate_signing_key()
-    pub = tmp / "officer.pub"
-    crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
-    target = tmp / f"{policy}.toml"
-    if text is None:
-        shutil.copy(REPO / "policies" / "release" / f"{policy}.toml", target)
-    else:
-        target.write_text(text)
-    sign_policy(target, sk)
+    target, pub, sk = signed_policy(tmp, policy, text)
     ws = tmp / "ws"
     ws.mkdir(exist_ok=True)
     return ws, target, pub, sk

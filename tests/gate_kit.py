@@ -1,4 +1,4 @@
-"""Shared setup for the gate's unit tests: a release policy signed by a fresh privacy-officer key."""
+"""Shared setup for the gate's unit and security tests: a release policy signed by a fresh privacy-officer key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from kansrijk import crypto
 from kansrijk.policy.signing import sign_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, bytes]:
