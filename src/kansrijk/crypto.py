@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .chash namespace)
+import pyarrow as pa
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -100,8 +102,42 @@ def hmac_sha256_expr(key: bytes, message: pl.Expr) -> pl.Expr:
     block = key.ljust(64, b"\0")
     ipad = bytes(b ^ 0x36 for b in block)
     opad = bytes(b ^ 0x5C for b in block)
-    inner = (pl.lit(ipad, dtype=pl.Binary) + message).chash.sha2_256().str.decode("hex")
-    return (pl.lit(opad, dtype=pl.Binary) + inner).chash.sha2_256().str.decode("hex")
+    inner = _sha256_binary(pl.lit(ipad, dtype=pl.Binary) + message)
+    return _sha256_binary(pl.lit(opad, dtype=pl.Binary) + inner)
+
+
+def _sha256_binary(message: pl.Expr) -> pl.Expr:
+    """SHA-256 of every row as Binary(32): polars-hash's digest (lowercase hex) decoded by ``_hex_digests``."""
+    return message.chash.sha2_256().map_batches(_hex_digests, return_dtype=pl.Binary, is_elementwise=True)
+
+
+# Byte pair (as a little-endian uint16 of two lowercase hex characters) -> the byte it spells; validity beside it.
+_HEX = b"0123456789abcdef"
+_PAIR_VALUE = np.zeros(1 << 16, dtype=np.uint8)
+_PAIR_VALID = np.zeros(1 << 16, dtype=bool)
+for _hi, _h in enumerate(_HEX):
+    for _lo, _l in enumerate(_HEX):
+        _PAIR_VALUE[_h | (_l << 8)] = (_hi << 4) | _lo
+        _PAIR_VALID[_h | (_l << 8)] = True
+
+
+def _hex_digests(hexes: pl.Series) -> pl.Series:
+    """64-character lowercase hex digests -> 32 raw bytes each, as one numpy gather over character pairs.
+
+    ``str.decode("hex")`` does the same per row and took 2.4 of the HMAC's 3.75 s on 3M rows; this takes ~0.3 s.
+    Anything but 64 lowercase hex characters per row (never produced by SHA-256) raises ``ValueError``.
+    """
+    if hexes.len() == 0:
+        return pl.Series(hexes.name, [], dtype=pl.Binary)
+    if hexes.null_count():
+        raise ValueError("a SHA-256 digest is missing")
+    chars = hexes.cast(pl.Binary).bin.reinterpret(dtype=pl.Array(pl.UInt8, 64)).to_numpy()
+    pairs = np.ascontiguousarray(chars, dtype=np.uint8).view("<u2")  # (rows, 32) character pairs
+    if not _PAIR_VALID[pairs].all():
+        raise ValueError("a SHA-256 digest is not 64 lowercase hex characters")
+    raw = np.ascontiguousarray(_PAIR_VALUE[pairs])
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), raw.shape[0], [None, pa.py_buffer(raw)])
+    return pl.Series(hexes.name, pl.from_arrow(fixed)).cast(pl.Binary)
 
 
 # --- signatures ------------------------------------------------------------------------------------------

@@ -35,6 +35,26 @@ def test_vectorised_hmac_matches_rfc4231_test_case_2():
     assert out["h"][0].hex() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
 
 
+@settings(max_examples=60)
+@given(digests=st.lists(st.binary(min_size=32, max_size=32), max_size=50))
+def test_hex_digest_decoding_equals_bytes_fromhex(digests):
+    hexes = pl.Series("d", [d.hex() for d in digests], dtype=pl.String)
+    assert crypto._hex_digests(hexes).to_list() == digests
+
+
+@pytest.mark.parametrize("bad", ["A" * 64, "g" * 64, "0" * 63 + " "])
+def test_hex_digest_decoding_refuses_anything_but_lowercase_hex(bad):
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        crypto._hex_digests(pl.Series("d", ["ab" * 32, bad]))
+
+
+def test_vectorised_hmac_is_the_same_in_the_streaming_engine():
+    key, messages = os.urandom(32), [os.urandom(n) for n in range(300)]
+    frame = pl.DataFrame({"m": messages}, schema={"m": pl.Binary}).lazy()
+    out = frame.select(h=crypto.hmac_sha256_expr(key, pl.col("m"))).collect(engine="streaming")
+    assert out["h"].to_list() == [hmac.new(key, m, hashlib.sha256).digest() for m in messages]
+
+
 def test_signature_verifies_and_any_changed_byte_fails():
     sk, pk = crypto.generate_signing_key()
     sig = crypto.sign(sk, b"manifest")
