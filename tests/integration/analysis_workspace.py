@@ -78,18 +78,29 @@ def edit_plan(text: str, edits: dict[str, str]) -> str:
 
 
 def build_and_analyse(
-    tmp: Path, *, persons: int, years: Sequence[int], plan_edits: dict[str, str], key_seed: int = 7
+    tmp: Path,
+    *,
+    persons: int,
+    years: Sequence[int],
+    plan_edits: dict[str, str] | None = None,
+    plan_text: str | None = None,
+    release_policy: str = "sdc-only",
+    key_seed: int = 7,
 ) -> Analysed:
     """City -> ``node prepare`` per partner and year -> ingest -> link -> sign -> ``coordinator analyse --json``.
 
-    The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small KANSRIJK_SCRYPT_LOG2N. The link key and the
-    coordinator's pseudonym key are made from ``key_seed`` (``seeded_secret_keys``): the same pseudonyms in every run.
+    The plan is the shipped one with ``plan_edits`` applied, or ``plan_text``; the release policy is
+    ``policies/release/<release_policy>.toml``. The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small
+    KANSRIJK_SCRYPT_LOG2N. The link key and the coordinator's pseudonym key are made from ``key_seed``
+    (``seeded_secret_keys``): the same pseudonyms in every run.
     """
+    if plan_text is None:
+        plan_text = edit_plan((POLICIES / "analysis" / "rotterdam-groeit.toml").read_text(), plan_edits or {})
     with seeded_secret_keys(key_seed):
-        return _build_and_analyse(tmp, persons=persons, years=years, plan_edits=plan_edits)
+        return _build_and_analyse(tmp, persons=persons, years=years, plan_text=plan_text, release=release_policy)
 
 
-def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_edits: dict[str, str]) -> Analysed:
+def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_text: str, release: str) -> Analysed:
     city = generate_city(tmp / "city", persons=persons, seed=7, years=tuple(years))
     runner = CliRunner()
     keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"
@@ -120,10 +131,9 @@ def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_ed
     ok(runner, "policy", "keygen", "--out", str(officer))
     signed = tmp / "signed"
     signed.mkdir()
-    plan_text = edit_plan((POLICIES / "analysis" / "rotterdam-groeit.toml").read_text(), plan_edits)
     (signed / "plan.toml").write_text(plan_text)
     shutil.copy(POLICIES / "factors" / "factor-model.toml", signed / "factors.toml")
-    shutil.copy(POLICIES / "release" / "sdc-only.toml", signed / "release.toml")
+    shutil.copy(POLICIES / "release" / f"{release}.toml", signed / "release.toml")
     for name in ("plan.toml", "factors.toml", "release.toml"):
         ok(runner, "policy", "sign", str(signed / name), "--key", str(officer / "officer.key"))
 

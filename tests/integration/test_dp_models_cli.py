@@ -5,22 +5,14 @@ epsilon, and the ledger's budget holds exactly what the models spent."""
 from __future__ import annotations
 
 import json
-import shutil
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from analysis_workspace import PASS, build_and_analyse
 
 from kansrijk.cli import app
 from kansrijk.gate.ledger import open_existing
-from kansrijk.policy import signing
-from kansrijk.policy.common import policy_digest
-from kansrijk.synth.city import generate_city
 
-PARTNERS = ("cbs", "gemeente", "cjg", "duo")
-ROOT = Path(__file__).parents[2]
-POLICIES = ROOT / "policies"
 PLAN = """kind = "analysis"
 version = 1
 title = "DP tree test plan"
@@ -47,53 +39,22 @@ max_depth = 3
 """
 
 
-def _ok(runner: CliRunner, *args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, f"{' '.join(args)}\n{result.output}"
-    return result.output
-
-
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     mp = pytest.MonkeyPatch()
     mp.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
-    mp.setenv("KANSRIJK_PASSPHRASE", "dp models passphrase")
-    mp.setitem(signing.POLICY_KINDS, "analysis", "kansrijk.policy.analysis:AnalysisPlan")
-    mp.setitem(signing.POLICY_KINDS, "factor_model", "kansrijk.policy.factors:FactorModel")
-    tmp = tmp_path_factory.mktemp("dp_models")
-    city = generate_city(tmp / "city", persons=4_000, seed=7, years=(2023,))
-    runner = CliRunner()
-    keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"
-    _ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
-    for p in PARTNERS:
-        _ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
-        digest = policy_digest((POLICIES / "sharing" / f"{p}.toml").read_bytes())
-        _ok(runner, "coordinator", "register-partner", str(registry), "--partner", p, "--public-key",
-            str(keys / f"{p}-signing.pub"), "--policy-digest", digest)  # fmt: skip
-    _ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
-    bundles = []
-    for p in PARTNERS:
-        outbox = tmp / "outbox" / p
-        _ok(runner, "node", "prepare", "--policy", str(POLICIES / "sharing" / f"{p}.toml"), "--input",
-            str(city.extracts[(p, 2023)]), "--out", str(outbox), "--signing-key", str(keys / f"{p}-signing.key"),
-            "--link-key", str(keys / "link.key"), "--coordinator-key", str(ws / "keys" / "coordinator-hpke.pub"),
-            "--quarantine-out", str(tmp / "quarantine" / p))  # fmt: skip
-        bundles.extend(str(b) for b in outbox.glob("*.kbundle"))
-    _ok(runner, "coordinator", "ingest", str(ws), *bundles)
-    _ok(runner, "coordinator", "link", str(ws))
-    officer, signed = tmp / "officer", tmp / "signed"
-    _ok(runner, "policy", "keygen", "--out", str(officer))
-    signed.mkdir()
-    (signed / "plan.toml").write_text(PLAN)
-    shutil.copy(POLICIES / "factors" / "factor-model.toml", signed / "factors.toml")
-    shutil.copy(POLICIES / "release" / "dp-models.toml", signed / "release.toml")
-    for name in ("plan.toml", "factors.toml", "release.toml"):
-        _ok(runner, "policy", "sign", str(signed / name), "--key", str(officer / "officer.key"))
-    output = _ok(runner, "coordinator", "analyse", str(ws), "--plan", str(signed / "plan.toml"), "--factors",
-                 str(signed / "factors.toml"), "--release-policy", str(signed / "release.toml"), "--officer-key",
-                 str(officer / "officer.pub"), "--json")  # fmt: skip
-    yield {"runner": runner, "ws": ws, "summary": json.loads(output)}
-    mp.undo()
+    mp.setenv("KANSRIJK_PASSPHRASE", PASS)
+    try:
+        a = build_and_analyse(
+            tmp_path_factory.mktemp("dp_models"),
+            persons=4_000,
+            years=(2023,),
+            plan_text=PLAN,
+            release_policy="dp-models",
+        )
+    finally:
+        mp.undo()
+    return {"runner": a.runner, "ws": a.ws, "summary": a.summary}
 
 
 def test_dp_tree_outcome_is_released_as_a_dp_model_per_feature_set(analysed: dict) -> None:
