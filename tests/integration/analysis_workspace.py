@@ -69,6 +69,20 @@ def ok(runner: CliRunner, *args: str) -> str:
     return result.output
 
 
+def key_ceremony_and_workspace(runner: CliRunner, tmp: Path, partners: Sequence[str] = PARTNERS) -> tuple[Path, Path]:
+    """From the CLI: the link key, each partner's signing key registered with its sharing policy's digest, and the
+    coordinator's workspace with that registry. Returns (keys directory, workspace)."""
+    keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"
+    ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
+    for p in partners:
+        ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
+        digest = policy_digest((POLICIES / "sharing" / f"{p}.toml").read_bytes())
+        ok(runner, "coordinator", "register-partner", str(registry), "--partner", p, "--public-key",
+           str(keys / f"{p}-signing.pub"), "--policy-digest", digest)  # fmt: skip
+    ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
+    return keys, ws
+
+
 def edit_plan(text: str, edits: dict[str, str]) -> str:
     """Replace the value of each ``key = ...`` line (keys unique in the shipped plan)."""
     for key, value in edits.items():
@@ -103,14 +117,7 @@ def build_and_analyse(
 def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_text: str, release: str) -> Analysed:
     city = generate_city(tmp / "city", persons=persons, seed=7, years=tuple(years))
     runner = CliRunner()
-    keys, ws, registry = tmp / "keys", tmp / "ws", tmp / "partners.toml"
-    ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
-    for p in PARTNERS:
-        ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
-        digest = policy_digest((POLICIES / "sharing" / f"{p}.toml").read_bytes())
-        ok(runner, "coordinator", "register-partner", str(registry), "--partner", p, "--public-key",
-           str(keys / f"{p}-signing.pub"), "--policy-digest", digest)  # fmt: skip
-    ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
+    keys, ws = key_ceremony_and_workspace(runner, tmp)
     bundles: list[str] = []
     last: dict[str, list[str]] = {p: [] for p in PARTNERS}  # each partner chains its bundles (--previous)
     for year in years:

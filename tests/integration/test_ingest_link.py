@@ -9,13 +9,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from analysis_workspace import key_ceremony_and_workspace
 from typer.testing import CliRunner
 
 from coordinator.workspace import load_keys, open_workspace
 from kansrijk.cli import app
 from kansrijk.crypto import hmac_sha256_expr, read_secret_key
 from kansrijk.errors import OutOfOrderBundle, ReplayedBundle
-from kansrijk.policy.common import policy_digest
 from kansrijk.pseudonym import pseudonym_expr
 from kansrijk.synth.city import CityPaths
 
@@ -35,24 +35,7 @@ def linked_city(small_city: CityPaths, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
     monkeypatch.setenv("KANSRIJK_PASSPHRASE", PASS)
     runner = CliRunner()
-    keys, ws, registry = tmp_path / "keys", tmp_path / "ws", tmp_path / "partners.toml"
-    _ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
-    for p in PARTNERS:
-        _ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
-        digest = policy_digest((POLICIES / f"{p}.toml").read_bytes())
-        _ok(
-            runner,
-            "coordinator",
-            "register-partner",
-            str(registry),
-            "--partner",
-            p,
-            "--public-key",
-            str(keys / f"{p}-signing.pub"),
-            "--policy-digest",
-            digest,
-        )
-    _ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
+    keys, ws = key_ceremony_and_workspace(runner, tmp_path)
     bundles = {}
     for p in PARTNERS:
         outbox = tmp_path / "outbox" / p
@@ -232,25 +215,8 @@ def test_two_years_chained_per_partner_link_into_a_longitudinal_view(
     monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
     monkeypatch.setenv("KANSRIJK_PASSPHRASE", PASS)
     runner = CliRunner()
-    keys, ws, registry = tmp_path / "keys", tmp_path / "ws", tmp_path / "partners.toml"
-    _ok(runner, "node", "linkkey", "new", "--out", str(keys / "link.key"))
     partners = ("cbs", "duo")
-    for p in partners:
-        _ok(runner, "node", "keygen", "--partner", p, "--out", str(keys))
-        digest = policy_digest((POLICIES / f"{p}.toml").read_bytes())
-        _ok(
-            runner,
-            "coordinator",
-            "register-partner",
-            str(registry),
-            "--partner",
-            p,
-            "--public-key",
-            str(keys / f"{p}-signing.pub"),
-            "--policy-digest",
-            digest,
-        )
-    _ok(runner, "coordinator", "init", str(ws), "--registry", str(registry))
+    keys, ws = key_ceremony_and_workspace(runner, tmp_path, partners)
     bundles: dict[tuple[str, int], Path] = {}
     for p in partners:
         previous: list[str] = []
