@@ -8,7 +8,7 @@ Per outcome of the analysis plan that is modelled with trees, on the same person
   outcome); its out-of-fold probabilities give the tree's ROC-AUC;
 - the reference is scikit-learn's ``HistGradientBoostingClassifier`` (200 iterations at most, early stopping on
   an internal 10% split of each training fold; one thread) fitted on the *same* folds (``CvResult.fold_of``) and scored
-  out-of-fold the same way (``coordinator.analysis.metrics.score_metrics``).
+  out-of-fold the same way (``kansrijk.stats.metrics.score_metrics``).
 
 The difference (boosting AUC minus tree AUC) is the accuracy the explainable model gives up; next to it the whole
 gap to the Bayes-optimal AUC (the synthetic city's true probabilities), so the ratio is the share of that gap the
@@ -32,7 +32,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from benchmarks.run import figure as _figure
-from coordinator.analysis.metrics import score_metrics
+from kansrijk.stats.metrics import score_metrics
 from coordinator.analysis.plan import encode, feature_variables, load_policies
 from coordinator.analysis.run import _settings as plan_tree_settings
 from coordinator.analysis.trees import cross_validate, stable_seed

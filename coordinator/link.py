@@ -39,7 +39,7 @@ from coordinator.workspace import WorkspacePaths, now_utc, open_workspace, read_
 from kansrijk.errors import WorkspaceError
 from kansrijk.fsutil import atomic_path, atomic_write_bytes, sweep_stale_temp_files
 from kansrijk.gate.release import Gate
-from kansrijk.gate.requests import CountTable
+from kansrijk.gate.specs import CountSpec
 from kansrijk.outcomes import age_expr, derive_outcomes
 from kansrijk.schema import PARTNERS, SHARED_ATTRIBUTES
 
@@ -298,28 +298,19 @@ def ingested_years(paths: WorkspacePaths) -> dict[int, list[str]]:
     return years
 
 
-ReleaseHook = Callable[[pl.DataFrame, LinkageReport], tuple[str, ...]]
+ReleaseHook = Callable[[LinkageReport], tuple[str, ...]]
 
 
 REQUESTED_BY = "linkage-report"
 
 
-def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list[CountTable]:
-    """The linkage report as release requests, each a small one-way table over one row per person.
-
-    - ``linkage_<year>_partners``: persons by the number of partners holding them (the overlap);
-    - ``linkage_<year>_coverage_<partner>``: persons held / not held by each partner;
-    - ``linkage_<year>_conflicts``: persons by the kind of shared-attribute conflict (none, or which attributes);
-    - ``linkage_<year>_resolution``: persons by outcome (no conflict, resolved by the rule, excluded).
-
-    One-way tables keep cells large enough for the output-checking rules at city scale; the full overlap
-    pattern table stays internal (``WS/internal/linkage-<year>.json``).
-    """
+def linkage_flags(flags: pl.DataFrame) -> pl.DataFrame:
+    """One row per person held by any partner: the pseudonym and the linkage flags the report counts (no
+    attributes): ``partners`` (how many hold the person), ``in_<partner>``, ``conflict_kind`` (none, or which
+    shared attributes the partners disagree on) and ``resolution`` (no_conflict, resolved, excluded)."""
     presence = [f"in_{p}" for p in PARTNERS]
-    conflict_cols = [c for c in flags.columns if c.startswith("conflict_")]
-    resolution_cols = [c for c in flags.columns if c.startswith("resolution_")]
-    attrs = [c.removeprefix("conflict_") for c in conflict_cols]
-    kinds = ["none", *("+".join(combo) for r in range(1, len(attrs) + 1) for combo in itertools.combinations(attrs, r))]
+    attrs = [a for a in SHARED_ATTRIBUTES if f"conflict_{a}" in flags.columns]
+    conflict_cols = [f"conflict_{a}" for a in attrs]
     kind_expr = pl.concat_str(
         [pl.when(pl.col(c)).then(pl.lit(a)) for c, a in zip(conflict_cols, attrs, strict=True)],
         separator="+",
@@ -327,9 +318,12 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
     )
     excluded = _unresolved_any(flags.columns)
     any_conflict = pl.any_horizontal(conflict_cols) if conflict_cols else pl.lit(False)
-    data = flags.select(
-        *presence,
-        pl.sum_horizontal([pl.col(c).cast(pl.Int8) for c in presence]).cast(pl.Int32).alias("partners"),
+    return flags.select(
+        KEY,
+        pl.sum_horizontal([pl.col(c).cast(pl.Int8) for c in presence if c in flags.columns]).cast(pl.Int32).alias(
+            "partners"
+        ),
+        *[(pl.col(c) if c in flags.columns else pl.lit(False)).fill_null(False).alias(c) for c in presence],
         (pl.when(kind_expr == "").then(pl.lit("none")).otherwise(kind_expr) if attrs else pl.lit("none")).alias(
             "conflict_kind"
         ),
@@ -339,58 +333,59 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
         .then(pl.lit("resolved"))
         .otherwise(pl.lit("no_conflict"))
         .alias("resolution"),
-    )
+    ).sort(KEY)
+
+
+def linkage_release_specs(report: LinkageReport) -> list[CountSpec]:
+    """The linkage report as release specs over the year's linkage flags (``WS/dataset/linkage/<year>.parquet``),
+    each a small one-way table the gate computes itself:
+
+    - ``linkage_<year>_partners``: persons by the number of partners holding them (the overlap);
+    - ``linkage_<year>_coverage_<partner>``: persons held / not held by each partner;
+    - ``linkage_<year>_conflicts``: persons by the kind of shared-attribute conflict (none, or which attributes);
+    - ``linkage_<year>_resolution``: persons by outcome (no conflict, resolved by the rule, excluded).
+
+    One-way tables keep cells large enough for the output-checking rules at city scale; the full overlap
+    pattern table stays internal (``WS/internal/linkage-<year>.json``).
+    """
     y = report.year
-    population = f"persons held by any partner, reference year {y}"
-    persons = flags.get_column(KEY) if KEY in flags.columns else None  # for the gate's differencing rule only
-    requests = [
-        CountTable(
+    common = {"years": (y,), "table": "linkage"}
+    specs = [
+        CountSpec(
             name=f"linkage_{y}_partners",
             description=f"Persons by the number of partners holding them, {y}.",
-            population=population,
-            data=data,
             by=("partners",),
-            persons=persons,
-            keys={"partners": tuple(range(1, len(PARTNERS) + 1))},
+            **common,
         )
     ]
-    for partner, column in zip(PARTNERS, presence, strict=True):
+    for partner in PARTNERS:
         if partner in report.partners:
-            requests.append(
-                CountTable(
+            specs.append(
+                CountSpec(
                     name=f"linkage_{y}_coverage_{partner}",
                     description=f"Persons held and not held by {partner}, {y}.",
-                    population=population,
-                    data=data,
-                    by=(column,),
-                    persons=persons,
-                    keys={column: (False, True)},
+                    by=(f"in_{partner}",),
+                    **common,
                 )
             )
-    if resolution_cols:
-        requests.append(
-            CountTable(
+    if len(report.partners) > 1:
+        specs.append(
+            CountSpec(
                 name=f"linkage_{y}_conflicts",
                 description=f"Persons by which shared attributes the partners disagree on, {y}.",
-                population=population,
-                data=data,
                 by=("conflict_kind",),
-                persons=persons,
-                keys={"conflict_kind": tuple(kinds)},
+                **common,
             )
         )
-        requests.append(
-            CountTable(
+        specs.append(
+            CountSpec(
                 name=f"linkage_{y}_resolution",
                 description=f"Persons without conflict, with a conflict resolved by the rule, or excluded, {y}.",
-                population=population,
-                data=data,
                 by=("resolution",),
-                persons=persons,
-                keys={"resolution": ("no_conflict", "resolved", "excluded")},
+                **common,
             )
         )
-    return requests
+    return specs
 
 
 def gate_release_hook(policy: Path, officer_keys: Sequence[Path]) -> Callable[[WorkspacePaths], ReleaseHook]:
@@ -400,13 +395,13 @@ def gate_release_hook(policy: Path, officer_keys: Sequence[Path]) -> Callable[[W
     """
 
     def bind(paths: WorkspacePaths) -> ReleaseHook:
-        def release(flags: pl.DataFrame, report: LinkageReport) -> tuple[str, ...]:
+        def release(report: LinkageReport) -> tuple[str, ...]:
             outcomes: list[str] = []
             with Gate.open(paths.root, policy, list(officer_keys)) as gate:
-                for request in linkage_release_requests(flags, report):
-                    result = gate.release(request, requested_by=REQUESTED_BY)
+                for spec in linkage_release_specs(report):
+                    result = gate.release(spec, requested_by=REQUESTED_BY)
                     reasons = f" ({'; '.join(result.reasons)})" if result.reasons else ""
-                    outcomes.append(f"{request.name}: {result.outcome}{reasons}")
+                    outcomes.append(f"{spec.name}: {result.outcome}{reasons}")
             return tuple(outcomes)
 
         return release
@@ -461,34 +456,39 @@ def link_workspace(
 
 
 def link_tables(
-    tables: dict[str, Path], year: int, *, dataset_path: Path, report_path: Path
-) -> tuple[pl.DataFrame, LinkageReport]:
-    """Link the Parquet ``tables`` (``{partner: path}``) of one year; write the dataset and the internal report.
-
-    Returns the linked frame's pseudonym and count columns (presence, conflict and resolution flags; no
-    attributes) for the release gate, and the report. Both files are written atomically.
-    """
+    tables: dict[str, Path], year: int, *, dataset_path: Path, report_path: Path, flags_path: Path | None = None
+) -> LinkageReport:
+    """Link the Parquet ``tables`` (``{partner: path}``) of one year; write the dataset, the internal report and
+    (at ``flags_path``) the linkage flags the release gate counts the report from. Every file is written
+    atomically."""
     scans = {p: pl.scan_parquet(path) for p, path in tables.items()}
     linked = link_frames(scans, year).collect(engine="streaming")
     report = report_from_frame(linked, year, tuple(tables))
     count_columns = [c for c in linked.columns if c.startswith(("in_", "conflict_", "resolution_"))]
-    flags = linked.select(KEY, *count_columns)
+    if flags_path is not None:
+        flags_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(flags_path) as tmp:
+            linkage_flags(linked.select(KEY, *count_columns)).write_parquet(tmp, statistics=True)
     with atomic_path(dataset_path) as tmp:
         # sorted by pseudonym: the full joins leave rows in no particular order, and the analysis (folds, ties)
         # must give the same numbers for the same data
         linked.filter(~_unresolved_any(linked.columns)).sort(KEY).write_parquet(tmp, statistics=True)
     del linked
     atomic_write_bytes(report_path, (json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n").encode())
-    return flags, report
+    return report
 
 
 def _link_year(paths: WorkspacePaths, year: int, partners: list[str], release: ReleaseHook | None) -> LinkedYear:
     dataset_path = paths.dataset_for(year)
     report_path = paths.internal / f"linkage-{year}.json"
-    flags, report = link_tables(
-        {p: paths.table(p, year) for p in partners}, year, dataset_path=dataset_path, report_path=report_path
+    report = link_tables(
+        {p: paths.table(p, year) for p in partners},
+        year,
+        dataset_path=dataset_path,
+        report_path=report_path,
+        flags_path=paths.dataset / "linkage" / f"{year}.parquet",
     )
-    released: tuple[str, ...] = release(flags, report) if release is not None else ()
+    released: tuple[str, ...] = release(report) if release is not None else ()
     with write_state(paths) as db:
         db.execute(
             "INSERT INTO link_runs (year, persons, excluded, dataset_path, report_path, linked_at)"

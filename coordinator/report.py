@@ -37,8 +37,10 @@ from kansrijk.fsutil import atomic_write_bytes
 from kansrijk.gate.ledger import HEAD_FILE, RELEASED_DIR
 from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.release import ReleasePolicy, load_release_policy
+from kansrijk.stats.association import reading as association_reading
 
 RELEASE_FORMAT = "kansrijk-release"
+RELEASE_VERSION = 2  # version 2: the document records the spec the gate computed it from
 TEMPLATE = "report.html.j2"
 FEATURE_SETS = {"all": "all variables", "factor": "factor model", "factor_model": "factor model"}
 _MISSING = "–"
@@ -124,7 +126,7 @@ def load_released(workspace: Path) -> tuple[list[ReleasedOutput], LedgerHead]:
 def _read_release(path: Path) -> ReleasedOutput:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != RELEASE_FORMAT or doc.get("version") != 1:
+        if doc.get("format") != RELEASE_FORMAT or doc.get("version") != RELEASE_VERSION:
             raise KeyError("format")
         return ReleasedOutput(
             name=str(doc["name"]),
@@ -144,7 +146,7 @@ def _read_release(path: Path) -> ReleasedOutput:
         )
     except (ValueError, KeyError, TypeError, ZeroDivisionError, AttributeError):
         raise InputError(
-            f"{path}: not a release document written by the gate (format {RELEASE_FORMAT} v1)",
+            f"{path}: not a release document written by the gate (format {RELEASE_FORMAT} v{RELEASE_VERSION})",
             hint="only the release gate writes to WS/released/; run: kansrijk ledger verify WS",
         ) from None
 
@@ -1445,9 +1447,12 @@ def woz_section(association: Sequence[ReleasedOutput]) -> Section:
             tables.append(
                 TableView("Association tests", ("test", "distribution", "statistic", "p-value", "persons"), rows)
             )
-            reading = re.search(r"Reading at alpha ([0-9.]+): ([^.]*)", tests[0].description)
-            if reading:
-                text = f"Reading at significance level {reading.group(1)}: {reading.group(2)}."
+            alpha = re.search(r"Read at alpha ([0-9.]*[0-9])", tests[0].description)
+            p_values = {_part(r, 1): r.values.get("p_value") for r in tests}
+            needed = ("linear_lr", "nonlinearity_lr", "spline_lr")
+            if alpha and all(isinstance(p_values.get(t), float) for t in needed):
+                reading = association_reading({t: float(p_values[t]) for t in needed}, float(alpha.group(1)))
+                text = f"Reading at significance level {alpha.group(1)}: {reading}."
         tables.extend(regression_table(r) for r in group if r.kind == "regression")
         items.append(
             Item(

@@ -1,8 +1,9 @@
 """Release requests for the differentially private models an analysis plan asks for (``outcomes.<o>.model =
 "dp_tree" | "dp_boosted"``, or one of those in ``outcomes.<o>.models`` next to ``"tree"``).
 
-The analysis does not train these models: it builds one ``DpModelRequest`` per outcome and feature set, with the
-outcome population's person-level data, and the release gate debits the epsilon, trains the model through OpenDP
+The analysis does not train these models: it builds one ``DpModelSpec`` per outcome and feature set (the outcome
+population as conditions, never data), and the release gate selects the persons itself, debits the epsilon,
+trains the model through OpenDP
 and releases structure, importances and held-out metrics (``kansrijk.gate.dp_models``). Code variables (buurt,
 wijk) have no public category list and are left out; numeric variables need public bin edges (the release
 policy's ``dp_model.bin_edges`` or the plan's). Pooled years are not offered: a person appears once per year
@@ -14,11 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import polars as pl
-
-from coordinator.analysis.plan import PERSON, LoadedPolicies, feature_variables, previous_year_base
+from coordinator.analysis.plan import LoadedPolicies, feature_variables, previous_year_base
 from coordinator.analysis.trees import seed_int, stable_seed
-from kansrijk.gate.requests import DpModelRequest
+from kansrijk.gate.specs import Condition, DpModelSpec
 from kansrijk.schema import VARIABLES, Kind
 
 
@@ -35,10 +34,10 @@ def dp_features(columns: list[str], policies: LoadedPolicies, outcome: str, feat
 
 
 def dp_model_requests(
-    *, scope_name: str, scope_label: str, grouped: bool, outcome: str, pop: pl.DataFrame, policies: LoadedPolicies,
-    stamp: str,
-) -> Iterator[tuple[str, DpModelRequest]]:  # fmt: skip
-    """(feature set, request) for every feature set of the plan; nothing for pooled (grouped) scopes."""
+    *, scope_name: str, years: tuple[int, ...], grouped: bool, outcome: str, columns: list[str],
+    cohort: tuple[Condition, ...], policies: LoadedPolicies, stamp: str,
+) -> Iterator[tuple[str, DpModelSpec]]:  # fmt: skip
+    """(feature set, spec) for every feature set of the plan; nothing for pooled (grouped) scopes."""
     if grouped:
         return
     plan = policies.plan
@@ -48,9 +47,7 @@ def dp_model_requests(
     epsilon = spec.epsilon if spec.epsilon is not None else settings.epsilon
     boosted = model == "dp_boosted"
     for fs in plan.feature_sets:
-        features = dp_features(pop.columns, policies, outcome, fs)
-        columns = [outcome, *features, *([PERSON] if PERSON in pop.columns else [])]
-        data = pop.select(columns).with_columns(pl.col(outcome).cast(pl.Boolean))
+        features = dp_features(columns, policies, outcome, fs)
         seed = seed_int(stable_seed(plan.seed, scope_name, outcome, fs, "dp_model"))
         shape = (
             f"{settings.boosted_trees} boosted trees of depth {settings.boosted_depth}"
@@ -59,25 +56,24 @@ def dp_model_requests(
         )
         yield (
             fs,
-            DpModelRequest(
+            DpModelSpec(
                 name=f"{scope_name}.{outcome}.{fs}.dp_model",
                 description=(
                     f"Differentially private model ({model}: {shape}) for {outcome} with the {fs} feature set, "
                     f"trained inside the release gate at epsilon {epsilon}: structure, importances, and ROC-AUC / "
                     f"PR-AUC from a noisy score histogram on 1 of {settings.folds} held-out folds.{stamp}"
                 ),
-                population=f"{outcome} population, {scope_label}",
-                data=data,
+                years=years,
+                population=cohort,
                 outcome=outcome,
                 features=features,
                 model=model,
-                epsilon=epsilon,
+                epsilon=str(epsilon),
                 max_depth=settings.boosted_depth if boosted else settings.max_depth,
                 trees=settings.boosted_trees if boosted else 1,
                 folds=settings.folds,
                 seed=seed,
                 bin_edges=settings.bin_edges,
-                person=PERSON if PERSON in pop.columns else None,
                 learning_rate=settings.learning_rate,
             ),
         )

@@ -30,15 +30,13 @@ import polars as pl
 
 from coordinator.workspace import WorkspacePaths, open_workspace
 from kansrijk.errors import AnalysisError, WorkspaceError
+from kansrijk.gate.data import LAST_YEAR, PERSON, with_previous_year
 from kansrijk.outcomes import outcome as outcome_def
 from kansrijk.policy.analysis import AnalysisPlan, load_analysis_plan
 from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.factors import DERIVED_INDICATORS, IDENTIFIERS, FactorModel, load_factor_model
 from kansrijk.policy.signing import OfficerKey, verify_policy
 from kansrijk.schema import VARIABLES, Kind
-
-PERSON = "pseudonym"
-LAST_YEAR = "_last_year"  # suffix of a previous-year feature: track_last_year is last year's track
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,24 +112,6 @@ def load_datasets(workspace: Path, plan: AnalysisPlan, plan_path: Path) -> dict[
     return out
 
 
-def with_previous_year(
-    frame: pl.DataFrame, previous: pl.DataFrame, variables: Sequence[str], source: str = "previous year"
-) -> pl.DataFrame:
-    """``frame`` with ``<variable>_last_year`` columns: each person's ``variables`` in ``previous`` (the linked
-    dataset of the year before), missing for persons without a record there. Frames that already hold them are
-    returned as they are."""
-    wanted = [v for v in variables if v in previous.columns and f"{v}{LAST_YEAR}" not in frame.columns]
-    if not wanted or PERSON not in frame.columns or PERSON not in previous.columns:
-        return frame
-    if previous.get_column(PERSON).is_duplicated().any():
-        raise AnalysisError(
-            f"{source}: a pseudonym occurs more than once, so last year's record is ambiguous",
-            hint="re-run coordinator link for that year (one row per person)",
-        )
-    last = previous.select(PERSON, *[pl.col(v).alias(f"{v}{LAST_YEAR}") for v in wanted])
-    return frame.join(last, on=PERSON, how="left", maintain_order="left")
-
-
 def attach_previous_years(datasets: dict[int, pl.DataFrame], variables: Sequence[str]) -> dict[int, pl.DataFrame]:
     """Every year's frame with last year's ``variables`` where the previous year is among ``datasets``."""
     if not variables:
@@ -185,6 +165,31 @@ def _not_binary(name: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Encoding:
+    """How one design column encodes its variable: ``numeric`` (the value), ``bool`` (0/1), ``onehot`` (1 when
+    the variable is ``categories[0]``) or ``rank`` (the position of the value in ``categories``)."""
+
+    how: str
+    variable: str
+    categories: tuple[object, ...] = ()
+
+    def split(self, threshold: float) -> dict[str, object]:
+        """The canonical rule of ``column <= threshold`` (what the gate re-applies to its own data)."""
+        if self.how == "numeric":
+            return {"var": self.variable, "threshold": float(threshold)}
+        if self.how == "bool":
+            return {"var": self.variable, "categories": tuple(v for v in (False, True) if float(v) <= threshold)}
+        if self.how == "onehot":  # 0 (not the category) goes left
+            return {"var": self.variable, "categories": tuple(c for c in self._all if c != self.categories[0])}
+        return {"var": self.variable, "categories": tuple(c for i, c in enumerate(self.categories) if i <= threshold)}
+
+    @property
+    def _all(self) -> tuple[object, ...]:
+        var = VARIABLES.get(self.variable.removesuffix(LAST_YEAR))
+        return tuple(var.categories) if var is not None else ()
+
+
+@dataclass(frozen=True, slots=True)
 class Design:
     """The numeric design matrix of one population and feature set."""
 
@@ -192,6 +197,7 @@ class Design:
     columns: tuple[str, ...]  # encoded column names, e.g. "sex=M", "woz_eur"
     variable_of: tuple[str, ...]  # canonical variable of each column
     dropped: tuple[str, ...]  # variables with no information in this population
+    encodings: tuple[Encoding, ...] = ()  # per column: how it encodes its variable (for the gate's tree spec)
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -207,25 +213,35 @@ class Design:
 
 def _encoders(
     frame: pl.DataFrame, name: str, one_hot_max_levels: int, ordinal: bool = False
-) -> list[tuple[str, pl.Expr]]:
+) -> list[tuple[str, pl.Expr, Encoding]]:
     col = pl.col(name)
     dtype = frame.schema[name]
     nan = pl.lit(float("nan"), dtype=pl.Float32)
     var = VARIABLES.get(name.removesuffix(LAST_YEAR))  # last year's track has the categories of track
     if dtype == pl.Boolean:
-        return [(name, col.cast(pl.Float32).fill_null(nan))]
+        return [(name, col.cast(pl.Float32).fill_null(nan), Encoding("bool", name))]
     if dtype.is_numeric():
-        return [(name, col.cast(pl.Float32).fill_null(nan))]
+        return [(name, col.cast(pl.Float32).fill_null(nan), Encoding("numeric", name))]
     if var is not None and var.kind is Kind.CATEGORY and len(var.categories) <= one_hot_max_levels and not ordinal:
         return [
-            (f"{name}={cat}", pl.when(col.is_null()).then(nan).otherwise((col == cat).cast(pl.Float32)))
+            (
+                f"{name}={cat}",
+                pl.when(col.is_null()).then(nan).otherwise((col == cat).cast(pl.Float32)),
+                Encoding("onehot", name, (cat,)),
+            )
             for cat in var.categories
         ]
     categories = list(var.categories) if var is not None and var.categories else None
     if categories is None:
         categories = sorted(v for v in frame.get_column(name).unique().to_list() if v is not None)
     mapping = {c: float(i) for i, c in enumerate(categories)}
-    return [(name, col.replace_strict(mapping, default=None, return_dtype=pl.Float32).fill_null(nan))]
+    return [
+        (
+            name,
+            col.replace_strict(mapping, default=None, return_dtype=pl.Float32).fill_null(nan),
+            Encoding("rank", name, tuple(categories)),
+        )
+    ]
 
 
 def encode(
@@ -237,9 +253,11 @@ def encode(
     ``features.ordinal``); each becomes one column, the rank of its category in that order.
     """
     named: list[tuple[str, str, pl.Expr]] = []
+    encodings: list[Encoding] = []
     for v in variables:
-        for column, expr in _encoders(frame, v, one_hot_max_levels, v.removesuffix(LAST_YEAR) in ordinal):
+        for column, expr, enc in _encoders(frame, v, one_hot_max_levels, v.removesuffix(LAST_YEAR) in ordinal):
             named.append((column, v, expr))
+            encodings.append(enc)
     if not named:
         raise AnalysisError("no feature variable is present in the dataset")
     full = frame.select([expr.alias(f"c{i}") for i, (_, _, expr) in enumerate(named)]).to_numpy()
@@ -259,12 +277,15 @@ def encode(
         columns=tuple(named[i][0] for i in keep),
         variable_of=tuple(named[i][1] for i in keep),
         dropped=dropped,
+        encodings=tuple(encodings[i] for i in keep),
     )
 
 
 __all__ = [
     "LAST_YEAR",
+    "PERSON",
     "Design",
+    "Encoding",
     "LoadedPolicies",
     "attach_previous_years",
     "dataset_years",

@@ -1,6 +1,11 @@
-"""The analysis pipeline: plan + datasets in, release requests out, each one sent through the release gate.
+"""The analysis pipeline: plan + datasets in, release specs out, each one sent through the release gate.
 
-``analysis_requests`` is a generator of ``Planned`` requests (pure: it computes, never writes); ``run_analysis``
+A spec carries no data: tables and tests name their population (the plan's cohort, a reference year or pooled
+years, the outcome known) and the gate computes them; a tree is submitted as its structure and the gate counts its
+nodes itself; metrics and comparisons hand the gate the out-of-fold scores of the persons, and the gate computes
+every metric and class count from them and the outcome it reads itself.
+
+``analysis_requests`` is a generator of ``Planned`` specs (pure: it computes, never writes); ``run_analysis``
 opens the gate, checks the plan against the release policy, sends every request to ``Gate.release`` and returns
 a summary built **only from what the gate released** (suppressed cells and refused outputs show no numbers).
 
@@ -21,12 +26,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from coordinator.analysis import association as assoc
-from coordinator.analysis.compare import Comparison, paired_bootstrap, unpaired_bootstrap
 from coordinator.analysis.dp_models import describe_dp_model, dp_model_requests
 from coordinator.analysis.factors import factor_coverage
 from coordinator.analysis.plan import (
     PERSON,
+    Design,
     LoadedPolicies,
     attach_previous_years,
     encode,
@@ -37,21 +41,28 @@ from coordinator.analysis.plan import (
 from coordinator.analysis.trees import (
     CvResult,
     LeafRules,
+    ReleasableTree,
     TreeSettings,
     cross_validate,
     fit_final_tree,
     prune_to_rules,
+    seed_int,
     stable_seed,
 )
-from kansrijk.gate.requests import (
-    CountTable,
-    FeatureImportances,
-    MeanTable,
-    ModelMetrics,
-    RegressionResult,
-    ReleaseRequest,
-    TestResult,
-    TreeStructure,
+from kansrijk.gate.specs import (
+    ComparisonSpec,
+    Condition,
+    CountSpec,
+    ImportanceSpec,
+    MeanSpec,
+    MetricsSpec,
+    RegressionSpec,
+    ReleaseSpec,
+    ScoreSet,
+    SplitNode,
+    TestSpec,
+    TreeSpec,
+    where,
 )
 from kansrijk.policy.analysis import check_plan_against_release
 from kansrijk.policy.signing import OfficerKey
@@ -62,9 +73,9 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """One release request with what it is about (for the summary)."""
+    """One release spec with what it is about (for the summary)."""
 
-    request: ReleaseRequest
+    request: ReleaseSpec
     scope: str
     outcome: str = ""
     feature_set: str = ""
@@ -125,15 +136,50 @@ class Scope:
     label: str  # "reference year 2023"
     frame: pl.DataFrame
     grouped: bool  # persons may appear more than once (pooled years)
+    years: tuple[int, ...] = ()
 
 
 def scopes_of(datasets: dict[int, pl.DataFrame], pooled: bool) -> list[Scope]:
-    out = [Scope(str(y), f"reference year {y}", f, False) for y, f in sorted(datasets.items())]
+    out = [Scope(str(y), f"reference year {y}", f, False, (y,)) for y, f in sorted(datasets.items())]
     if pooled and len(datasets) > 1:
         frame = pl.concat([datasets[y] for y in sorted(datasets)], how="diagonal_relaxed")
         years = "+".join(str(y) for y in sorted(datasets))
-        out.append(Scope("pooled", f"reference years {years} pooled", frame, True))
+        out.append(Scope("pooled", f"reference years {years} pooled", frame, True, tuple(sorted(datasets))))
     return out
+
+
+def cohort_conditions(policies: LoadedPolicies) -> tuple[Condition, ...]:
+    """The plan's cohort as the gate's population conditions (the same persons ``load_datasets`` keeps)."""
+    c = policies.plan.cohort
+    return (where("age_years", ">=", c.min_age), where("age_years", "<=", c.max_age))
+
+
+def scores_of(pop: pl.DataFrame, scores: np.ndarray, folds: np.ndarray | None = None) -> ScoreSet:
+    """Out-of-fold scores keyed by person and reference year, for the gate to compute metrics from."""
+    frame = pop.select(PERSON, pl.col("year").cast(pl.Int32)).with_columns(
+        pl.Series("score", np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0))
+    )
+    if folds is not None:
+        frame = frame.with_columns(pl.Series("fold", np.asarray(folds, dtype=np.int32)))
+    return ScoreSet(frame)
+
+
+def tree_nodes(tree: ReleasableTree, design: Design) -> tuple[SplitNode, ...]:
+    """A pruned tree as the structure the gate re-applies: every split on a canonical variable (one-hot and rank
+    columns become category sets), no counts."""
+    index = {c: i for i, c in enumerate(design.columns)}
+    out = []
+    for node in tree.nodes:
+        if node.is_leaf:
+            out.append(SplitNode(node_id=node.node_id))
+            continue
+        rule = design.encodings[index[str(node.feature)]].split(float(node.threshold or 0.0))
+        out.append(
+            SplitNode(
+                node_id=node.node_id, left=node.left, right=node.right, missing_left=bool(node.missing_left), **rule
+            )
+        )
+    return tuple(out)
 
 
 def count_model_fits(policies: LoadedPolicies, scopes: Sequence[Scope]) -> int:
@@ -165,12 +211,6 @@ def _settings(policies: LoadedPolicies) -> TreeSettings:
     )
 
 
-def _persons(frame: pl.DataFrame) -> pl.Series | None:
-    """The person keys of a population (repeated keys of pooled years count once): the gate compares
-    populations with them when it checks differencing; they are never released."""
-    return frame.get_column(PERSON) if PERSON in frame.columns else None
-
-
 def _stamp(policies: LoadedPolicies) -> str:
     return f" [plan {policies.plan_digest}; factor model {policies.factors_digest}]"
 
@@ -191,6 +231,7 @@ def analysis_requests(
     plan = policies.plan
     settings = _settings(policies)
     stamp = _stamp(policies)
+    cohort = cohort_conditions(policies)
     scopes = scopes_of(attach_previous_years(datasets, plan.features.previous_year), plan.cohort.pooled)
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
     for scope in scopes:
@@ -207,16 +248,13 @@ def analysis_requests(
                 if not modelled
                 else f"positives at least the plan's minimum of {minimum}: modelled"
             )
-            population = f"{o} population, {scope.label}"
             yield Planned(
-                CountTable(
+                CountSpec(
                     name=f"{scope.name}.{o}.positives",
                     description=f"Persons with and without {o} in its population; {reason}.{stamp}",
-                    population=population,
-                    data=pop.select(o),
+                    years=scope.years,
+                    population=cohort,
                     by=(o,),
-                    keys={o: (False, True)},
-                    persons=_persons(pop),
                 ),
                 scope.name,
                 o,
@@ -231,9 +269,9 @@ def analysis_requests(
                     scope, o, pop, y, policies, settings, leaf_rules, progress, oof_sink, cv_by_scope
                 )
             if spec.dp_kind is not None:  # trained inside the gate with DP (coordinator/analysis/dp_models.py)
-                for fs, dp_request in dp_model_requests(scope_name=scope.name, scope_label=scope.label,
-                                                        grouped=scope.grouped, outcome=o, pop=pop,
-                                                        policies=policies, stamp=stamp):  # fmt: skip
+                for fs, dp_request in dp_model_requests(scope_name=scope.name, years=scope.years,
+                                                        grouped=scope.grouped, outcome=o, columns=pop.columns,
+                                                        cohort=cohort, policies=policies, stamp=stamp):  # fmt: skip
                     yield Planned(dp_request, scope.name, o, fs, part="dp_model", note="differentially private")
         if plan.association is not None:
             yield from _association_requests(scope, policies)
@@ -257,7 +295,7 @@ def _tree_requests(
     plan = policies.plan
     stamp = _stamp(policies)
     k = plan.metrics.top_k_percent
-    population = f"{o} population, {scope.label}"
+    cohort = cohort_conditions(policies)
     results: dict[str, CvResult] = {}
     groups = pop.get_column(PERSON).to_numpy() if scope.grouped and PERSON in pop.columns else None
     for fs in plan.feature_sets:
@@ -271,47 +309,40 @@ def _tree_requests(
         cv_by_scope[(scope.name, o, fs)] = (y, cv)
         if oof_sink is not None:
             oof_sink[(scope.name, o, fs)] = cv.oof
-        yield from _model_requests(
-            scope, o, fs, design, y, cv, settings, seed, leaf_rules, policies, progress, _persons(pop)
-        )
+        yield from _model_requests(scope, o, fs, pop, design, y, cv, settings, seed, leaf_rules, policies, progress)
     if len(results) == 2:
-        rng = np.random.default_rng(stable_seed(plan.seed, scope.name, o, "compare"))
-        comp = paired_bootstrap(
-            y,
-            results["all"].oof,
-            results["factor_model"].oof,
-            top_k_percent=k,
-            replicates=plan.metrics.bootstrap_replicates,
-            confidence=plan.metrics.confidence,
-            rng=rng,
-        )
         yield Planned(
-            ModelMetrics(
+            ComparisonSpec(
                 name=f"{scope.name}.{o}.compare",
                 description=(
                     f"All variables minus factor model, out-of-fold, paired bootstrap over persons "
-                    f"({comp.replicates} replicates, {comp.confidence:.0%} percentile intervals); keys "
-                    f"<metric>.all, <metric>.factor_model, <metric>.delta, .ci_low, .ci_high, .p.{stamp}"
+                    f"({plan.metrics.bootstrap_replicates} replicates, {plan.metrics.confidence:.0%} percentile "
+                    f"intervals); keys <metric>.all, <metric>.factor_model, <metric>.delta, .ci_low, .ci_high, "
+                    f".p.{stamp}"
                 ),
-                population=population,
-                metrics=_comparison_metrics(comp),
-                n=comp.n,
-                n_positive=comp.n_positive,
-                model="decision_tree: all vs factor_model",
+                years=scope.years,
+                population=cohort,
                 outcome=o,
-                persons=_persons(pop),
+                a=scores_of(pop, results["all"].oof),
+                b=scores_of(pop, results["factor_model"].oof),
+                labels=("all", "factor_model"),
+                replicates=plan.metrics.bootstrap_replicates,
+                confidence=plan.metrics.confidence,
+                top_k_percent=k,
+                seed=seed_int(stable_seed(plan.seed, scope.name, o, "compare")),
+                model="decision_tree: all vs factor_model",
             ),
             scope.name,
             o,
             "all-vs-factor_model",
             part="compare",
-            note="ranking (AUC) and finding positives (recall@k) disagree" if comp.disagree else "",
         )
     if "all" in results:
         cov = factor_coverage(o, policies.factors, results["all"].permutation)
         importances = {f.factor: float(f.importance) for f in cov.factors if f.importance is not None}
+        indicators = {f.factor: f.present for f in cov.factors if f.importance is not None}
         yield Planned(
-            FeatureImportances(
+            ImportanceSpec(
                 name=f"{scope.name}.{o}.factors",
                 description=(
                     f"Factor importance: sum of the factor's indicators' permutation importances (ROC-AUC "
@@ -319,11 +350,12 @@ def _tree_requests(
                     f"{', '.join(cov.uncovered) or 'none'}; indicators absent from the data: "
                     f"{', '.join(cov.absent) or 'none'}.{stamp}"
                 ),
-                population=population,
+                years=scope.years,
+                population=cohort,
+                outcome=o,
                 importances=importances,
-                n=results["all"].n,
+                variables_of=indicators,
                 model="decision_tree: all variables",
-                persons=_persons(pop),
             ),
             scope.name,
             o,
@@ -337,7 +369,8 @@ def _model_requests(
     scope: Scope,
     o: str,
     fs: str,
-    design: Any,
+    pop: pl.DataFrame,
+    design: Design,
     y: np.ndarray,
     cv: CvResult,
     settings: TreeSettings,
@@ -345,36 +378,30 @@ def _model_requests(
     leaf_rules: LeafRules,
     policies: LoadedPolicies,
     progress: Progress | None,
-    persons: pl.Series | None = None,
 ) -> Iterator[Planned]:
     stamp = _stamp(policies)
-    population = f"{o} population, {scope.label}"
+    cohort = cohort_conditions(policies)
     model = (
         f"decision_tree(criterion={settings.criterion}, class_weight={settings.class_weight}, selected per fold "
         f"(max_depth, min_samples_leaf)={list(cv.selected)}, hierarchical shrinkage lambda="
         f"{[float(v) for v in cv.selected_shrinkage]})"
     )
-    metrics = dict(cv.metrics)
-    for m, values in cv.fold_metrics.items():
-        metrics[f"{m}.fold_sd"] = float(np.std(values, ddof=1))
-    metrics["top_k_percent"] = settings.top_k_percent
     base = f"{scope.name}.{o}.{fs}"
     yield Planned(
-        ModelMetrics(
+        MetricsSpec(
             name=f"{base}.metrics",
             description=(
                 f"Out-of-fold metrics of decision trees ({settings.folds}-fold stratified CV, cross-fitted grid "
                 f"selection) for {o} with the {fs} feature set: roc_auc, pr_auc (average precision), brier "
                 f"(unweighted probabilities), recall_at_k (top {settings.top_k_percent:g}% risk); .fold_sd = "
-                f"spread over folds.{stamp}"
+                f"spread over folds. Computed by the gate from the persons' out-of-fold scores.{stamp}"
             ),
-            population=population,
-            metrics=metrics,
-            n=cv.n,
-            n_positive=cv.n_positive,
-            model=model,
+            years=scope.years,
+            population=cohort,
             outcome=o,
-            persons=persons,
+            scores=scores_of(pop, cv.oof, cv.fold_of),
+            top_k_percent=settings.top_k_percent,
+            model=model,
         ),
         scope.name,
         o,
@@ -387,7 +414,7 @@ def _model_requests(
             values[v] = imp.mean
             values[f"{v}.sd"] = imp.sd
         yield Planned(
-            FeatureImportances(
+            ImportanceSpec(
                 name=f"{base}.importance.{method}",
                 description=(
                     f"{method.capitalize()} importance per canonical variable (mean over folds; <variable>.sd = "
@@ -395,11 +422,11 @@ def _model_requests(
                     + (" as a drop in ROC-AUC on the held-out fold" if method == "permutation" else "")
                     + f".{stamp}"
                 ),
-                population=population,
+                years=scope.years,
+                population=cohort,
+                outcome=o,
                 importances=values,
-                n=cv.n,
                 model=model,
-                persons=persons,
             ),
             scope.name,
             o,
@@ -413,24 +440,25 @@ def _model_requests(
             progress(1)
         tree = prune_to_rules(final, design, y, leaf_rules)
         yield Planned(
-            TreeStructure(
+            TreeSpec(
                 name=f"{base}.tree",
                 description=(
                     f"Decision tree for {o} ({fs} features) fitted on the whole population with (max_depth, "
                     f"min_samples_leaf)={cv.final_params}, pruned from {tree.leaves_before} to {tree.leaves_after} "
                     f"leaves so every leaf meets the release policy's leaf rules; class counts are persons "
-                    f"(negative, positive); a missing value follows the branch chosen at fitting. Scores use "
-                    f"hierarchical shrinkage lambda={cv.final_shrinkage:g}: s(child) = s(parent) + (p(child) - "
-                    f"p(parent)) / (1 + lambda / n(parent)), from these counts.{stamp}"
+                    f"(negative, positive), counted by the gate by applying the splits to its own data; a missing "
+                    f"value follows the branch chosen at fitting. Scores use hierarchical shrinkage "
+                    f"lambda={cv.final_shrinkage:g}: s(child) = s(parent) + (p(child) - p(parent)) / (1 + lambda / "
+                    f"n(parent)), from these counts.{stamp}"
                 ),
-                population=population,
-                nodes=tree.nodes,
-                classes=("negative", "positive"),
+                years=scope.years,
+                population=cohort,
+                outcome=o,
+                features=tuple(design.variables),
+                nodes=tree_nodes(tree, design),
                 min_samples_leaf=tree.min_samples_leaf,
                 max_depth=tree.max_depth,
                 model="decision_tree",
-                outcome=o,
-                persons=persons,
             ),
             scope.name,
             o,
@@ -439,90 +467,62 @@ def _model_requests(
         )
 
 
-def _comparison_metrics(comp: Comparison) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for m, d in comp.differences.items():
-        out[f"{m}.all"] = d.a
-        out[f"{m}.factor_model"] = d.b
-        out[f"{m}.delta"] = d.delta
-        out[f"{m}.ci_low"] = d.ci_low
-        out[f"{m}.ci_high"] = d.ci_high
-        out[f"{m}.p"] = d.p_two_sided
-    return out
-
-
 def _association_requests(scope: Scope, policies: LoadedPolicies) -> Iterator[Planned]:
+    """The association tests, the linear fit and the rate curve: specs the gate fits and computes itself."""
     spec = policies.plan.association
     assert spec is not None
     stamp = _stamp(policies)
     o, var = spec.outcome, spec.variable
     if o not in scope.frame.columns or var not in scope.frame.columns:
         return
-    pop = scope.frame.filter(pl.col(o).is_not_null() & pl.col(var).is_not_null())
-    if pop.height == 0:
-        return
-    rng = np.random.default_rng(stable_seed(policies.plan.seed, scope.name, "association"))
-    result = assoc.associate(
-        pop.get_column(var).cast(pl.Float64).to_numpy(),
-        pop.get_column(o).cast(pl.Int8).to_numpy(),
-        scale=spec.scale,
-        spline_df=spec.spline_df,
-        edges=spec.bin_edges,
-        permutations=spec.permutations,
-        rng=rng,
-    )
-    population = f"{o} population with known {var}, {scope.label}"
+    population = (*cohort_conditions(policies), where(var, "not_null"))
     base = f"{scope.name}.association"
-    for name, t in result.tests.items():
+    seed = seed_int(stable_seed(policies.plan.seed, scope.name, "association"))
+    for name in ("linear_wald", "linear_lr", "spline_lr", "nonlinearity_lr", "binned_lr", "mutual_information"):
         yield Planned(
-            TestResult(
+            TestSpec(
                 name=f"{base}.{name}",
                 description=(
-                    f"{name}: association of {o} with {var} ({t.distribution}, {t.df:g} df; the request's dof is "
-                    f"the residual degrees of freedom). Reading at alpha {spec.alpha}: "
-                    f"{result.verdict(spec.alpha)}.{stamp}"
+                    f"{name}: association of {o} with {var}, fitted by the gate on the persons with a known {var} "
+                    f"(statistic, reference distribution and df in the values; the request's dof is the residual "
+                    f"degrees of freedom). Read at alpha {spec.alpha}.{stamp}"
                 ),
+                years=scope.years,
                 population=population,
-                test=f"{name} ({t.distribution}, df={t.df:g})",
-                statistic=t.statistic,
-                dof=float(t.residual_dof),
-                p_value=t.p_value,
-                n=t.n,
-                persons=_persons(pop),
+                test=name,
+                outcome=o,
+                variable=var,
+                scale=spec.scale,
+                spline_df=spec.spline_df,
+                permutations=spec.permutations,
+                seed=seed,
             ),
             scope.name,
             o,
             part=f"association.{name}",
         )
     yield Planned(
-        RegressionResult(
+        RegressionSpec(
             name=f"{base}.linear_fit",
             description=f"Logistic regression of {o} on {var} / {spec.scale:g} alone (maximum likelihood).{stamp}",
+            years=scope.years,
             population=population,
-            coefficients=result.linear_coefficients,
-            std_errors=result.linear_std_errors,
-            n=result.n,
-            dof=result.n - 2,
-            model="logit",
-            persons=_persons(pop),
+            outcome=o,
+            variable=var,
+            scale=spec.scale,
         ),
         scope.name,
         o,
         part="association.linear_fit",
     )
-    labels = assoc.bin_labels(spec.bin_edges)
-    curve = pop.select(assoc.bin_expr(var, spec.bin_edges), pl.col(o).cast(pl.Float64).alias(o))
     yield Planned(
-        MeanTable(
+        MeanSpec(
             name=f"{base}.rate_by_bin",
-            description=f"Share of {o} per public {var} bin (the curve that shows the shape of the relation).{stamp}",
+            description=f"Share of {o} per public {var} band (the curve that shows the shape of the relation).{stamp}",
+            years=scope.years,
             population=population,
-            data=curve,
             value=o,
-            by=(assoc.BIN_COLUMN,),
-            keys={assoc.BIN_COLUMN: labels},
-            bounds=(0.0, 1.0),
-            persons=_persons(pop),
+            by=(var,),
         ),
         scope.name,
         o,
@@ -536,51 +536,38 @@ def _year_differences(
     policies: LoadedPolicies,
 ) -> Iterator[Planned]:
     plan = policies.plan
-    years = [s.name for s in scopes if s.name != "pooled"]
-    frames = {s.name: s.frame for s in scopes}
+    years = [s for s in scopes if s.name != "pooled"]
     stamp = _stamp(policies)
-    for a, b in itertools.pairwise(years):
+    cohort = cohort_conditions(policies)
+    for sa, sb in itertools.pairwise(years):
+        a, b = sa.name, sb.name
         for o in plan.outcomes:
             for fs in plan.feature_sets:
                 if (a, o, fs) not in cv_by_scope or (b, o, fs) not in cv_by_scope:
                     continue
-                ya, ca = cv_by_scope[(a, o, fs)]
-                yb, cb = cv_by_scope[(b, o, fs)]
-                rng = np.random.default_rng(stable_seed(plan.seed, a, b, o, fs, "years"))
-                comp = unpaired_bootstrap(
-                    yb,
-                    cb.oof,
-                    ya,
-                    ca.oof,
-                    top_k_percent=plan.metrics.top_k_percent,
-                    replicates=plan.metrics.bootstrap_replicates,
-                    confidence=plan.metrics.confidence,
-                    rng=rng,
-                )
-                parts = [_persons(frames[s].filter(pl.col(o).is_not_null())) for s in (a, b)]
-                both_years = None if any(s is None for s in parts) else pl.concat(parts)  # type: ignore[type-var]
-                metrics: dict[str, float] = {}
-                for m, d in comp.differences.items():
-                    metrics[f"{m}.{b}"] = d.a
-                    metrics[f"{m}.{a}"] = d.b
-                    metrics[f"{m}.delta"] = d.delta
-                    metrics[f"{m}.ci_low"] = d.ci_low
-                    metrics[f"{m}.ci_high"] = d.ci_high
-                    metrics[f"{m}.p"] = d.p_two_sided
+                _, ca = cv_by_scope[(a, o, fs)]
+                _, cb = cv_by_scope[(b, o, fs)]
+                pa = sa.frame.filter(pl.col(o).is_not_null())
+                pb = sb.frame.filter(pl.col(o).is_not_null())
                 yield Planned(
-                    ModelMetrics(
+                    ComparisonSpec(
                         name=f"years.{a}-{b}.{o}.{fs}",
                         description=(
                             f"Change of the out-of-fold metrics of {o} ({fs}) from {a} to {b} ({b} minus {a}); "
-                            f"independent bootstrap per year ({comp.replicates} replicates).{stamp}"
+                            f"independent bootstrap per year ({plan.metrics.bootstrap_replicates} replicates).{stamp}"
                         ),
-                        population=f"{o} population, reference years {a} and {b}",
-                        metrics=metrics,
-                        n=comp.n,
-                        n_positive=comp.n_positive,
-                        model="decision_tree",
+                        years=(*sa.years, *sb.years),
+                        population=cohort,
                         outcome=o,
-                        persons=both_years,
+                        a=scores_of(pb, cb.oof),
+                        b=scores_of(pa, ca.oof),
+                        labels=(b, a),
+                        mode="years",
+                        replicates=plan.metrics.bootstrap_replicates,
+                        confidence=plan.metrics.confidence,
+                        top_k_percent=plan.metrics.top_k_percent,
+                        seed=seed_int(stable_seed(plan.seed, a, b, o, fs, "years")),
+                        model="decision_tree",
                     ),
                     f"{a}-{b}",
                     o,

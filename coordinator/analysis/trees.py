@@ -36,7 +36,9 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
-from coordinator.analysis.metrics import (
+from coordinator.analysis.plan import Design
+from kansrijk.gate.requests import TreeNode
+from kansrijk.stats.metrics import (
     HIGHER_IS_BETTER,
     METRICS,
     Levels,
@@ -44,8 +46,6 @@ from coordinator.analysis.metrics import (
     metrics_from_counts,
     score_metrics,
 )
-from coordinator.analysis.plan import Design
-from kansrijk.gate.requests import TreeNode
 
 Grid = tuple[tuple[int, int], ...]
 Progress = Callable[[int], None]
@@ -495,6 +495,7 @@ def prune_to_rules(model: DecisionTreeClassifier, design: Design, y: np.ndarray,
                     threshold=float(tree.threshold[old]),
                     left=new_id[left[old]],
                     right=new_id[right[old]],
+                    missing_left=bool(tree.missing_go_to_left[old]),
                 )
             )
         else:

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from coordinator.analysis.association import associate, bin_labels, mutual_information
-from coordinator.analysis.compare import paired_bootstrap
-from coordinator.analysis.metrics import score_metrics
+from kansrijk.stats.association import associate, bin_labels, mutual_information
+from kansrijk.stats.compare import paired_bootstrap
+from kansrijk.stats.metrics import score_metrics
 from coordinator.analysis.plan import Design
 from coordinator.analysis.trees import (
     LeafRules,

@@ -95,13 +95,15 @@ def public_bounds(request: MeanTable | QuantileRequest) -> tuple[float, float]:
     )
 
 
-def _context(data: pl.DataFrame, epsilon: Fraction, max_persons: int) -> dp.Context:
+def _context(data: pl.DataFrame, epsilon: Fraction, max_persons: int, contributions: int = 1) -> dp.Context:
+    """One compositor for one release. ``contributions`` is the most rows one person has in ``data`` (one per
+    reference year, checked by the gate's data layer): the privacy unit stays one person."""
     return dp.Context.compositor(
         data=data.lazy(),
-        privacy_unit=dp.unit_of(contributions=1),
+        privacy_unit=dp.unit_of(contributions=contributions),
         privacy_loss=dp.loss_of(epsilon=float_at_most(epsilon)),
         split_evenly_over=1,
-        margins=[dp.polars.Margin(by=[], max_length=max_persons)],
+        margins=[dp.polars.Margin(by=[], max_length=max_persons * contributions)],
     )
 
 
@@ -161,28 +163,38 @@ def _noise(summary: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def measure(request: ReleaseRequest, epsilon: Fraction, *, max_persons: int, rounding: int = 1) -> DpResult:
-    """Answer ``request`` with OpenDP spending exactly ``epsilon`` (already debited by the caller)."""
+def measure(
+    request: ReleaseRequest, epsilon: Fraction, *, max_persons: int, rounding: int = 1, contributions: int = 1
+) -> DpResult:
+    """Answer ``request`` with OpenDP spending exactly ``epsilon`` (already debited by the caller); one person
+    contributes at most ``contributions`` rows (the gate passes the number of pooled reference years)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if isinstance(request, CountTable):
-            return _count(request.data, request.by, public_keys(request, request.by), epsilon, max_persons, rounding)
+            keys = public_keys(request, request.by)
+            return _count(request.data, request.by, keys, epsilon, max_persons, rounding, contributions)
         if isinstance(request, Histogram):
             dims = (*request.by, BIN)
             frame = histogram_frame(request).filter(pl.col(BIN).is_not_null())
             keys = public_keys(request, dims)
-            return _count(frame.select(dims), dims, keys, epsilon, max_persons, rounding)
+            return _count(frame.select(dims), dims, keys, epsilon, max_persons, rounding, contributions)
         if isinstance(request, MeanTable):  # and SumTable
-            return _sum_or_mean(request, epsilon, max_persons)
+            return _sum_or_mean(request, epsilon, max_persons, contributions)
         if isinstance(request, QuantileRequest):
-            return _quantile(request, epsilon, max_persons)
+            return _quantile(request, epsilon, max_persons, contributions)
     raise DpNotPossible(f"{request.kind} cannot be answered with DP by the gate")
 
 
 def _count(
-    data: pl.DataFrame, by: Sequence[str], keys: pl.DataFrame, epsilon: Fraction, max_persons: int, rounding: int
+    data: pl.DataFrame,
+    by: Sequence[str],
+    keys: pl.DataFrame,
+    epsilon: Fraction,
+    max_persons: int,
+    rounding: int,
+    contributions: int = 1,
 ) -> DpResult:
-    ctx = _context(data.select(list(by)), epsilon, max_persons)
+    ctx = _context(data.select(list(by)), epsilon, max_persons, contributions)
     query = ctx.query().group_by(list(by)).agg(dp.len().alias("n")).with_keys(keys)
     table, noise = _run(query, data.select(list(by)), epsilon)
     table = keys.join(table, on=list(by), how="left", nulls_equal=True).with_columns(
@@ -198,12 +210,12 @@ def _round_clamp(expr: pl.Expr, rounding: int) -> pl.Expr:
     return x.round(0).clip(lower_bound=0).cast(pl.Int64)
 
 
-def _sum_or_mean(request: MeanTable, epsilon: Fraction, max_persons: int) -> DpResult:
+def _sum_or_mean(request: MeanTable, epsilon: Fraction, max_persons: int, contributions: int = 1) -> DpResult:
     lo, hi = public_bounds(request)
     by = list(request.by)
     value = pl.col(request.value).cast(pl.Float64).fill_null(lo).clip(lo, hi)
     data = request.data.select([*by, value.alias(request.value)])
-    ctx = _context(data, epsilon, max_persons)
+    ctx = _context(data, epsilon, max_persons, contributions)
     agg = (
         pl.col(request.value).dp.sum((lo, hi)).alias("sum")
         if isinstance(request, SumTable)
@@ -227,13 +239,13 @@ def _sum_or_mean(request: MeanTable, epsilon: Fraction, max_persons: int) -> DpR
     return DpResult(table=table, noise=noise, epsilon=epsilon)
 
 
-def _quantile(request: QuantileRequest, epsilon: Fraction, max_persons: int) -> DpResult:
+def _quantile(request: QuantileRequest, epsilon: Fraction, max_persons: int, contributions: int = 1) -> DpResult:
     lo, hi = public_bounds(request)
     candidates = list(request.candidates) if request.candidates else list(np.linspace(lo, hi, 201))
     by = list(request.by)
     value = pl.col(request.value).cast(pl.Float64).fill_null(lo).clip(lo, hi)
     data = request.data.select([*by, value.alias(request.value)])
-    ctx = _context(data, epsilon, max_persons)
+    ctx = _context(data, epsilon, max_persons, contributions)
     aggs = [pl.col(request.value).dp.quantile(q, candidates).alias(f"q{q:g}") for q in request.quantiles]
     query = ctx.query()
     if by:

@@ -42,6 +42,8 @@ from kansrijk.gate import budget as budget_mod
 from kansrijk.gate import dp as dp_mod
 from kansrijk.gate import dp_models as dpm
 from kansrijk.gate import ledger as ledger_mod
+from kansrijk.gate.compute import materialise
+from kansrijk.gate.data import GateData
 from kansrijk.gate.ledger import (
     LEDGER_FILE,
     PENDING_PREFIX,
@@ -70,10 +72,12 @@ from kansrijk.gate.sdc import (
     marginalise,
     worst,
 )
+from kansrijk.gate.specs import ReleaseSpec
 from kansrijk.policy.release import ReleasePolicy
 from kansrijk.policy.signing import OfficerKey, load_signed_policy
 
 RELEASE_FORMAT = "kansrijk-release"
+RELEASE_VERSION = 2  # version 2: the document records the spec the gate computed it from
 TABULAR = (CountTable, Histogram, MeanTable, QuantileRequest)
 
 
@@ -178,6 +182,7 @@ class Gate:
         self.policy_digest = policy_digest
         self.released_dir = workspace / RELEASED_DIR
         self._conn = conn
+        self.data = GateData(workspace)
         # populations are immutable once stored (keyed by digest): cache them and the sizes of their differences
         self._populations: dict[str, Population] = {}
         self._set_differences: dict[tuple[str, str], tuple[int, int]] = {}
@@ -245,17 +250,25 @@ class Gate:
         return budget_mod.state(self._conn, self.policy.dataset, self.policy.dp)
 
     # -- the release ---------------------------------------------------------------------------------------
-    def release(self, request: ReleaseRequest, *, requested_by: str) -> ReleaseResult:
-        """Check ``request`` under the policy and release it, suppress parts of it, or refuse it.
+    def release(self, spec: ReleaseSpec, *, requested_by: str) -> ReleaseResult:
+        """Compute ``spec`` from the gate's own data, check it under the policy and release it, suppress parts of
+        it, or refuse it.
 
-        Every outcome (refusals included) is a committed ledger entry when this returns.
+        Only specs are taken (``kansrijk.gate.specs``): a request never carries rows, persons or counts. A
+        malformed spec raises ``RequestInvalid`` and changes nothing; every other outcome (refusals included) is
+        a committed ledger entry when this returns.
         """
-        result = self._release(request, requested_by)
+        if not isinstance(spec, ReleaseSpec):
+            raise RequestInvalid(
+                f"the gate takes release specs only, not {type(spec).__name__}: a request never carries data, "
+                f"persons or counts (kansrijk.gate.specs)"
+            )
+        result = self._release(spec, requested_by)
         ledger_mod.write_head_file(self.released_dir, *ledger_mod.head(self._conn))
         return result
 
-    def _release(self, request: ReleaseRequest, requested_by: str) -> ReleaseResult:
-        rule = self.policy.rule_for(request.kind)
+    def _release(self, spec: ReleaseSpec, requested_by: str) -> ReleaseResult:
+        rule = self.policy.rule_for(spec.kind)
         method = rule.method
         verdicts: list[RuleOutcome] = []
         if requested_by not in self.policy.requesters.allowed:
@@ -266,10 +279,15 @@ class Gate:
                     f"{requested_by!r} is not in the policy's requesters.allowed list",
                 )
             )
-            return self._refuse(request, requested_by, verdicts)
+            return self._refuse(spec, requested_by, verdicts)
         verdicts.append(RuleOutcome("requested_by", "pass", f"{requested_by!r} may request releases"))
+        computed = materialise(spec, self.data, self.policy)
+        request = computed.request
+        verdicts.extend(computed.verdicts)
+        if worst(computed.verdicts) == "refuse":
+            return self._refuse(spec, requested_by, verdicts)
         if isinstance(request, DpModelRequest):
-            return self._release_dp_model(request, requested_by, verdicts)
+            return self._release_dp_model(request, spec, requested_by, verdicts)
 
         check: TableCheck | None = None
         checked = request
@@ -278,7 +296,7 @@ class Gate:
                 keys = self._dp_preflight(request)
             except dp_mod.DpNotPossible as exc:
                 verdicts.append(RuleOutcome("dp_inputs", "refuse", str(exc)))
-                return self._refuse(request, requested_by, verdicts)
+                return self._refuse(spec, requested_by, verdicts)
             if keys:  # SDC checks the same cells DP answers, empty ones included
                 checked = dataclasses.replace(request, keys=keys)  # type: ignore[type-var]
         if method in ("sdc", "dp+sdc"):
@@ -288,18 +306,15 @@ class Gate:
                 check = check_table(checked, self.policy.sdc)
                 verdicts.extend(check.outcomes)
             if worst(verdicts) == "refuse":
-                return self._refuse(request, requested_by, verdicts)
+                return self._refuse(spec, requested_by, verdicts)
 
-        # the population differencing compares (outside the write lock: sorting the persons takes a moment)
-        persons = None
-        if method == "sdc" and request.persons is not None:
-            persons = Population.of(request.persons, request.name)
+        # the population differencing compares: the persons the gate itself selected (outside the write lock:
+        # sorting them takes a moment)
+        persons = Population.of(computed.persons, spec.name) if method == "sdc" else None
         with ledger_mod.immediate(self._conn):
-            if request.name in ledger_mod.released_names(self._conn):
-                verdicts.append(
-                    RuleOutcome("unique_name", "refuse", f"a release named {request.name!r} exists already")
-                )
-                return self._record_refusal(request, requested_by, verdicts)
+            if spec.name in ledger_mod.released_names(self._conn):
+                verdicts.append(RuleOutcome("unique_name", "refuse", f"a release named {spec.name!r} exists already"))
+                return self._record_refusal(spec, requested_by, verdicts)
             record = None
             if method == "sdc":
                 record = _difference_record(request, check) if check is not None else _count_record(request)
@@ -308,7 +323,7 @@ class Gate:
                 conflict = self._differencing(record)
                 verdicts.append(conflict)
                 if conflict.verdict == "refuse":
-                    return self._record_refusal(request, requested_by, verdicts)
+                    return self._record_refusal(spec, requested_by, verdicts)
             epsilon = Fraction(0)
             if method != "sdc":
                 assert self.policy.dp is not None and rule.epsilon is not None
@@ -316,19 +331,23 @@ class Gate:
                 why = budget_mod.refusal_reason(self._conn, self.policy.dataset, self.policy.dp, epsilon)
                 if why is not None:
                     verdicts.append(RuleOutcome("dp_budget", "refuse", why))
-                    return self._record_refusal(request, requested_by, verdicts)
+                    return self._record_refusal(spec, requested_by, verdicts)
                 budget_mod.spend(self._conn, self.policy.dataset, epsilon)
                 verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before measuring"))
                 dp_result = dp_mod.measure(
-                    request, epsilon, max_persons=self.policy.dp.max_persons, rounding=rule.rounding
+                    request,
+                    epsilon,
+                    max_persons=self.policy.dp.max_persons,
+                    rounding=rule.rounding,
+                    contributions=computed.contributions,
                 )
                 values = _dp_values(request, dp_result, check)
             else:
                 dp_result = None
-                values = _sdc_values(request, check, verdicts)
+                values = _sdc_values(request, check, verdicts, computed.withheld)
             outcome: Literal["released", "suppressed"] = "suppressed" if worst(verdicts) == "suppress" else "released"
             entry, pending, document = self._record_release(
-                request,
+                spec,
                 requested_by,
                 outcome=outcome,
                 method=method,
@@ -344,18 +363,18 @@ class Gate:
             _replace(tmp, final)
         cls = Suppressed if outcome == "suppressed" else Released
         return cls(
-            name=request.name,
-            kind=request.kind,
+            name=spec.name,
+            kind=spec.kind,
             verdicts=tuple(verdicts),
             entry_id=entry.entry_id,
             epsilon=epsilon,
-            path=self.released_dir / f"{request.name}.json",
+            path=self.released_dir / f"{spec.name}.json",
             document=document,
         )
 
     # -- differentially private models ------------------------------------------------------------------
     def _release_dp_model(
-        self, request: DpModelRequest, requested_by: str, verdicts: list[RuleOutcome]
+        self, request: DpModelRequest, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]
     ) -> ReleaseResult:
         """Check the request against ``[dp_model]``, debit its epsilon, then train, evaluate and release.
 
@@ -371,7 +390,7 @@ class Gate:
                     "the release policy has no [dp_model] section: it allows no differentially private models",
                 )
             )
-            return self._refuse(request, requested_by, verdicts)
+            return self._refuse(spec, requested_by, verdicts)
         problems = []
         if request.model not in rules.models:
             problems.append(f"model {request.model!r} is not in dp_model.models {list(rules.models)}")
@@ -383,7 +402,7 @@ class Gate:
             problems.append(f"epsilon {request.epsilon} exceeds dp_model.max_epsilon {rules.max_epsilon}")
         if problems:
             verdicts.append(RuleOutcome("dp_model_policy", "refuse", "; ".join(problems)))
-            return self._refuse(request, requested_by, verdicts)
+            return self._refuse(spec, requested_by, verdicts)
         verdicts.append(RuleOutcome("dp_model_policy", "pass", "model, depth, trees and epsilon within [dp_model]"))
         data = request.data.filter(pl.col(request.outcome).is_not_null())
         try:
@@ -392,7 +411,7 @@ class Gate:
             )
         except dpm.DpModelNotPossible as exc:
             verdicts.append(RuleOutcome("dp_inputs", "refuse", str(exc)))
-            return self._refuse(request, requested_by, verdicts)
+            return self._refuse(spec, requested_by, verdicts)
         verdicts.append(RuleOutcome("dp_inputs", "pass", "every feature has public bins"))
         settings = dpm.Settings(
             model=request.model,
@@ -406,17 +425,15 @@ class Gate:
             max_persons=budget.max_persons,
         )
         with ledger_mod.immediate(self._conn):
-            if request.name in ledger_mod.released_names(self._conn):
-                verdicts.append(
-                    RuleOutcome("unique_name", "refuse", f"a release named {request.name!r} exists already")
-                )
-                return self._record_refusal(request, requested_by, verdicts)
+            if spec.name in ledger_mod.released_names(self._conn):
+                verdicts.append(RuleOutcome("unique_name", "refuse", f"a release named {spec.name!r} exists already"))
+                return self._record_refusal(spec, requested_by, verdicts)
             epsilon = request.epsilon
             capped = budget.model_copy(update={"epsilon_per_release_max": rules.max_epsilon})
             why = budget_mod.refusal_reason(self._conn, self.policy.dataset, capped, epsilon)
             if why is not None:
                 verdicts.append(RuleOutcome("dp_budget", "refuse", why))
-                return self._record_refusal(request, requested_by, verdicts)
+                return self._record_refusal(spec, requested_by, verdicts)
             budget_mod.spend(self._conn, self.policy.dataset, epsilon)
             verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before training"))
             result = dpm.train_and_evaluate(
@@ -431,7 +448,7 @@ class Gate:
             if spent != epsilon:  # never release a model whose steps do not add up to the debit
                 raise RuntimeError(f"DP model steps spend {spent}, the ledger debited {epsilon}")
             entry, pending, document = self._record_release(
-                request,
+                spec,
                 requested_by,
                 outcome="released",
                 method="dp",
@@ -445,12 +462,12 @@ class Gate:
         for tmp, final in pending:
             _replace(tmp, final)
         return Released(
-            name=request.name,
-            kind=request.kind,
+            name=spec.name,
+            kind=spec.kind,
             verdicts=tuple(verdicts),
             entry_id=entry.entry_id,
             epsilon=epsilon,
-            path=self.released_dir / f"{request.name}.json",
+            path=self.released_dir / f"{spec.name}.json",
             document=document,
         )
 
@@ -547,7 +564,7 @@ class Gate:
 
     def _record_release(
         self,
-        request: ReleaseRequest,
+        spec: ReleaseSpec,
         requested_by: str,
         *,
         outcome: Literal["released", "suppressed"],
@@ -563,33 +580,34 @@ class Gate:
         seq = ledger_mod.next_seq(self._conn)
         document = {
             "format": RELEASE_FORMAT,
-            "version": 1,
-            "name": request.name,
-            "kind": request.kind,
-            "description": request.description,
-            "population": request.population,
+            "version": RELEASE_VERSION,
+            "name": spec.name,
+            "kind": spec.kind,
+            "description": spec.description,
+            "population": spec.population_label(),
             "outcome": outcome,
             "method": method,
             "requested_by": requested_by,
             "ledger_entry": f"L{seq:06d}",
             "policy_digest": self.policy_digest,
-            "request_digest": request.digest(),
+            "request_digest": spec.digest(),
+            "spec": spec.parameters(),
             "epsilon_spent": str(epsilon),
             "noisy": noise is not None,
             "noise": noise,
             "values": values,
             "verdicts": [v.to_json() for v in verdicts],
         }
-        files = {f"{request.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
+        files = {f"{spec.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
         if isinstance(values, dict) and "rows" in values:
-            files[f"{request.name}.csv"] = _csv(values)
+            files[f"{spec.name}.csv"] = _csv(values)
         pending = self._write_pending(seq, files)
         _fault_point("after_pending_write")
         entry = ledger_mod.append_entry(
             self._conn,
             requested_by=requested_by,
-            release_name=request.name,
-            kind=request.kind,
+            release_name=spec.name,
+            kind=spec.kind,
             outcome=outcome,
             request_digest=document["request_digest"],
             policy_digest=self.policy_digest,
@@ -614,19 +632,19 @@ class Gate:
             )
         return entry, pending, document
 
-    def _refuse(self, request: ReleaseRequest, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
+    def _refuse(self, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
         with ledger_mod.immediate(self._conn):
-            refused = self._record_refusal(request, requested_by, verdicts)
+            refused = self._record_refusal(spec, requested_by, verdicts)
         return refused
 
-    def _record_refusal(self, request: ReleaseRequest, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
+    def _record_refusal(self, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
         entry = ledger_mod.append_entry(
             self._conn,
             requested_by=requested_by,
-            release_name=request.name,
-            kind=request.kind,
+            release_name=spec.name,
+            kind=spec.kind,
             outcome="refused",
-            request_digest=request.digest(),
+            request_digest=spec.digest(),
             policy_digest=self.policy_digest,
             dataset=self.policy.dataset,
             epsilon=Fraction(0),
@@ -634,7 +652,7 @@ class Gate:
             verdicts=[v.to_json() for v in verdicts],
             outputs={},
         )
-        return Refused(name=request.name, kind=request.kind, verdicts=tuple(verdicts), entry_id=entry.entry_id)
+        return Refused(name=spec.name, kind=spec.kind, verdicts=tuple(verdicts), entry_id=entry.entry_id)
 
 
 def _replace(tmp: Path, final: Path) -> None:
@@ -704,7 +722,9 @@ def _statistics(request: ReleaseRequest) -> list[str]:
     return ["n"]
 
 
-def _sdc_values(request: ReleaseRequest, check: TableCheck | None, verdicts: list[RuleOutcome]) -> dict[str, Any]:
+def _sdc_values(
+    request: ReleaseRequest, check: TableCheck | None, verdicts: list[RuleOutcome], withheld: Sequence[str] = ()
+) -> dict[str, Any]:
     if check is not None:
         stats = _statistics(request)
         table = check.cells.select(
@@ -719,6 +739,8 @@ def _sdc_values(request: ReleaseRequest, check: TableCheck | None, verdicts: lis
     params = request.parameters()
     for key in ("kind", "name", "description", "population", "outcome"):
         params.pop(key, None)
+    if withheld:
+        params["withheld"] = list(withheld)
     if isinstance(request, TreeStructure) and any(
         v.rule.startswith("tree_") and v.verdict == "suppress" for v in verdicts
     ):

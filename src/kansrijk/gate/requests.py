@@ -1,22 +1,12 @@
-"""Release requests: typed values that say exactly what a release would reveal.
+"""The gate's internal, computed releases: every value and count in them comes from the gate itself.
 
-Analysis code never writes output; it builds one of these requests and hands it to ``Gate.release``. For
-tabular statistics the request carries the **person-level data** (one row per person) and the gate computes the
-statistic itself, so it can check cell counts and dominance and, where the policy says so, answer through
-OpenDP. Model outputs (metrics, importances, tree structures, tests, regressions) are computed by the analysis;
-their requests carry the numbers plus the counts the gate needs to check them (``n``, ``dof``, leaf counts).
+These types are built only by ``kansrijk.gate.compute`` from a release spec (``kansrijk.gate.specs``) and the data
+the gate reads; ``Gate.release`` refuses them from anyone else. Tabular ones hold the rows the gate selected (one
+row per person per reference year) and are checked and answered by ``kansrijk.gate.sdc`` and ``kansrijk.gate.dp``;
+model outputs hold the counts, metrics and fits the gate computed, checked by the model rules.
 
-Every request has:
-
-- ``name``: the unique release name; it becomes the file name under ``released/`` (``[a-z0-9][a-z0-9_.-]*``);
-- ``description``: one sentence a privacy officer reads in the ledger;
-- ``population``: a short label of the population filter (e.g. ``"cohort 2010, Rotterdam"``). Together with
-  the grouping variables it forms the *query signature* the gate uses to detect differencing between releases;
-- ``persons`` (optional): the person keys (the linked dataset's ``pseudonym`` column) of the population the
-  output describes. The gate uses them only to compare populations when checking differencing (inside the
-  secure environment); they are never written to the ledger entry or the release file.
-
-This module is a stable interface for other packages: add fields only with defaults, never rename.
+Each says what it reveals (the docstrings below), which the output-checking rules test. ``name`` becomes the file
+name under ``released/``; ``population`` is the spec's population in words.
 """
 
 from __future__ import annotations
@@ -85,11 +75,6 @@ def _frame_digest(data: pl.DataFrame, columns: tuple[str, ...]) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def _series_digest(series: pl.Series) -> str:
-    """SHA-256 over the Arrow IPC bytes of one column (the persons of a request)."""
-    return _frame_digest(series.rename("persons").to_frame(), ("persons",))
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -112,23 +97,16 @@ class ReleaseRequest:
     name: str
     description: str = ""
     population: str = ""
-    persons: pl.Series | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.kind, self.name)
-        if self.persons is not None and not isinstance(self.persons, pl.Series):
-            raise RequestInvalid(
-                f"{self.kind} request {self.name!r}: persons must be a polars Series of person keys (the "
-                f"pseudonym column), or None"
-            )
 
     # -- what the gate records --------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
-        """Every field except the data and the persons, as JSON-able values (recorded in the ledger and the
-        release file)."""
+        """Every field except the data, as JSON-able values (the released values of a model output)."""
         out: dict[str, Any] = {"kind": self.kind}
         for f in fields(self):
-            if f.name in ("data", "persons"):
+            if f.name == "data":
                 continue
             out[f.name] = _jsonable(getattr(self, f.name))
         return out
@@ -143,9 +121,6 @@ class ReleaseRequest:
         if isinstance(data, pl.DataFrame):
             params["data_sha256"] = _frame_digest(data, self.used_columns())
             params["data_rows"] = data.height
-        if self.persons is not None:
-            params["persons_sha256"] = _series_digest(self.persons)
-            params["persons_rows"] = self.persons.len()
         blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -341,7 +316,9 @@ class FeatureImportances(ReleaseRequest):
 
 @dataclass(frozen=True, kw_only=True)
 class TreeNode:
-    """One node of a decision tree. Leaves have ``feature=None``; ``class_counts`` are persons per class."""
+    """One node of a decision tree. Leaves have ``feature=None``; ``class_counts`` are persons per class. A split
+    sends a person left when ``feature <= threshold``, or (``categories``) when the feature is one of them; a
+    missing value goes left when ``missing_left``."""
 
     node_id: int
     depth: int
@@ -350,6 +327,8 @@ class TreeNode:
     threshold: float | None = None
     left: int | None = None
     right: int | None = None
+    categories: tuple[Any, ...] = ()
+    missing_left: bool | None = None
 
     @property
     def is_leaf(self) -> bool:

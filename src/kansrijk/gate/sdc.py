@@ -198,11 +198,38 @@ def compute_cells(request: ReleaseRequest, rules: SdcRules) -> tuple[pl.DataFram
     if isinstance(request, QuantileRequest):
         v = pl.col(request.value).cast(pl.Float64)
         frame = request.data.filter(pl.col(request.value).is_not_null())
-        aggs = [v.quantile(q, interpolation="linear").alias(f"q{q:g}") for q in request.quantiles]
-        aggs.append((v.n_unique() == 1).alias("all_same"))
+        aggs = [v.sort().alias("__values"), (v.n_unique() == 1).alias("all_same")]
         cells, shape = _aggregate(frame, request.by, aggs, request.keys)
+        t = max(rules.min_persons_per_cell, rules.min_quantile_contributors)
+        windows = [quantile_windows(np.asarray(vals or [], dtype=np.float64), request.quantiles, t)
+                   for vals in cells.get_column("__values").to_list()]  # fmt: skip
+        cells = cells.drop("__values").with_columns(
+            *[
+                pl.Series(f"q{q:g}", [w[i] if w is not None else None for w in windows], dtype=pl.Float64)
+                for i, q in enumerate(request.quantiles)
+            ],
+            pl.Series("window_ok", [w is not None for w in windows], dtype=pl.Boolean),
+        )
         return cells, request.by, shape
     raise TypeError(f"not a tabular request: {type(request).__name__}")
+
+
+def quantile_windows(values: np.ndarray, levels: Sequence[float], t: int) -> list[float] | None:
+    """Each level's released value: the mean of the ``t`` sorted values nearest the quantile, or None for the
+    whole group when any level's window has fewer than ``t`` persons below or above it, or two windows share a
+    person. An exact quantile is one person's value; the mean of ``t`` neighbours with ``t`` more on each side
+    is not, and disjoint windows keep two levels from being differenced into one person's value."""
+    n = values.size
+    out: list[float] = []
+    taken: list[tuple[int, int]] = []
+    for q in levels:
+        start = round(q * (n - 1) - (t - 1) / 2)
+        end = start + t  # exclusive
+        if start < t or n - end < t or any(start < b and a < end for a, b in taken):
+            return None
+        taken.append((start, end))
+        out.append(float(values[start:end].mean()))
+    return out
 
 
 def _cell_label(cells: pl.DataFrame, dims: Sequence[str]) -> pl.Series:
@@ -220,6 +247,7 @@ def primary_masks(cells: pl.DataFrame, request: ReleaseRequest, rules: SdcRules)
     masks: dict[str, pl.Expr] = {}
     if isinstance(request, QuantileRequest):
         masks["quantile_contributors"] = pl.col("n") < max(t, rules.min_quantile_contributors)
+        masks["quantile_window"] = ~pl.col("window_ok").fill_null(False)
         masks["all_values_same"] = pl.col("all_same").fill_null(False)
         return masks
     # zeros_are_disclosive is always true: a zero cell is caught by the threshold (0 < t).
@@ -464,6 +492,8 @@ def _reason(rule: str, count: int, rules: SdcRules) -> str:
         f"of the total",
         "all_values_same": f"{count} cell(s) where every contributor has the same value (class disclosure)",
         "quantile_contributors": f"{count} group(s) with fewer than {rules.min_quantile_contributors} contributors",
+        "quantile_window": f"{count} group(s) too small for a mean of {rules.min_quantile_contributors} values per "
+        f"level with as many persons on each side (or with levels whose windows overlap)",
     }.get(rule, f"{count} cell(s) fail {rule}")
 
 

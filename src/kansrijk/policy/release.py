@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, m
 
 from kansrijk.gate.requests import OutputKind
 from kansrijk.policy.common import PolicyModel, parse_policy
+from kansrijk.policy.grids import PublicGrids
 
 RELEASE_KIND = "release"
 
@@ -227,6 +228,7 @@ class ReleasePolicy(PolicyModel):
     dp: DpBudget | None = None
     outputs: dict[str, OutputRule] = Field(default_factory=_default_outputs)
     dp_model: DpModelRules | None = None
+    grids: PublicGrids = PublicGrids()
 
     @field_validator("outputs", mode="after")
     @classmethod

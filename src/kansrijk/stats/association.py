@@ -57,18 +57,24 @@ class AssociationResult:
 
     def verdict(self, alpha: float) -> str:
         """A one-line reading of the tests."""
-        lin = self.tests["linear_lr"].p_value < alpha
-        nonlin = self.tests["nonlinearity_lr"].p_value < alpha
-        anyassoc = self.tests["spline_lr"].p_value < alpha
-        if nonlin and not lin:
-            return "non-linear association: no linear trend, but the spline model fits significantly better"
-        if nonlin and lin:
-            return "association with a linear trend and significant non-linearity beyond it"
-        if lin:
-            return "linear association; no evidence of non-linearity"
-        if anyassoc:
-            return "association detected only jointly by the spline model"
-        return "no association detected"
+        return reading({name: t.p_value for name, t in self.tests.items()}, alpha)
+
+
+def reading(p_values: dict[str, float], alpha: float) -> str:
+    """A one-line reading of the linear, non-linearity and spline tests' p-values at ``alpha`` (the report reads
+    the released p-values with it)."""
+    lin = p_values["linear_lr"] < alpha
+    nonlin = p_values["nonlinearity_lr"] < alpha
+    anyassoc = p_values["spline_lr"] < alpha
+    if nonlin and not lin:
+        return "non-linear association: no linear trend, but the spline model fits significantly better"
+    if nonlin and lin:
+        return "association with a linear trend and significant non-linearity beyond it"
+    if lin:
+        return "linear association; no evidence of non-linearity"
+    if anyassoc:
+        return "association detected only jointly by the spline model"
+    return "no association detected"
 
 
 def bin_labels(edges: tuple[float, ...]) -> tuple[str, ...]:
@@ -179,4 +185,4 @@ def _unit(scale: float) -> str:
     return f"{scale:g}"
 
 
-__all__ = ["BIN_COLUMN", "AssociationResult", "TestOutcome", "associate", "bin_expr", "bin_labels"]
+__all__ = ["BIN_COLUMN", "AssociationResult", "TestOutcome", "associate", "bin_expr", "bin_labels", "reading"]

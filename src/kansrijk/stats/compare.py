@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.analysis.metrics import METRICS, Levels, metrics_from_counts
+from kansrijk.stats.metrics import METRICS, Levels, metrics_from_counts
 
 
 @dataclass(frozen=True, slots=True)
