@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+import polars as pl
+
 from kansrijk import crypto
 from kansrijk.policy.signing import sign_policy
 
@@ -25,3 +28,42 @@ def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) 
         target.write_text(text)
     sign_policy(target, sk)
     return target, pub, sk
+
+
+YEAR = 2023
+
+
+def person_keys(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` distinct 32-byte person keys from a seeded generator (stand-ins for P2 pseudonyms)."""
+    rng = np.random.default_rng(seed)
+    keys = {rng.bytes(32) for _ in range(n)}
+    while len(keys) < n:
+        keys.add(rng.bytes(32))
+    return sorted(keys)[:n]
+
+
+def write_dataset(ws: Path, frame: pl.DataFrame, year: int = YEAR, *, seed: int = 0, table: str = "linked") -> Path:
+    """Write ``frame`` (one row per person; canonical variable names) as the workspace's linked dataset of
+    ``year`` (or its linkage flags), the way ``coordinator link`` does: with a ``pseudonym`` column (added from
+    ``person_keys`` when missing) and the ``year``. Returns the file written."""
+    if "pseudonym" not in frame.columns:
+        frame = frame.with_columns(pl.Series("pseudonym", person_keys(frame.height, seed), dtype=pl.Binary))
+    if "year" not in frame.columns and table == "linked":
+        frame = frame.with_columns(pl.lit(year, dtype=pl.Int32).alias("year"))
+    folder = ws / "dataset" if table == "linked" else ws / "dataset" / "linkage"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{year}.parquet"
+    frame.write_parquet(path)
+    return path
+
+
+def gate_workspace(tmp: Path, frames: pl.DataFrame | dict[int, pl.DataFrame] | None = None, name: str = "ws") -> Path:
+    """A workspace directory for a gate under test holding ``frames`` (one frame: reference year 2023; or a
+    ``{year: frame}`` dict) as its linked datasets."""
+    ws = tmp / name
+    ws.mkdir(parents=True, exist_ok=True)
+    if isinstance(frames, pl.DataFrame):
+        frames = {YEAR: frames}
+    for year, frame in sorted((frames or {}).items()):  # the same persons every year (seed 0)
+        write_dataset(ws, frame, year)
+    return ws

@@ -164,6 +164,9 @@ def _orphans(ws: Path) -> list[str]:
             problems.append(f"temp file {rel}")
         elif p.is_file() and rel.startswith("tables/") and tables.get(rel) != "sha256:" + sha256_hex(p.read_bytes()):
             problems.append(f"unrecorded table {rel}")
+        elif p.is_file() and rel.startswith("dataset/linkage/"):  # a year's linkage flags go with its dataset
+            if f"dataset/{p.name}" not in datasets:
+                problems.append(f"unrecorded linkage flags {rel}")
         elif p.is_file() and rel.startswith("dataset/") and p.name[:4].isdigit() and rel not in datasets:
             problems.append(f"unrecorded dataset {rel}")
     return problems
