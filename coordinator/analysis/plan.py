@@ -179,8 +179,11 @@ class Encoding:
             return {"var": self.variable, "threshold": float(threshold)}
         if self.how == "bool":
             return {"var": self.variable, "categories": tuple(v for v in (False, True) if float(v) <= threshold)}
-        if self.how == "onehot":  # 0 (not the category) goes left
-            return {"var": self.variable, "categories": tuple(c for c in self._all if c != self.categories[0])}
+        if self.how == "onehot":  # the column is 1 for the category and 0 for every other one
+            return {
+                "var": self.variable,
+                "categories": tuple(c for c in self._all if float(c == self.categories[0]) <= threshold),
+            }
         return {"var": self.variable, "categories": tuple(c for i, c in enumerate(self.categories) if i <= threshold)}
 
     @property
