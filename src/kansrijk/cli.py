@@ -63,6 +63,7 @@ def _root(
 def _mount() -> None:
     """Mount every command group, in the order the data flows. A group without commands is not registered."""
     from coordinator.cli import app as coordinator_app
+    from coordinator.query_cli import app as query_app
     from kansrijk.demo import demo_command
     from kansrijk.gate.cli import ledger_app, policy_app
     from kansrijk.synth.cli import app as synth_app
@@ -73,6 +74,7 @@ def _mount() -> None:
     app.add_typer(coordinator_app, name="coordinator")
     app.add_typer(policy_app, name="policy")
     app.add_typer(ledger_app, name="ledger")
+    app.add_typer(query_app, name="query")
     app.command("demo")(demo_command)
 
 

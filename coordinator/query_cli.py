@@ -1,0 +1,170 @@
+"""``kansrijk query count|mean|sum|quantile|histogram|spec``: ad-hoc questions released through the gate.
+
+Thin commands: parse the options into a spec (``coordinator.query``), hand it to the gate, print what the gate
+released (suppressed cells show no number) or why it refused. A refusal exits with code 26.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coordinator.query import query_spec, spec_from_file
+from kansrijk.errors import GateError
+from kansrijk.gate.release import Gate
+from kansrijk.gate.specs import ReleaseSpec
+
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+app = typer.Typer(
+    help="Ask the release gate an ad-hoc question (counts, means, sums, quantiles, histograms); the gate computes "
+    "and checks every number.",
+    no_args_is_help=True,
+)
+REQUESTED_BY = "coordinator"
+
+
+class ReleaseRefused(GateError):
+    """The gate refused the query; its reasons are printed and recorded in the ledger."""
+
+    exit_code = 26
+
+
+Workspace = Annotated[Path, typer.Argument(help="The coordinator workspace (the gate reads its linked dataset).")]
+Name = Annotated[str, typer.Option("--name", help="Release name: the file under released/ (unique).")]
+Year = Annotated[list[int], typer.Option("--year", help="Reference year (repeat to pool several years).")]
+Where = Annotated[
+    list[str] | None,
+    typer.Option("--where", help="Population condition, e.g. 'age_years <= 12' or 'track in HAVO,VWO' (repeat)."),
+]
+By = Annotated[list[str] | None, typer.Option("--by", help="Grouping variable (repeat for a crosstab).")]
+Policy = Annotated[Path, typer.Option("--release-policy", help="The signed release policy.")]
+Officer = Annotated[list[Path] | None, typer.Option("--officer-key", help="A trusted privacy officer's public key.")]
+TableOpt = Annotated[str, typer.Option("--table", help="'linked' (the dataset) or 'linkage' (linkage flags).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the gate's release document as JSON.")]
+Requester = Annotated[str, typer.Option("--requested-by", help="Who asks (must be in the policy's allow-list).")]
+
+
+def _release(
+    workspace: Path, spec: ReleaseSpec, policy: Path, officer_key: list[Path] | None, requester: str, as_json: bool
+) -> None:
+    with Gate.open(workspace, policy, list(officer_key or [])) as gate:
+        result = gate.release(spec, requested_by=requester)
+    document: dict[str, Any] = getattr(result, "document", {}) or {}
+    if as_json:
+        console.print_json(json.dumps(document or {"name": spec.name, "outcome": "refused", "reasons": result.reasons}))
+    if result.outcome == "refused":
+        raise ReleaseRefused(
+            f"{spec.name}: refused by the gate ({result.entry_id}): " + "; ".join(result.reasons),
+            hint="coarsen the grouping, widen the population, or use the policy's public grids",
+        )
+    if as_json:
+        return
+    values = document.get("values", {})
+    console.print(
+        f"{spec.name}: {result.outcome} ({result.entry_id}, epsilon {result.epsilon}) — {spec.population_label()}"
+    )
+    if "rows" in values:
+        table = Table(*[str(c) for c in values["columns"]])
+        for row in values["rows"]:
+            table.add_row(*["—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        console.print(table)
+    for reason in result.reasons:
+        console.print(f"  note: {reason}", markup=False)
+
+
+def _command(kind: str, doc: str):
+    def command(
+        workspace: Workspace,
+        name: Name,
+        year: Year,
+        release_policy: Policy,
+        where: Where = None,
+        by: By = None,
+        value: Annotated[
+            str | None, typer.Option("--value", help="The value variable (mean, sum, quantile, histogram).")
+        ] = None,
+        level: Annotated[
+            list[float] | None, typer.Option("--level", help="Quantile level from the policy's grid.")
+        ] = None,
+        officer_key: Officer = None,
+        table: TableOpt = "linked",
+        requested_by: Requester = REQUESTED_BY,
+        as_json: AsJson = False,
+    ) -> None:
+        spec = query_spec(
+            kind, name=name, years=year, where=where or (), by=by or (), value=value, levels=level or (), table=table
+        )
+        _release(workspace, spec, release_policy, officer_key, requested_by, as_json)
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("count")(
+    _command(
+        "count",
+        """Count persons per group.
+
+    Example: kansrijk query count ws --name girls_by_buurt --year 2023 --where 'sex == F' --by buurt_code
+    --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
+    )
+)
+app.command("mean")(
+    _command(
+        "mean",
+        """Mean of a value per group (in the one form the policy declares, e.g. WOZ clipped).
+
+    Example: kansrijk query mean ws --name woz_by_sex --year 2023 --value woz_eur --by sex
+    --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
+    )
+)
+app.command("sum")(
+    _command(
+        "sum",
+        """Sum of a value per group (dominance rules apply).
+
+    Example: kansrijk query sum ws --name truancy_total --year 2023 --value truancy_reports --by sex
+    --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
+    )
+)
+app.command("quantile")(
+    _command(
+        "quantile",
+        """Quantiles at levels from the policy's grid (released as the mean of the nearest values, or with DP).
+
+    Example: kansrijk query quantile ws --name woz_median --year 2023 --value woz_eur --level 0.5
+    --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
+    )
+)
+app.command("histogram")(
+    _command(
+        "histogram",
+        """Histogram of a value over the policy's public edges for it.
+
+    Example: kansrijk query histogram ws --name woz_hist --year 2023 --value woz_eur
+    --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
+    )
+)
+
+
+@app.command("spec")
+def spec_cmd(
+    workspace: Workspace,
+    file: Annotated[Path, typer.Argument(help='A JSON spec, e.g. {"spec": "count", "name": ..., ...}.')],
+    release_policy: Policy,
+    officer_key: Officer = None,
+    requested_by: Requester = REQUESTED_BY,
+    as_json: AsJson = False,
+) -> None:
+    """Release any data-free spec written as JSON (counts, means, trees, tests, DP models; see docs/queries.md).
+
+    Example: kansrijk query spec ws my-query.json --release-policy policies/release/sdc-only.toml
+    --officer-key officer.pub
+    """
+    _release(workspace, spec_from_file(file), release_policy, officer_key, requested_by, as_json)
