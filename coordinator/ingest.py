@@ -40,7 +40,7 @@ from coordinator.workspace import (
     write_state,
 )
 from kansrijk import bundle
-from kansrijk.crypto import fingerprint, hmac_sha256_expr, sha256_hex
+from kansrijk.crypto import fingerprint, sha256_hex
 from kansrijk.errors import (
     BundleMalformed,
     InputError,
@@ -52,6 +52,7 @@ from kansrijk.errors import (
 )
 from kansrijk.fsutil import sweep_stale_temp_files, temp_name
 from kansrijk.policy.registry import PartnerRegistry
+from kansrijk.pseudonym import coordinator_pseudonym_expr
 
 KEY = "pseudonym"
 
@@ -159,7 +160,7 @@ def _ingest(session: IngestSession, path: Path, where: str) -> IngestOutcome:
     payload = opened.payload
     _check_payload(payload, manifest.extract_year, where)
     # 7. re-pseudonymise and store
-    table = payload.lazy().with_columns(hmac_sha256_expr(session.keys.pseudonym_key, pl.col(KEY)).alias(KEY))
+    table = payload.lazy().with_columns(coordinator_pseudonym_expr(session.keys.pseudonym_key, pl.col(KEY)).alias(KEY))
     if "year" not in payload.columns:
         table = table.with_columns(pl.lit(manifest.extract_year, dtype=pl.Int32).alias("year"))
     frame = table.collect(engine="streaming")

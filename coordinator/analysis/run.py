@@ -659,6 +659,7 @@ def run_analysis(
             policies.plan_path,
             min_leaf_persons=tree_rules.min_leaf_persons,
             min_samples_leaf_training=tree_rules.min_samples_leaf_training,
+            bands=gate.policy.grids.bands,
         )
         leaf_rules = LeafRules(min_leaf_persons=tree_rules.min_leaf_persons, min_class_count=tree_rules.min_class_count)
         datasets = load_datasets(workspace, policies.plan, policies.plan_path)

@@ -1,8 +1,10 @@
-"""BSN checks and partner pseudonyms (P1), as polars expressions: no Python loop per row.
+"""BSN checks, partner pseudonyms (P1) and coordinator pseudonyms (P2), as polars expressions: no Python loop
+per row.
 
 ``P1 = HMAC-SHA256(link_key, b"kansrijk/v1/bsn" || bsn_ascii)`` where ``bsn_ascii`` is the nine ASCII digits of
 the BSN, leading zeros kept. Every partner holds the same link key, so the same person gets the same P1 at every
-partner; the coordinator never holds the link key and re-keys P1 into P2 on ingest.
+partner; the coordinator never holds the link key and re-keys P1 into ``P2 = HMAC-SHA256(coordinator_key, P1)``
+on ingest (the 32 bytes of P1 are the whole message). Both have vector files under ``tests/vectors/``.
 
 The BSN 11-check ("elfproef"): for digits d1..d9, 9·d1 + 8·d2 + … + 2·d8 − 1·d9 ≡ 0 (mod 11). We also refuse
 000000000, which passes the arithmetic but is never issued.
@@ -38,6 +40,14 @@ def pseudonym_expr(link_key: bytes, bsn: pl.Expr) -> pl.Expr:
     if len(link_key) != crypto.KEY_BYTES:
         raise ValueError("the link key must be 32 bytes")
     return crypto.hmac_sha256_expr(link_key, pl.lit(BSN_DOMAIN, dtype=pl.Binary) + bsn.cast(pl.Binary))
+
+
+def coordinator_pseudonym_expr(coordinator_key: bytes, p1: pl.Expr) -> pl.Expr:
+    """P2 of every P1 in a Binary(32) expression: what the coordinator stores and links on. Without the
+    coordinator key, a P1 (or a BSN and the link key) cannot be matched to a stored P2."""
+    if len(coordinator_key) != crypto.KEY_BYTES:
+        raise ValueError("the coordinator pseudonym key must be 32 bytes")
+    return crypto.hmac_sha256_expr(coordinator_key, p1)
 
 
 def pseudonymise(link_key: bytes, bsns: pl.Series) -> pl.Series:

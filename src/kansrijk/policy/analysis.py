@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -379,13 +380,30 @@ def load_analysis_plan(path: Path, raw: bytes | None = None) -> AnalysisPlan:
 
 
 def check_plan_against_release(
-    plan: AnalysisPlan, plan_path: Path, *, min_leaf_persons: int, min_samples_leaf_training: int
+    plan: AnalysisPlan,
+    plan_path: Path,
+    *,
+    min_leaf_persons: int,
+    min_samples_leaf_training: int,
+    bands: Mapping[str, tuple[float, ...]] | None = None,
 ) -> None:
-    """Refuse a plan whose tree grid could grow leaves the release policy forbids.
+    """Refuse a plan whose tree grid could grow leaves the release policy forbids, or whose association bins are
+    not the release policy's public bands.
 
     Every ``model.min_samples_leaf`` must be at least the release policy's ``sdc.tree.min_leaf_persons`` (so
-    every leaf of a tree fitted on the released population holds enough persons) and its training rule.
+    every leaf of a tree fitted on the released population holds enough persons) and its training rule. The gate
+    bins the association variable only in the policy's ``grids.bands.<variable>`` (``bands``), so the plan's
+    ``association.bin_edges`` must be exactly those.
     """
+    if bands is not None and plan.association is not None:
+        var = plan.association.variable
+        declared = tuple(float(x) for x in bands.get(var, ()))
+        if declared != tuple(float(x) for x in plan.association.bin_edges):
+            raise PolicyError(
+                f"{plan_path}: association.bin_edges {list(plan.association.bin_edges)} are not the release "
+                f"policy's public bands for {var} (grids.bands.{var} = {list(declared) or 'none'})",
+                hint="the gate bins only in the policy's bands: make the two the same, or ask the privacy officer",
+            )
     floor = max(min_leaf_persons, min_samples_leaf_training)
     low = [m for m in plan.model.min_samples_leaf if m < floor]
     if low:
