@@ -34,13 +34,12 @@ from markupsafe import Markup
 
 from kansrijk.errors import InputError, OutputExists, PolicyError, WorkspaceError
 from kansrijk.fsutil import atomic_write_bytes
+from kansrijk.gate.document import read_document
 from kansrijk.gate.ledger import HEAD_FILE, RELEASED_DIR
 from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.release import ReleasePolicy, load_release_policy
 from kansrijk.stats.association import reading as association_reading
 
-RELEASE_FORMAT = "kansrijk-release"
-RELEASE_VERSION = 2  # version 2: the document records the spec the gate computed it from
 TEMPLATE = "report.html.j2"
 FEATURE_SETS = {"all": "all variables", "factor": "factor model", "factor_model": "factor model"}
 _MISSING = "–"
@@ -124,31 +123,24 @@ def load_released(workspace: Path) -> tuple[list[ReleasedOutput], LedgerHead]:
 
 
 def _read_release(path: Path) -> ReleasedOutput:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != RELEASE_FORMAT or doc.get("version") != RELEASE_VERSION:
-            raise KeyError("format")
-        return ReleasedOutput(
-            name=str(doc["name"]),
-            kind=str(doc["kind"]),
-            description=str(doc.get("description") or ""),
-            population=str(doc.get("population") or ""),
-            outcome=str(doc["outcome"]),
-            method=str(doc["method"]),
-            requested_by=str(doc.get("requested_by") or ""),
-            ledger_entry=str(doc["ledger_entry"]),
-            policy_digest=str(doc["policy_digest"]),
-            epsilon_spent=Fraction(str(doc.get("epsilon_spent") or "0")),
-            noisy=bool(doc.get("noisy")),
-            noise=doc.get("noise"),
-            values=doc.get("values") or {},
-            verdicts=tuple(doc.get("verdicts") or ()),
-        )
-    except (ValueError, KeyError, TypeError, ZeroDivisionError, AttributeError):
-        raise InputError(
-            f"{path}: not a release document written by the gate (format {RELEASE_FORMAT} v{RELEASE_VERSION})",
-            hint="only the release gate writes to WS/released/; run: kansrijk ledger verify WS",
-        ) from None
+    """One release file, read through the gate's own document schema (``InputError`` for anything else)."""
+    doc = read_document(path)
+    return ReleasedOutput(
+        name=doc.name,
+        kind=doc.kind,
+        description=doc.description,
+        population=doc.population,
+        outcome=doc.outcome,
+        method=doc.method,
+        requested_by=doc.requested_by,
+        ledger_entry=doc.ledger_entry,
+        policy_digest=doc.policy_digest,
+        epsilon_spent=doc.epsilon,
+        noisy=doc.noisy,
+        noise=doc.noise,
+        values=doc.values,
+        verdicts=tuple(v.model_dump() for v in doc.verdicts),
+    )
 
 
 # --- view model ------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from kansrijk.gate import dp_models as dpm
 from kansrijk.gate import ledger as ledger_mod
 from kansrijk.gate.compute import materialise
 from kansrijk.gate.data import GateData
+from kansrijk.gate.document import RELEASE_FORMAT, RELEASE_VERSION, ReleaseDocument
 from kansrijk.gate.ledger import (
     LEDGER_FILE,
     PENDING_PREFIX,
@@ -76,8 +77,6 @@ from kansrijk.gate.specs import ReleaseSpec
 from kansrijk.policy.release import ReleasePolicy
 from kansrijk.policy.signing import OfficerKey, load_signed_policy
 
-RELEASE_FORMAT = "kansrijk-release"
-RELEASE_VERSION = 2  # version 2: the document records the spec the gate computed it from
 TABULAR = (CountTable, Histogram, MeanTable, QuantileRequest)
 
 
@@ -598,7 +597,9 @@ class Gate:
             "values": values,
             "verdicts": [v.to_json() for v in verdicts],
         }
-        files = {f"{spec.name}.json": (json.dumps(_finite(document), indent=2) + "\n").encode()}
+        document = _finite(document)
+        ReleaseDocument.model_validate(document)  # the one schema the report reads back; never write another
+        files = {f"{spec.name}.json": (json.dumps(document, indent=2) + "\n").encode()}
         if isinstance(values, dict) and "rows" in values:
             files[f"{spec.name}.csv"] = _csv(values)
         pending = self._write_pending(seq, files)
