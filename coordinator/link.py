@@ -393,8 +393,11 @@ def linkage_release_requests(flags: pl.DataFrame, report: LinkageReport) -> list
     return requests
 
 
-def gate_release_hook(policy: Path, officer_keys: Sequence[Path]) -> Callable[[WorkspacePaths], ReleaseHook]:
-    """A hook that submits the linkage report to the workspace's release gate under the signed ``policy``.
+def gate_release_hook(
+    policy: Path, officer_keys: Sequence[Path], *, passphrase: str | None = None
+) -> Callable[[WorkspacePaths], ReleaseHook]:
+    """A hook that submits the linkage report to the workspace's release gate under the signed ``policy``
+    (the gate key's ``passphrase``, else ``$KANSRIJK_PASSPHRASE``).
 
     Returns, per request, ``"<name>: <outcome>"`` (released, suppressed or refused with its reasons).
     """
@@ -402,7 +405,7 @@ def gate_release_hook(policy: Path, officer_keys: Sequence[Path]) -> Callable[[W
     def bind(paths: WorkspacePaths) -> ReleaseHook:
         def release(flags: pl.DataFrame, report: LinkageReport) -> tuple[str, ...]:
             outcomes: list[str] = []
-            with Gate.open(paths.root, policy, list(officer_keys)) as gate:
+            with Gate.open(paths.root, policy, list(officer_keys), passphrase=passphrase) as gate:
                 for request in linkage_release_requests(flags, report):
                     result = gate.release(request, requested_by=REQUESTED_BY)
                     reasons = f" ({'; '.join(result.reasons)})" if result.reasons else ""

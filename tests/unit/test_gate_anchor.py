@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import GATE_PASSPHRASE, gate_workspace, signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -34,14 +34,13 @@ def _people(seed: int = 1, n: int = 2000) -> pl.DataFrame:
 def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Path, Path, Path, bytes]:
     """A workspace with ``releases`` released tables (DP under dp-sdc) and the officer's key pair."""
     target, pub, sk = signed_policy(tmp, policy)
-    ws = tmp / "ws"
-    ws.mkdir()
+    ws = gate_workspace(tmp)
     _release(ws, target, pub, range(releases))
     return ws, target, pub, sk
 
 
 def _release(ws: Path, policy: Path, pub: Path, numbers: range) -> None:
-    with Gate.open(ws, policy, [pub]) as gate:
+    with Gate.open(ws, policy, [pub], passphrase=GATE_PASSPHRASE) as gate:
         for i in numbers:
             r = gate.release(
                 CountTable(name=f"t{i}", data=_people(), by=("sex",), keys={"sex": ("F", "M")}),
@@ -84,10 +83,12 @@ def test_a_carefully_truncated_ledger_passes_the_chain_check_but_not_the_anchor(
 def test_a_rewritten_chain_is_caught_by_the_anchor(tmp_path: Path) -> None:
     ws, policy, pub, sk = _workspace(tmp_path)
     anchor_ledger(ws, sk, tmp_path / "a.json")
-    # someone with the workspace replays other releases into a fresh ledger: a valid chain, other hashes
-    shutil.rmtree(ws)
-    ws.mkdir()
+    # someone with the workspace (and its gate key) replays other releases into a fresh ledger: a valid, signed
+    # chain with other hashes
+    (ws / LEDGER_FILE).unlink()
+    shutil.rmtree(ws / RELEASED_DIR)
     _release(ws, policy, pub, range(10, 13))
+    assert verify_ledger(ws).entries == 3
     with pytest.raises(LedgerCorrupted, match="does not have the hash anchored"):
         check_anchor(ws, tmp_path / "a.json", [pub])
 
