@@ -70,8 +70,9 @@ def init_command(
     ] = None,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
 ) -> None:
-    """Create a coordinator workspace with a fresh HPKE key pair, coordinator pseudonym key and release-gate
-    signing key (it signs every ledger entry), all protected by one passphrase.
+    """Create a coordinator workspace with fresh keys: HPKE, pseudonym and the release gate's signing key.
+
+    All three are protected by one passphrase; the gate's key signs every ledger entry.
 
     Prints the public key file and fingerprint partners seal their bundles to, and the gate key's fingerprint
     (the privacy officer notes it down to pin it: `kansrijk ledger verify --gate-key`).

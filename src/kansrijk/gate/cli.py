@@ -217,9 +217,10 @@ def verify_ledger_cmd(
         ),
     ] = None,
 ) -> None:
-    """Recompute the hash chain, check every entry's gate signature against WS/keys/gate-signing.pub, and check
-    budget, head and every file anywhere under released/. With --gate-key, the workspace's gate key must be that
-    pinned key. With --anchor, also check that each anchored entry is still there with its signed hash (a
+    """Verify the ledger: hash chain, gate signatures, budget, head and every file under released/.
+
+    Every entry's signature is checked against WS/keys/gate-signing.pub. With --gate-key, the workspace's gate
+    key must be that pinned key. With --anchor, also check that each anchored entry is still there with its signed hash (a
     truncated or rewritten chain) and that the gate key is the anchored one (a replaced key, re-signed ledger).
     Exit code 22 on any edited, removed, reordered or unsigned entry, a signature that does not verify, a
     replaced gate key, a file without its entry or digest, or a lost anchored entry; exit code 24 for an anchor
