@@ -220,8 +220,9 @@ def verify_ledger_cmd(
     """Verify the ledger: hash chain, gate signatures, budget, head and every file under released/.
 
     Every entry's signature is checked against WS/keys/gate-signing.pub. With --gate-key, the workspace's gate
-    key must be that pinned key. With --anchor, also check that each anchored entry is still there with its signed hash (a
-    truncated or rewritten chain) and that the gate key is the anchored one (a replaced key, re-signed ledger).
+    key must be that pinned key. With --anchor, also check that each anchored entry is still there with its
+    signed hash (a truncated or rewritten chain) and that the gate key is the anchored one (a replaced key,
+    re-signed ledger).
     Exit code 22 on any edited, removed, reordered or unsigned entry, a signature that does not verify, a
     replaced gate key, a file without its entry or digest, or a lost anchored entry; exit code 24 for an anchor
     that is malformed or not signed by a trusted officer; exit code 6 for a missing gate public key.
