@@ -70,9 +70,12 @@ def init_command(
     ] = None,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
 ) -> None:
-    """Create a coordinator workspace with a fresh HPKE key pair and coordinator pseudonym key.
+    """Create a coordinator workspace with fresh keys: HPKE, pseudonym and the release gate's signing key.
 
-    Prints the public key file and fingerprint partners seal their bundles to.
+    All three are protected by one passphrase; the gate's key signs every ledger entry.
+
+    Prints the public key file and fingerprint partners seal their bundles to, and the gate key's fingerprint
+    (the privacy officer notes it down to pin it: `kansrijk ledger verify --gate-key`).
 
     Example: KANSRIJK_PASSPHRASE=... kansrijk coordinator init ws --registry policies/partners.toml
     """
@@ -81,6 +84,7 @@ def init_command(
     console.print(f"workspace created: {result.paths.root}")
     console.print(f"public key for partners: {result.hpke_public_path}")
     console.print(f"public key fingerprint:  {result.hpke_fingerprint}")
+    console.print(f"release gate signing key: {result.gate_key_fingerprint} (WS/keys/gate-signing.pub)")
     if officer_key:
         console.print(f"trusted privacy officers: {len(officer_key)} (registries must be signed by one)")
     if result.registry_digest:
@@ -188,6 +192,7 @@ def link_command(
         list[Path] | None,
         typer.Option("--officer-key", help="Privacy officer public key that signed the policy; repeatable."),
     ] = None,
+    passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
 ) -> None:
     """Link the partners' tables on the coordinator pseudonym into one analysis dataset per year.
 
@@ -195,13 +200,20 @@ def link_command(
 
     The linkage report (counts only) goes to WS/internal/ and to the release gate.
 
+    With --release-policy the gate signs its ledger entries with the workspace's gate key (passphrase from
+    --passphrase-env, prompted for when it is unset).
+
     Example: kansrijk coordinator link ws --release-policy policies/release/sdc-only.toml --officer-key po.pub
     """
+    hook = None
+    if release_policy:
+        passphrase = passphrase_from_env_or_prompt(passphrase_env)
+        hook = gate_release_hook(release_policy, officer_key or [], passphrase=passphrase)
     with progress_bar("linking") as (progress, task):
         result = link_workspace(
             workspace,
             year=year,
-            release=gate_release_hook(release_policy, officer_key or []) if release_policy else None,
+            release=hook,
             progress=lambda msg: progress.update(task, description=msg),
         )
     for linked in result.years:

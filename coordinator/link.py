@@ -388,8 +388,11 @@ def linkage_release_specs(report: LinkageReport) -> list[CountSpec]:
     return specs
 
 
-def gate_release_hook(policy: Path, officer_keys: Sequence[Path]) -> Callable[[WorkspacePaths], ReleaseHook]:
-    """A hook that submits the linkage report to the workspace's release gate under the signed ``policy``.
+def gate_release_hook(
+    policy: Path, officer_keys: Sequence[Path], *, passphrase: str | None = None
+) -> Callable[[WorkspacePaths], ReleaseHook]:
+    """A hook that submits the linkage report to the workspace's release gate under the signed ``policy``
+    (the gate key's ``passphrase``, else ``$KANSRIJK_PASSPHRASE``).
 
     Returns, per request, ``"<name>: <outcome>"`` (released, suppressed or refused with its reasons).
     """
@@ -397,7 +400,7 @@ def gate_release_hook(policy: Path, officer_keys: Sequence[Path]) -> Callable[[W
     def bind(paths: WorkspacePaths) -> ReleaseHook:
         def release(report: LinkageReport) -> tuple[str, ...]:
             outcomes: list[str] = []
-            with Gate.open(paths.root, policy, list(officer_keys)) as gate:
+            with Gate.open(paths.root, policy, list(officer_keys), passphrase=passphrase) as gate:
                 for spec in linkage_release_specs(report):
                     result = gate.release(spec, requested_by=REQUESTED_BY)
                     reasons = f" ({'; '.join(result.reasons)})" if result.reasons else ""

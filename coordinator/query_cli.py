@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.query import query_spec, spec_from_file
+from coordinator.workspace import DEFAULT_PASSPHRASE_ENV, passphrase_from_env_or_prompt
 from kansrijk.errors import GateError
 from kansrijk.gate.release import Gate
 from kansrijk.gate.specs import ReleaseSpec
@@ -48,12 +49,25 @@ Officer = Annotated[list[Path] | None, typer.Option("--officer-key", help="A tru
 TableOpt = Annotated[str, typer.Option("--table", help="'linked' (the dataset) or 'linkage' (linkage flags).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the gate's release document as JSON.")]
 Requester = Annotated[str, typer.Option("--requested-by", help="Who asks (must be in the policy's allow-list).")]
+PassphraseEnv = Annotated[
+    str,
+    typer.Option(
+        "--passphrase-env", help="Environment variable holding the workspace key passphrase (the gate's signing key)."
+    ),
+]
 
 
 def _release(
-    workspace: Path, spec: ReleaseSpec, policy: Path, officer_key: list[Path] | None, requester: str, as_json: bool
+    workspace: Path,
+    spec: ReleaseSpec,
+    policy: Path,
+    officer_key: list[Path] | None,
+    requester: str,
+    as_json: bool,
+    passphrase_env: str,
 ) -> None:
-    with Gate.open(workspace, policy, list(officer_key or [])) as gate:
+    passphrase = passphrase_from_env_or_prompt(passphrase_env)
+    with Gate.open(workspace, policy, list(officer_key or []), passphrase=passphrase) as gate:
         result = gate.release(spec, requested_by=requester)
     document: dict[str, Any] = getattr(result, "document", {}) or {}
     if as_json:
@@ -96,11 +110,12 @@ def _command(kind: str, doc: str):
         table: TableOpt = "linked",
         requested_by: Requester = REQUESTED_BY,
         as_json: AsJson = False,
+        passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
     ) -> None:
         spec = query_spec(
             kind, name=name, years=year, where=where or (), by=by or (), value=value, levels=level or (), table=table
         )
-        _release(workspace, spec, release_policy, officer_key, requested_by, as_json)
+        _release(workspace, spec, release_policy, officer_key, requested_by, as_json, passphrase_env)
 
     command.__doc__ = doc
     return command
@@ -161,10 +176,11 @@ def spec_cmd(
     officer_key: Officer = None,
     requested_by: Requester = REQUESTED_BY,
     as_json: AsJson = False,
+    passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
 ) -> None:
     """Release any data-free spec written as JSON (counts, means, trees, tests, DP models; see docs/queries.md).
 
     Example: kansrijk query spec ws my-query.json --release-policy policies/release/sdc-only.toml
     --officer-key officer.pub
     """
-    _release(workspace, spec_from_file(file), release_policy, officer_key, requested_by, as_json)
+    _release(workspace, spec_from_file(file), release_policy, officer_key, requested_by, as_json, passphrase_env)

@@ -8,6 +8,8 @@ Layout (``kansrijk coordinator init WS``)::
     WS/keys/coordinator-hpke.pub    X25519 public key partners seal bundles to (hand this out)
     WS/keys/coordinator-hpke.key    its private key (passphrase-protected, mode 0600)
     WS/keys/coordinator-pseudonym.key  the coordinator pseudonym key: P2 = HMAC-SHA256(key, P1) (0600)
+    WS/keys/gate-signing.key    the release gate's Ed25519 key: it signs every ledger entry (passphrase, 0600)
+    WS/keys/gate-signing.pub    its public key; `kansrijk ledger verify` checks the signatures against it
     WS/keys/officers/<fp>.pub   privacy officers trusted to sign the registry (optional; then it must be signed)
     WS/state.sqlite             ingested bundles (per partner chain), link runs; no person-level data
     WS/tables/<partner>/<year>.parquet   one table per ingested extract, keyed by P2
@@ -44,6 +46,7 @@ from kansrijk.crypto import (
 )
 from kansrijk.errors import KeyMaterialError, OutputExists, PolicyError, WorkspaceError
 from kansrijk.fsutil import atomic_write_bytes
+from kansrijk.gate.keys import GATE_PUB, create_gate_key
 from kansrijk.policy.common import format_validation_error
 from kansrijk.policy.registry import (
     PartnerRegistry,
@@ -172,6 +175,7 @@ class InitResult:
     hpke_fingerprint: str
     pseudonym_key_fingerprint: str
     registry_digest: str | None
+    gate_key_fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +209,8 @@ def passphrase_from_env_or_prompt(env: str = DEFAULT_PASSPHRASE_ENV, *, confirm:
 def init_workspace(
     root: Path, passphrase: str, *, registry: Path | None = None, officer_keys: Sequence[Path] = ()
 ) -> InitResult:
-    """Create a new workspace at ``root`` with fresh keys; refuses if ``root`` holds anything already.
+    """Create a new workspace at ``root`` with fresh keys (the coordinator's and the release gate's signing key,
+    all under ``passphrase``); refuses if ``root`` holds anything already.
 
     ``officer_keys`` (privacy officers' Ed25519 public key files) become the workspace's trusted officers:
     from then on every registry must carry a valid signature of one of them (``FILE.sig``), checked at install
@@ -240,6 +245,7 @@ def init_workspace(
         paths.pseudonym_key, "coordinator-pseudonym-key", pseudonym_key, passphrase, label="coordinator"
     )
     del hpke_private, pseudonym_key
+    gate_fp = create_gate_key(paths.root, passphrase)
 
     with contextlib.closing(sqlite3.connect(paths.state)) as db, db:
         db.executescript(_SCHEMA)
@@ -262,9 +268,11 @@ def init_workspace(
         f'hpke_public_key = "keys/{paths.hpke_public.name}"\n'
         f'hpke_fingerprint = "{hpke_fp}"\n'
         f'pseudonym_key_fingerprint = "{pseudonym_fp}"\n'
+        f'gate_public_key = "{GATE_PUB}"\n'
+        f'gate_key_fingerprint = "{gate_fp}"\n'
     )
     atomic_write_bytes(paths.manifest, manifest.encode())
-    return InitResult(paths, paths.hpke_public, hpke_fp, pseudonym_fp, registry_digest)
+    return InitResult(paths, paths.hpke_public, hpke_fp, pseudonym_fp, registry_digest, gate_fp)
 
 
 def open_workspace(root: Path) -> WorkspacePaths:

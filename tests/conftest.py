@@ -5,10 +5,22 @@ Other areas' tests use these by name; keep the names and keep them fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from gate_kit import GATE_PASSPHRASE
 from hypothesis import settings
 
 from kansrijk.synth.city import CityPaths, generate_city
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gate_key_passphrase() -> Iterator[None]:
+    """Every gate opened without an explicit passphrase reads $KANSRIJK_PASSPHRASE: the one ``gate_kit`` gives
+    its gate keys, unless a test sets its own (its workspace's). Child processes inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KANSRIJK_PASSPHRASE", GATE_PASSPHRASE)
+        yield
 
 
 @pytest.fixture(scope="session")

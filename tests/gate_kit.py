@@ -1,17 +1,23 @@
-"""Shared setup for the gate's unit and security tests: a release policy signed by a fresh privacy-officer key."""
+"""Shared setup for the gate's unit and security tests: a release policy signed by a fresh privacy-officer key,
+and the gate's own signing key in a bare workspace directory."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import polars as pl
 
 from kansrijk import crypto
+from kansrijk.gate.keys import create_gate_key
 from kansrijk.policy.signing import sign_policy
 
 REPO = Path(__file__).resolve().parents[1]
+# The passphrase of every gate key these helpers make; tests/conftest.py puts it in $KANSRIJK_PASSPHRASE.
+GATE_PASSPHRASE = "gate test passphrase"
 
 
 def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, bytes]:
@@ -28,6 +34,14 @@ def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) 
         target.write_text(text)
     sign_policy(target, sk)
     return target, pub, sk
+
+
+def add_gate_key(ws: Path, passphrase: str = GATE_PASSPHRASE) -> str:
+    """Give the (bare) workspace directory ``ws`` a gate signing key, as ``coordinator init`` does; returns its
+    fingerprint. The key file uses the cheapest scrypt cost kansrijk reads (2^14), so tests stay fast."""
+    ws.mkdir(parents=True, exist_ok=True)
+    with mock.patch.dict(os.environ, {"KANSRIJK_SCRYPT_LOG2N": "14"}):
+        return create_gate_key(ws, passphrase)
 
 
 YEAR = 2023
@@ -58,10 +72,11 @@ def write_dataset(ws: Path, frame: pl.DataFrame, year: int = YEAR, *, seed: int 
 
 
 def gate_workspace(tmp: Path, frames: pl.DataFrame | dict[int, pl.DataFrame] | None = None, name: str = "ws") -> Path:
-    """A workspace directory for a gate under test holding ``frames`` (one frame: reference year 2023; or a
-    ``{year: frame}`` dict) as its linked datasets."""
+    """``tmp/name`` as a workspace for a gate under test: the directory, its gate key (made once) and ``frames``
+    (one frame: reference year 2023; or a ``{year: frame}`` dict) as its linked datasets."""
     ws = tmp / name
-    ws.mkdir(parents=True, exist_ok=True)
+    if not (ws / "keys" / "gate-signing.key").exists():
+        add_gate_key(ws)
     if isinstance(frames, pl.DataFrame):
         frames = {YEAR: frames}
     for year, frame in sorted((frames or {}).items()):  # the same persons every year (seed 0)

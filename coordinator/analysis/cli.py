@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.analysis.run import run_analysis
+from coordinator.workspace import DEFAULT_PASSPHRASE_ENV, passphrase_from_env_or_prompt
 from kansrijk.console import progress_bar
 
 console = Console(highlight=False)
@@ -32,6 +33,14 @@ def analyse(
         typer.Option("--officer-key", help="A trusted privacy officer's public key (repeat for several)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    passphrase_env: Annotated[
+        str,
+        typer.Option(
+            "--passphrase-env",
+            help="Environment variable holding the workspace key passphrase, for the gate's signing key "
+            "(prompted for when it is unset).",
+        ),
+    ] = DEFAULT_PASSPHRASE_ENV,
 ) -> None:
     """Train and explain decision trees per outcome and feature set, compare all variables with the factor
     model, test the WOZ association, and release every number through the release gate.
@@ -42,6 +51,7 @@ def analyse(
     Example: kansrijk coordinator analyse ws --plan policies/analysis/rotterdam-groeit.toml
     --officer-key officer.pub
     """
+    passphrase = passphrase_from_env_or_prompt(passphrase_env)
     with progress_bar("analysing", unit="tree fits") as (progress, task):
         report = run_analysis(
             workspace,
@@ -51,6 +61,7 @@ def analyse(
             officer_key or [],
             progress_total=lambda total: progress.update(task, total=total),
             progress=lambda n: progress.advance(task, n),
+            passphrase=passphrase,
         )
     if as_json:
         doc = {

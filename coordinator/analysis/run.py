@@ -646,13 +646,15 @@ def run_analysis(
     *,
     progress_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    passphrase: str | None = None,
 ) -> AnalysisReport:
-    """Run the signed plan on the workspace's linked datasets and release every output through the gate."""
+    """Run the signed plan on the workspace's linked datasets and release every output through the gate
+    (which signs its ledger entries with the gate key: ``passphrase``, else ``$KANSRIJK_PASSPHRASE``)."""
     from kansrijk.gate.release import Gate
 
     start = time.perf_counter()
     policies = load_policies(plan_path, factors_path, officer_keys)
-    with Gate.open(Path(workspace), Path(release_policy_path), officer_keys) as gate:
+    with Gate.open(Path(workspace), Path(release_policy_path), officer_keys, passphrase=passphrase) as gate:
         tree_rules = gate.policy.sdc.tree
         check_plan_against_release(
             policies.plan,

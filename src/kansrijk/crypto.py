@@ -43,10 +43,12 @@ from kansrijk.fsutil import atomic_write_bytes
 KEY_BYTES = 32
 NONCE_BYTES = 12
 
-SecretKind = Literal["ed25519-signing", "x25519-hpke", "link-key", "coordinator-pseudonym-key"]
-PublicKind = Literal["ed25519-signing", "x25519-hpke"]
+# "gate-signing" is an Ed25519 key like "ed25519-signing", typed apart so the release gate's ledger key and a
+# person's signing key (a privacy officer's, a partner's) can never be taken for one another.
+SecretKind = Literal["ed25519-signing", "gate-signing", "x25519-hpke", "link-key", "coordinator-pseudonym-key"]
+PublicKind = Literal["ed25519-signing", "gate-signing", "x25519-hpke"]
 
-_SECRET_KINDS = ("ed25519-signing", "x25519-hpke", "link-key", "coordinator-pseudonym-key")
+_SECRET_KINDS = ("ed25519-signing", "gate-signing", "x25519-hpke", "link-key", "coordinator-pseudonym-key")
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _SCRYPT_LOG2N_DEFAULT = 17
@@ -347,7 +349,7 @@ def read_public_key(path: Path, kind: PublicKind) -> PublicKeyFile:
 def _public_of(kind: str, key: bytes) -> bytes:
     if len(key) != KEY_BYTES:
         raise KeyMaterialError(f"a {kind} key must be {KEY_BYTES} bytes")
-    if kind == "ed25519-signing":
+    if kind in ("ed25519-signing", "gate-signing"):
         return signing_public_key(key)
     if kind == "x25519-hpke":
         return encryption_public_key(key)

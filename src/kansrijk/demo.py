@@ -9,7 +9,8 @@ real parties would act:
    privacy officer makes a signing key;
 3. the privacy officer writes the partner registry for those keys and signs it, the release policy, the
    analysis plan and the factor model;
-4. the coordinator creates its workspace (HPKE key, coordinator pseudonym key) and installs the registry;
+4. the coordinator creates its workspace (HPKE key, coordinator pseudonym key, the release gate's signing
+   key) and installs the registry;
 5. each partner's node agent validates, minimises, pseudonymises and seals its extracts into its outbox;
 6. the coordinator ingests the bundles, links them, runs the signed analysis plan through the release gate
    (the run's copy of the plan adds a differentially private tree for psychosocial risk next to the non-private
@@ -494,7 +495,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     show.total(len(years))
     linked = link_workspace(
         workspace,
-        release=gate_release_hook(policies / RELEASE_POLICY, [officer_pub]),
+        release=gate_release_hook(policies / RELEASE_POLICY, [officer_pub], passphrase=passphrase),
         progress=lambda _msg: show.advance(0),
     )
     show.advance(len(years))
@@ -509,6 +510,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         [officer_pub],
         progress_total=show.total,
         progress=show.advance,
+        passphrase=passphrase,
     )
 
     # 9. report ----------------------------------------------------------------------------------------------

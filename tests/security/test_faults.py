@@ -121,6 +121,7 @@ RELEASE_POINTS = ["gate:after_pending_write", "gate:before_commit", "gate:after_
 
 def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Coordinator, list[Path], Path, Path]:
     monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
+    monkeypatch.setenv("KANSRIJK_PASSPHRASE", PASS)  # the workspace's: its gate key too (children inherit it)
     c = coordinator(tmp_path)
     first = c.seal(extract_id="cbs-2023", rows=300)
     second = c.seal(extract_id="cbs-2024", year=2024, previous=bundle.bundle_digest(first), rows=300, seed=2)

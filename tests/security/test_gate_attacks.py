@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import gate_workspace, signed_policy
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
@@ -32,9 +32,7 @@ DP_TIGHT = (REPO / "policies/release/dp-sdc.toml").read_text().replace('epsilon_
 
 def _gate(tmp: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path, bytes]:
     target, pub, sk = signed_policy(tmp, policy, text)
-    ws = tmp / "ws"
-    ws.mkdir(exist_ok=True)
-    return ws, target, pub, sk
+    return gate_workspace(tmp), target, pub, sk
 
 
 def _people(n: int = 3000, seed: int = 1) -> pl.DataFrame:

@@ -153,6 +153,7 @@ def _pipeline(r: Run) -> None:
 # --- what must not appear ---------------------------------------------------------------------------------
 def _secret_keys(r: Run) -> dict[str, bytes]:
     kinds = {
+        "gate-signing.key": "gate-signing",
         "-signing.key": "ed25519-signing",
         "link.key": "link-key",
         "officer.key": "ed25519-signing",
@@ -163,7 +164,7 @@ def _secret_keys(r: Run) -> dict[str, bytes]:
     for path in [*r.keys.glob("*.key"), *r.officer.glob("*.key"), *(r.ws / "keys").glob("*.key")]:
         kind = next(v for k, v in kinds.items() if path.name.endswith(k))
         found[path.name] = read_secret_key(path, kind, PASS)  # type: ignore[arg-type]
-    assert len(found) == 4 + 1 + 1 + 2
+    assert len(found) == 4 + 1 + 1 + 3
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from coordinator.workspace import init_workspace, load_keys, open_workspace, read_state, workspace_registry
 from kansrijk.crypto import fingerprint
 from kansrijk.errors import KeyMaterialError, OutputExists, WorkspaceError
+from kansrijk.gate.keys import load_gate_signer
 
 PASS = "correct horse battery staple"
 
@@ -35,6 +37,21 @@ def test_init_creates_the_documented_layout_with_private_keys_mode_0600(tmp_path
     for path in (ws / "keys").iterdir():  # no raw key bytes on disk
         assert keys.pseudonym_key not in path.read_bytes()
         assert keys.hpke_private not in path.read_bytes()
+
+
+def test_init_makes_the_gate_signing_key_under_the_same_passphrase_and_records_its_fingerprint(
+    tmp_path: Path,
+) -> None:
+    ws = tmp_path / "ws"
+    result = init_workspace(ws, PASS)
+    assert stat.S_IMODE((ws / "keys" / "gate-signing.key").stat().st_mode) == 0o600
+    signer = load_gate_signer(ws, PASS)
+    assert signer.fingerprint == result.gate_key_fingerprint == fingerprint("gate-signing", signer.public_key)
+    manifest = tomllib.loads((ws / "workspace.toml").read_text())
+    assert manifest["gate_key_fingerprint"] == signer.fingerprint
+    assert manifest["gate_public_key"] == "keys/gate-signing.pub"
+    with pytest.raises(KeyMaterialError, match="wrong passphrase"):
+        load_gate_signer(ws, "not it")
 
 
 def test_init_refuses_a_non_empty_directory(tmp_path: Path) -> None:

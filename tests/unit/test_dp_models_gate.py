@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import gate_workspace
 
 from kansrijk import crypto
 from kansrijk.gate.ledger import entries, verify_ledger
@@ -29,9 +30,7 @@ def make_gate(tmp_path: Path, policy: str = "dp-models", edit=None) -> Gate:
     text = (REPO / "policies" / "release" / f"{policy}.toml").read_text()
     target.write_text(edit(text) if edit else text)
     sign_policy(target, sk)
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    return Gate.open(ws, target, [pub])
+    return Gate.open(gate_workspace(tmp_path), target, [pub])
 
 
 def persons(n: int = 3000, seed: int = 2) -> pl.DataFrame:

@@ -3,6 +3,7 @@ the hash chain alone cannot, and a forged or altered anchor is refused."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import sqlite3
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import GATE_PASSPHRASE, gate_workspace, signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -20,7 +21,8 @@ from typer.testing import CliRunner
 from kansrijk import crypto
 from kansrijk.cli import app
 from kansrijk.errors import AnchorInvalid, LedgerCorrupted, OutputExists
-from kansrijk.gate.anchor import anchor_ledger, check_anchor, read_anchor
+from kansrijk.gate.anchor import Anchor, anchor_ledger, check_anchor, read_anchor
+from kansrijk.gate.keys import read_gate_public_key
 from kansrijk.gate.ledger import LEDGER_FILE, RELEASED_DIR, verify_ledger, write_head_file
 from kansrijk.gate.release import Gate, Released
 from kansrijk.gate.requests import CountTable
@@ -34,14 +36,13 @@ def _people(seed: int = 1, n: int = 2000) -> pl.DataFrame:
 def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Path, Path, Path, bytes]:
     """A workspace with ``releases`` released tables (DP under dp-sdc) and the officer's key pair."""
     target, pub, sk = signed_policy(tmp, policy)
-    ws = tmp / "ws"
-    ws.mkdir()
+    ws = gate_workspace(tmp)
     _release(ws, target, pub, range(releases))
     return ws, target, pub, sk
 
 
 def _release(ws: Path, policy: Path, pub: Path, numbers: range) -> None:
-    with Gate.open(ws, policy, [pub]) as gate:
+    with Gate.open(ws, policy, [pub], passphrase=GATE_PASSPHRASE) as gate:
         for i in numbers:
             r = gate.release(
                 CountTable(name=f"t{i}", data=_people(), by=("sex",), keys={"sex": ("F", "M")}),
@@ -84,10 +85,12 @@ def test_a_carefully_truncated_ledger_passes_the_chain_check_but_not_the_anchor(
 def test_a_rewritten_chain_is_caught_by_the_anchor(tmp_path: Path) -> None:
     ws, policy, pub, sk = _workspace(tmp_path)
     anchor_ledger(ws, sk, tmp_path / "a.json")
-    # someone with the workspace replays other releases into a fresh ledger: a valid chain, other hashes
-    shutil.rmtree(ws)
-    ws.mkdir()
+    # someone with the workspace (and its gate key) replays other releases into a fresh ledger: a valid, signed
+    # chain with other hashes
+    (ws / LEDGER_FILE).unlink()
+    shutil.rmtree(ws / RELEASED_DIR)
     _release(ws, policy, pub, range(10, 13))
+    assert verify_ledger(ws).entries == 3
     with pytest.raises(LedgerCorrupted, match="does not have the hash anchored"):
         check_anchor(ws, tmp_path / "a.json", [pub])
 
@@ -113,6 +116,28 @@ def test_an_altered_or_foreign_anchor_is_refused(tmp_path: Path) -> None:
     anchor_ledger(ws, other_sk, tmp_path / "c.json")
     with pytest.raises(AnchorInvalid, match="not a trusted privacy-officer key"):
         check_anchor(ws, tmp_path / "c.json", [pub])
+
+
+def test_an_anchor_records_the_gate_key_and_a_version_1_anchor_without_one_is_still_checked(tmp_path: Path) -> None:
+    ws, _, pub, sk = _workspace(tmp_path)
+    made = anchor_ledger(ws, sk, tmp_path / "a.json")
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["version"] == 2 and doc["gate_key_fingerprint"] == made.gate_key_fingerprint
+    assert made.gate_key_fingerprint == read_gate_public_key(ws).fingerprint
+    assert check_anchor(ws, tmp_path / "a.json", [pub]).gate_key_fingerprint == made.gate_key_fingerprint
+    # an anchor made before the gate signed its ledger: no gate key in its signed body
+    old = Anchor(**{k: getattr(made, k) for k in ("entry", "entry_id", "entry_hash", "entries", "epsilon_spent",
+                                                    "anchored_at", "signer_fingerprint")})  # fmt: skip
+    assert old.version == 1 and b'"gate_key' not in old.signed_message()
+    signed = {**old.body(), "signature": base64.b64encode(crypto.sign(sk, old.signed_message())).decode()}
+    (tmp_path / "v1.json").write_text(json.dumps(signed))
+    assert check_anchor(ws, tmp_path / "v1.json", [pub]).gate_key_fingerprint is None
+    # dropping the gate key from a version-2 anchor (to dodge the check) breaks its signature
+    doc.pop("gate_key_fingerprint")
+    doc["version"] = 1
+    (tmp_path / "stripped.json").write_text(json.dumps(doc))
+    with pytest.raises(AnchorInvalid, match="does not verify"):
+        check_anchor(ws, tmp_path / "stripped.json", [pub])
 
 
 def test_an_anchor_is_never_written_for_a_ledger_that_does_not_verify(tmp_path: Path) -> None:
@@ -141,10 +166,15 @@ _fields = ("format", "version", "entry", "entry_id", "entry_hash", "entries", "e
 
 
 @settings(max_examples=150, deadline=None)
-@given(doc=st.fixed_dictionaries({}, optional={k: _json for k in (*_fields, "signer_fingerprint", "signature")}))
-def test_a_malformed_anchor_file_gets_a_precise_error_never_a_crash(tmp_path_factory, doc) -> None:
+@given(
+    version=st.sampled_from([1, 2]),
+    doc=st.fixed_dictionaries(
+        {}, optional={k: _json for k in (*_fields, "signer_fingerprint", "gate_key_fingerprint", "signature")}
+    ),
+)
+def test_a_malformed_anchor_file_gets_a_precise_error_never_a_crash(tmp_path_factory, version, doc) -> None:
     path = tmp_path_factory.mktemp("anchor") / "a.json"
-    path.write_text(json.dumps({"format": "kansrijk-ledger-anchor", "version": 1, **doc}))
+    path.write_text(json.dumps({"format": "kansrijk-ledger-anchor", "version": version, **doc}))
     try:
         read_anchor(path)
     except AnchorInvalid as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import gate_workspace, signed_policy
 
 from kansrijk.errors import LedgerCorrupted
 from kansrijk.gate.ledger import verify_ledger
@@ -20,9 +20,7 @@ from kansrijk.gate.requests import CountTable, ModelMetrics, RequestInvalid
 
 def make_gate(tmp_path: Path) -> Gate:
     target, pub, _ = signed_policy(tmp_path, "sdc-only")
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    return Gate.open(ws, target, [pub])
+    return Gate.open(gate_workspace(tmp_path), target, [pub])
 
 
 def people(n: int = 3000, seed: int = 11) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import gate_workspace, signed_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,9 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def setup(tmp_path: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path]:
     target, pub, _ = signed_policy(tmp_path, policy, text)
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    return ws, target, pub
+    return gate_workspace(tmp_path), target, pub
 
 
 def data(seed: int = 1, n: int = 2000) -> pl.DataFrame:

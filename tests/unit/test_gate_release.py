@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import gate_workspace, signed_policy
 
 from kansrijk import crypto
 from kansrijk.errors import PolicyNotSigned
@@ -39,9 +39,7 @@ BUURTEN = tuple("abcdefgh")
 
 def make_gate(tmp_path: Path, policy: str = "sdc-only") -> Gate:
     target, pub, _ = signed_policy(tmp_path, policy)
-    ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
-    return Gate.open(ws, target, [pub])
+    return Gate.open(gate_workspace(tmp_path), target, [pub])
 
 
 def city(n: int = 3000, seed: int = 7) -> pl.DataFrame:

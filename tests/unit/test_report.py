@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import gate_workspace
 from typer.testing import CliRunner
 
 from coordinator.report import build_report, fmt_number, fmt_p, load_released
@@ -177,8 +178,7 @@ def released_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     policy = root / "dp-models.toml"
     shutil.copy(POLICIES / "release" / "dp-models.toml", policy)
     sign_policy(policy, private)
-    ws = root / "ws"
-    ws.mkdir()
+    ws = gate_workspace(root)
     with Gate.open(ws, policy, [officer]) as gate:
         results = [gate.release(r, requested_by="analysis") for r in _requests(np.random.default_rng(5))]
     assert all(r.outcome != "refused" for r in results), [r.reasons for r in results if r.outcome == "refused"]

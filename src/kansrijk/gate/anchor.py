@@ -4,21 +4,26 @@ The ledger's hash chain shows any edited, removed or reordered entry, but not a 
 write the workspace can delete the newest entries and the mirrored head file together. An anchor closes that
 gap up to the moment it was made. After ``verify_ledger`` passes, the officer signs::
 
-    {"format": "kansrijk-ledger-anchor", "version": 1, "entry": 73, "entry_id": "L000073",
+    {"format": "kansrijk-ledger-anchor", "version": 2, "entry": 73, "entry_id": "L000073",
      "entry_hash": "<hex>", "entries": 73, "epsilon_spent": {"rotterdam-groeit": "17/5"},
-     "anchored_at": "2026-11-25T14:00:00Z", "signer_fingerprint": "...", "signature": "base64"}
+     "anchored_at": "2026-11-25T14:00:00Z", "signer_fingerprint": "...",
+     "gate_key_fingerprint": "...", "signature": "base64"}
 
 The signature (Ed25519) covers the canonical JSON of every field but ``signature``, under a domain-separation
 prefix. ``check_anchor`` verifies the signature against trusted officer keys, then requires the ledger to still
-hold entry ``entry`` with exactly that hash, and the budget spent to be no lower than the anchored one (a
-budget that shrank was rolled back). The officer keeps anchors off-site (mail, a register, paper): a copy inside
-the workspace proves nothing against someone who controls the workspace.
+hold entry ``entry`` with exactly that hash, the budget spent to be no lower than the anchored one (a budget
+that shrank was rolled back), and the workspace's gate key to be the anchored one (``gate_key_fingerprint``):
+whoever replaces ``keys/gate-signing.pub`` and re-signs the ledger with a key of their own passes
+``verify_ledger`` but not the anchor. Anchors of version 1 (made before the gate signed its ledger) carry no
+gate key and are still checked for everything else. The officer keeps anchors off-site (mail, a register,
+paper): a copy inside the workspace proves nothing against someone who controls the workspace.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -30,6 +35,7 @@ from typing import Any
 from kansrijk import crypto
 from kansrijk.errors import AnchorInvalid, LedgerCorrupted, OutputExists
 from kansrijk.fsutil import atomic_write_bytes
+from kansrijk.gate.keys import GATE_PUB, read_gate_public_key
 from kansrijk.gate.ledger import LEDGER_FILE, LedgerReport, open_existing, verify_ledger
 from kansrijk.policy.signing import OfficerKey, officer_keys
 
@@ -37,6 +43,7 @@ ANCHOR_FORMAT = "kansrijk-ledger-anchor"
 SIGNING_KIND = "ed25519-signing"
 _DOMAIN = b"kansrijk/v1/ledger-anchor\n"
 _FIELDS = ("entry", "entry_id", "entry_hash", "entries", "epsilon_spent", "anchored_at", "signer_fingerprint")
+_FIELDS_V2 = (*_FIELDS, "gate_key_fingerprint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +56,15 @@ class Anchor:
     anchored_at: str
     signer_fingerprint: str
     signature: bytes = b""
+    gate_key_fingerprint: str | None = None  # None only in a version-1 anchor
+
+    @property
+    def version(self) -> int:
+        return 1 if self.gate_key_fingerprint is None else 2
 
     def body(self) -> dict[str, Any]:
-        return {"format": ANCHOR_FORMAT, "version": 1, **{k: getattr(self, k) for k in _FIELDS}}
+        fields = _FIELDS if self.version == 1 else _FIELDS_V2
+        return {"format": ANCHOR_FORMAT, "version": self.version, **{k: getattr(self, k) for k in fields}}
 
     def signed_message(self) -> bytes:
         return _DOMAIN + json.dumps(self.body(), sort_keys=True, separators=(",", ":")).encode()
@@ -64,6 +77,7 @@ class AnchorCheck:
     signer_fingerprint: str
     anchored_at: str
     entries_since: int
+    gate_key_fingerprint: str | None = None  # the anchored gate key, checked against the workspace's
 
 
 def anchor_ledger(workspace: Path, private_key: bytes, out: Path, *, now: dt.datetime | None = None) -> Anchor:
@@ -83,11 +97,12 @@ def anchor_ledger(workspace: Path, private_key: bytes, out: Path, *, now: dt.dat
         epsilon_spent={d: str(e) for d, e in sorted(report.epsilon_spent.items())},
         anchored_at=(now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         signer_fingerprint=crypto.fingerprint(SIGNING_KIND, crypto.signing_public_key(private_key)),
+        gate_key_fingerprint=report.gate_key_fingerprint,
     )
     signature = crypto.sign(private_key, unsigned.signed_message())
     document = {**unsigned.body(), "signature": base64.b64encode(signature).decode("ascii")}
     atomic_write_bytes(out, (json.dumps(document, indent=2) + "\n").encode())
-    return Anchor(**{k: getattr(unsigned, k) for k in _FIELDS}, signature=signature)
+    return dataclasses.replace(unsigned, signature=signature)
 
 
 def read_anchor(path: Path) -> Anchor:
@@ -99,8 +114,10 @@ def read_anchor(path: Path) -> Anchor:
         raise AnchorInvalid(f"{path}: no such anchor file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnchorInvalid(f"{path}: not a JSON anchor file ({type(exc).__name__})") from None
-    if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT or doc.get("version") != 1:
-        raise AnchorInvalid(f"{path}: not a {ANCHOR_FORMAT} version 1 file (field 'format'/'version')")
+    version = doc.get("version") if isinstance(doc, dict) else None
+    known = type(version) is int and version in (1, 2)  # type() is int: True is no version
+    if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT or not known:
+        raise AnchorInvalid(f"{path}: not a {ANCHOR_FORMAT} version 1 or 2 file (field 'format'/'version')")
     expected: dict[str, type] = {
         "entry": int,
         "entry_id": str,
@@ -111,6 +128,8 @@ def read_anchor(path: Path) -> Anchor:
         "signer_fingerprint": str,
         "signature": str,
     }
+    if version == 2:
+        expected["gate_key_fingerprint"] = str
     for field, kind in expected.items():
         value = doc.get(field)
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -121,15 +140,16 @@ def read_anchor(path: Path) -> Anchor:
         signature = base64.b64decode(doc["signature"], validate=True)
     except (binascii.Error, ValueError):
         raise AnchorInvalid(f"{path}: field 'signature' is not base64") from None
-    return Anchor(**{k: doc[k] for k in _FIELDS}, signature=signature)
+    fields = _FIELDS if version == 1 else _FIELDS_V2
+    return Anchor(**{k: doc[k] for k in fields}, signature=signature)
 
 
 def check_anchor(workspace: Path, anchor_path: Path, trusted_officer_keys: Sequence[OfficerKey]) -> AnchorCheck:
     """Check one anchor against the workspace's ledger (run after ``verify_ledger``).
 
     ``AnchorInvalid`` (exit 24) if the anchor is not a valid signed statement of a trusted officer;
-    ``LedgerCorrupted`` (exit 22) if the ledger no longer holds the anchored entry with its hash, or its budget
-    spent is lower than anchored."""
+    ``LedgerCorrupted`` (exit 22) if the workspace's gate key is not the anchored one, the ledger no longer holds
+    the anchored entry with its hash, or its budget spent is lower than anchored."""
     anchor_path = Path(anchor_path)
     anchor = read_anchor(anchor_path)
     keys = officer_keys(trusted_officer_keys)
@@ -141,6 +161,15 @@ def check_anchor(workspace: Path, anchor_path: Path, trusted_officer_keys: Seque
         )
     if not crypto.verify_signature(signer.key, anchor.signed_message(), anchor.signature):
         raise AnchorInvalid(f"{anchor_path}: the signature does not verify (the anchor file was altered)")
+    if anchor.gate_key_fingerprint is not None:
+        current = read_gate_public_key(workspace).fingerprint
+        if not crypto.constant_time_equal(current.encode(), anchor.gate_key_fingerprint.encode()):
+            raise LedgerCorrupted(
+                f"{Path(workspace) / GATE_PUB}: the workspace's gate key {current} is not the gate key "
+                f"{anchor.gate_key_fingerprint} anchored by {anchor_path} ({anchor.anchored_at}); the gate key was "
+                f"replaced and the ledger may have been re-signed",
+                hint="restore the workspace from its last verified backup and report the incident",
+            )
     where = Path(workspace) / LEDGER_FILE
     conn = open_existing(workspace)
     try:
@@ -168,5 +197,10 @@ def check_anchor(workspace: Path, anchor_path: Path, trusted_officer_keys: Seque
                 f"anchored by {anchor_path}; the budget was rolled back",
             )
     return AnchorCheck(
-        anchor_path, anchor.entry_id, anchor.signer_fingerprint, anchor.anchored_at, count - anchor.entry
+        anchor_path,
+        anchor.entry_id,
+        anchor.signer_fingerprint,
+        anchor.anchored_at,
+        count - anchor.entry,
+        anchor.gate_key_fingerprint,
     )

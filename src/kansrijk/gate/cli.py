@@ -184,6 +184,7 @@ def show_cmd(
                         "outputs": e.outputs,
                         "verdicts": list(e.verdicts),
                         "entry_hash": e.entry_hash,
+                        "signature": e.signature,
                     }
                 )
             )
@@ -208,15 +209,27 @@ def verify_ledger_cmd(
         list[Path] | None,
         typer.Option("--officer-key", help="Trusted officer public key(s) (.pub) for the anchors."),
     ] = None,
+    gate_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--gate-key",
+            help="The gate's public key (gate-signing.pub) kept outside the workspace: the workspace's must be it.",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain and check budget, head and every file in released/. With --anchor, also check
-    that each anchored entry is still there with its signed hash (a truncated or rewritten chain). Exit code 22
-    on any edited, removed or reordered entry, a file without its entry or digest, or a lost anchored entry;
-    exit code 24 for an anchor that is malformed or not signed by a trusted officer.
+    """Verify the ledger: hash chain, gate signatures, budget, head and every file under released/.
+
+    Every entry's signature is checked against WS/keys/gate-signing.pub. With --gate-key, the workspace's gate
+    key must be that pinned key. With --anchor, also check that each anchored entry is still there with its
+    signed hash (a truncated or rewritten chain) and that the gate key is the anchored one (a replaced key,
+    re-signed ledger).
+    Exit code 22 on any edited, removed, reordered or unsigned entry, a signature that does not verify, a
+    replaced gate key, a file without its entry or digest, or a lost anchored entry; exit code 24 for an anchor
+    that is malformed or not signed by a trusted officer; exit code 6 for a missing gate public key.
 
     Example: kansrijk ledger verify demo-run/coordinator --anchor anchors/2026-11-25.json --officer-key officer.pub
     """
-    report = verify_ledger(workspace)
+    report = verify_ledger(workspace, gate_key=gate_key)
     checks = [check_anchor(workspace, a, officer_key or []) for a in anchor or []]
     spent = ", ".join(f"{d}: epsilon {e}" for d, e in report.epsilon_spent.items()) or "no DP budget spent"
     console.print(
@@ -224,10 +237,13 @@ def verify_ledger_cmd(
         f"head {report.head_hash[:16]}…  ({spent}), {workspace / LEDGER_FILE}",
         markup=False,
     )
+    pinned = " (the pinned key)" if gate_key is not None else ""
+    console.print(f"every entry signed by gate key {report.gate_key_fingerprint}{pinned}", markup=False)
     for c in checks:
         console.print(
             f"anchor {c.anchor}: entry {c.entry_id} intact (anchored {c.anchored_at} by {c.signer_fingerprint}; "
-            f"{c.entries_since} entries since)",
+            f"{c.entries_since} entries since; "
+            + (f"gate key {c.gate_key_fingerprint} as anchored)" if c.gate_key_fingerprint else "no gate key in it)"),
             markup=False,
         )
 

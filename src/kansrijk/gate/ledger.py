@@ -4,15 +4,24 @@ Each entry records what was asked (request digest, kind, name, requested_by), un
 every rule's verdict, the privacy budget spent (exact fractions as text) and the digests of the files written to
 ``released/``. ``entry_hash = SHA-256(prev_hash || canonical JSON of the entry)``; the head (last sequence number
 and hash) is kept in the ``meta`` table and mirrored to ``released/LEDGER-HEAD.json`` so a removed last entry is
-detected too. The budget table (``kansrijk.gate.budget``) lives in the same database so a release's budget spend
-and its ledger entry commit in one transaction.
+detected too.
+
+The chain alone proves nothing against someone who can write the database: they can append an entry and
+recompute every hash. So the gate signs each entry (releases and refusals alike) with its own Ed25519 key
+(``kansrijk.gate.keys``): ``signature = Ed25519(gate key, "kansrijk/v1/ledger-entry\n" || canonical JSON of
+{seq, entry_hash, gate_key})``, stored as hex in the entry's ``signature`` column; ``entry_hash`` covers every
+other field and the previous entry. The gate key's fingerprint is kept in ``meta`` (``gate_key``).
+
+The budget table (``kansrijk.gate.budget``) lives in the same database so a release's budget spend and its ledger
+entry commit in one transaction.
 
 The differencing records (``table_records``: true person counts per release) and the populations they name
 (``populations``: sorted 64-bit pseudonym prefixes, stored once per distinct population) live there too; an
 entry's ``record_digest`` covers its record and the record's population digest.
 
-``verify_ledger`` recomputes the chain and cross-checks the budget, the differencing records and their
-populations, and every file in ``released/``; any mismatch is ``LedgerCorrupted``.
+``verify_ledger`` recomputes the chain, checks every signature against the workspace's gate public key (and,
+when given, that this key is a pinned one), and cross-checks the budget, the differencing records and their
+populations, and every file anywhere under ``released/``; any mismatch is ``LedgerCorrupted``.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +38,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kansrijk.errors import LedgerCorrupted, WorkspaceError
+from kansrijk import crypto
+from kansrijk.errors import KeyMaterialError, LedgerCorrupted, WorkspaceError
 from kansrijk.fsutil import atomic_write_bytes, is_temp_name
+from kansrijk.gate.keys import GATE_KEY_KIND, GATE_PUB, GateSigner, read_gate_public_key
 
 LEDGER_FILE = "ledger.sqlite"
 RELEASED_DIR = "released"
@@ -37,6 +49,7 @@ HEAD_FILE = "LEDGER-HEAD.json"
 PENDING_PREFIX = ".pending."
 GENESIS = "0" * 64
 LEDGER_FORMAT = "kansrijk-release-ledger"
+SIGNATURE_DOMAIN = b"kansrijk/v1/ledger-entry\n"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -64,7 +77,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     outputs        TEXT NOT NULL,
     record_digest  TEXT NOT NULL,
     prev_hash      TEXT NOT NULL,
-    entry_hash     TEXT NOT NULL UNIQUE
+    entry_hash     TEXT NOT NULL UNIQUE,
+    signature      TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS table_records (
     seq               INTEGER PRIMARY KEY REFERENCES ledger(seq),
@@ -100,7 +114,8 @@ _HASHED_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One ledger row. ``outputs`` maps file name (under ``released/``) to ``sha256:`` digest."""
+    """One ledger row. ``outputs`` maps file name (under ``released/``) to ``sha256:`` digest; ``signature`` is
+    the gate's Ed25519 signature of ``entry_signing_message(seq, entry_hash, gate key fingerprint)``, as hex."""
 
     seq: int
     time: str
@@ -118,6 +133,7 @@ class LedgerEntry:
     record_digest: str
     prev_hash: str
     entry_hash: str
+    signature: str = ""
 
     @property
     def entry_id(self) -> str:
@@ -149,6 +165,12 @@ def entry_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()
 
 
+def entry_signing_message(seq: int, entry_hash: str, gate_key: str) -> bytes:
+    """The bytes the gate signs for an entry: a domain-separation prefix, then the canonical JSON of the entry's
+    number, its hash (which covers every other field and the previous entry) and the gate key's fingerprint."""
+    return SIGNATURE_DOMAIN + canonical({"entry_hash": entry_hash, "gate_key": gate_key, "seq": seq})
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open the ledger database in autocommit mode (transactions are explicit: BEGIN IMMEDIATE)."""
     conn = sqlite3.connect(str(path), timeout=120.0, isolation_level=None)
@@ -159,7 +181,9 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def initialise(conn: sqlite3.Connection) -> None:
+def initialise(conn: sqlite3.Connection, *, gate_key: str | None = None) -> None:
+    """Create the tables (or add what an older ledger lacks). With ``gate_key`` (the gate key's fingerprint):
+    record it in ``meta``, or refuse (``KeyMaterialError``) a ledger that another gate key signed."""
     with immediate(conn):
         for statement in _SCHEMA.strip().split(";"):
             if statement.strip():
@@ -168,10 +192,15 @@ def initialise(conn: sqlite3.Connection) -> None:
         columns = {r[1] for r in conn.execute("PRAGMA table_info(table_records)")}
         if "population_digest" not in columns:
             conn.execute("ALTER TABLE table_records ADD COLUMN population_digest TEXT REFERENCES populations(digest)")
+        # a ledger created before entries were signed: its entries keep an empty signature (and fail verify)
+        if "signature" not in {r[1] for r in conn.execute("PRAGMA table_info(ledger)")}:
+            conn.execute("ALTER TABLE ledger ADD COLUMN signature TEXT NOT NULL DEFAULT ''")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (LEDGER_FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '1')")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_seq', '0')")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_hash', ?)", (GENESIS,))
+        if gate_key is not None:
+            _record_gate_key(conn, gate_key)
 
 
 @contextlib.contextmanager
@@ -192,6 +221,18 @@ def _meta(conn: sqlite3.Connection, key: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _record_gate_key(conn: sqlite3.Connection, gate_key: str) -> None:
+    """Inside a write transaction: the ledger's gate key is ``gate_key``, recorded now if it is the first."""
+    recorded = _meta(conn, "gate_key")
+    if recorded is None:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('gate_key', ?)", (gate_key,))
+    elif recorded != gate_key:
+        raise KeyMaterialError(
+            f"{LEDGER_FILE}: the ledger is signed by gate key {recorded}, but the workspace's gate key is {gate_key}",
+            hint=f"restore the workspace's own gate key ({GATE_PUB} and its private key); never replace it",
+        )
+
+
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
     seq = _meta(conn, "head_seq")
     h = _meta(conn, "head_hash")
@@ -203,6 +244,7 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
 def append_entry(
     conn: sqlite3.Connection,
     *,
+    signer: GateSigner,
     requested_by: str,
     release_name: str,
     kind: str,
@@ -218,7 +260,9 @@ def append_entry(
     seq: int | None = None,
     now: dt.datetime | None = None,
 ) -> LedgerEntry:
-    """Append one entry; must run inside ``immediate(conn)``. ``seq`` (if given) must be the next number."""
+    """Append one entry signed by the gate's ``signer``; must run inside ``immediate(conn)``. ``seq`` (if given)
+    must be the next number. Refuses (``KeyMaterialError``) a signer other than the ledger's gate key."""
+    _record_gate_key(conn, signer.fingerprint)
     head_seq, head_hash = head(conn)
     if seq is not None and seq != head_seq + 1:
         raise LedgerCorrupted(f"ledger.sqlite: expected next entry {head_seq + 1}, got {seq}")
@@ -239,14 +283,15 @@ def append_entry(
         "record_digest": record_digest,
     }
     h = entry_hash(head_hash, row)
+    signature = signer.sign(entry_signing_message(row["seq"], h, signer.fingerprint)).hex()
     conn.execute(
-        f"INSERT INTO ledger({', '.join(_HASHED_FIELDS)}, prev_hash, entry_hash) "  # noqa: S608 (fixed names)
-        f"VALUES ({', '.join('?' for _ in _HASHED_FIELDS)}, ?, ?)",
-        (*[row[k] for k in _HASHED_FIELDS], head_hash, h),
+        f"INSERT INTO ledger({', '.join(_HASHED_FIELDS)}, prev_hash, entry_hash, signature) "  # noqa: S608
+        f"VALUES ({', '.join('?' for _ in _HASHED_FIELDS)}, ?, ?, ?)",  # (fixed column names)
+        (*[row[k] for k in _HASHED_FIELDS], head_hash, h, signature),
     )
     conn.execute("UPDATE meta SET value = ? WHERE key = 'head_seq'", (str(row["seq"]),))
     conn.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (h,))
-    return _entry({**row, "prev_hash": head_hash, "entry_hash": h})
+    return _entry({**row, "prev_hash": head_hash, "entry_hash": h, "signature": signature})
 
 
 def next_seq(conn: sqlite3.Connection) -> int:
@@ -272,6 +317,7 @@ def _entry(row: Any) -> LedgerEntry:
         record_digest=r["record_digest"],
         prev_hash=r["prev_hash"],
         entry_hash=r["entry_hash"],
+        signature=r.get("signature") or "",
     )
 
 
@@ -308,6 +354,7 @@ class LedgerReport:
     head_hash: str
     files_checked: int
     epsilon_spent: dict[str, Fraction]
+    gate_key_fingerprint: str = ""
 
 
 def open_existing(workspace: Path) -> sqlite3.Connection:
@@ -322,13 +369,18 @@ def open_existing(workspace: Path) -> sqlite3.Connection:
     return conn
 
 
-def verify_ledger(workspace: Path) -> LedgerReport:
-    """Recompute the hash chain and cross-check budget, differencing records, head and released files.
+def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerReport:
+    """Recompute the hash chain, check every entry's gate signature, and cross-check budget, differencing
+    records, head and every file anywhere under ``released/``.
 
-    Raises ``LedgerCorrupted`` naming the first problem found (entry number and what does not match).
+    Signatures are checked against the workspace's ``keys/gate-signing.pub``. With ``gate_key`` (a gate public
+    key file kept outside the workspace) that key must also be the pinned one, which catches a replaced key
+    file with a re-signed ledger. Raises ``LedgerCorrupted`` naming the first problem found (entry number and
+    what does not match); ``KeyMaterialError`` when a gate public key file is missing or unreadable.
     """
     workspace = Path(workspace)
     released = workspace / RELEASED_DIR
+    public = _gate_public_key(workspace, gate_key)
     conn = open_existing(workspace)
     try:
         try:
@@ -337,6 +389,7 @@ def verify_ledger(workspace: Path) -> LedgerReport:
             records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
             populations = _read_populations(conn)
             head_seq, head_hash = head(conn)
+            recorded_gate_key = _meta(conn, "gate_key")
         except sqlite3.DatabaseError as exc:
             raise LedgerCorrupted(f"{workspace / LEDGER_FILE}: unreadable ledger database ({exc})") from None
     finally:
@@ -346,16 +399,24 @@ def verify_ledger(workspace: Path) -> LedgerReport:
     delta_spent: dict[str, Fraction] = {}
     expected_files: dict[str, str] = {}
     where = workspace / LEDGER_FILE
+    if rows and recorded_gate_key != public.fingerprint:
+        raise LedgerCorrupted(
+            f"{where}: the ledger records gate key {recorded_gate_key}, but {workspace / GATE_PUB} is gate key "
+            f"{public.fingerprint}; the gate key or the ledger was replaced",
+            hint="restore the workspace from its last verified backup and report the incident",
+        )
     for i, row in enumerate(rows, start=1):
         if row["seq"] != i:
             raise LedgerCorrupted(
                 f"{where}: entry {i} is missing or out of order (found entry {row['seq']} in its place)",
                 hint="restore the ledger from its last verified backup",
             )
+        _check_types(row, i, where)
         if row["prev_hash"] != prev:
             raise LedgerCorrupted(f"{where}: entry {i} does not link to entry {i - 1} (removed or reordered)")
         if entry_hash(prev, row) != row["entry_hash"]:
             raise LedgerCorrupted(f"{where}: entry {i} was edited (its hash does not match its contents)")
+        _check_signature(row, i, public, where, workspace / GATE_PUB)
         prev = row["entry_hash"]
         try:
             spent[row["dataset"]] = spent.get(row["dataset"], Fraction(0)) + Fraction(row["epsilon"])
@@ -372,7 +433,13 @@ def verify_ledger(workspace: Path) -> LedgerReport:
                 raise LedgerCorrupted(f"{where}: the population of entry {i}'s differencing record is missing")
         elif row["record_digest"]:
             raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was removed")
-        for name, digest in json.loads(row["outputs"]).items():
+        try:
+            outputs = json.loads(row["outputs"])
+        except ValueError:
+            raise LedgerCorrupted(f"{where}: entry {i} has unreadable outputs") from None
+        if not isinstance(outputs, dict):
+            raise LedgerCorrupted(f"{where}: entry {i} has unreadable outputs")
+        for name, digest in outputs.items():
             expected_files[name] = digest
     if records:
         raise LedgerCorrupted(f"{where}: differencing record(s) for entries {sorted(records)} have no ledger entry")
@@ -401,7 +468,59 @@ def verify_ledger(workspace: Path) -> LedgerReport:
                 f"{where}: budget of dataset {dataset!r} does not equal the sum of its ledger entries"
             )
     checked = _verify_files(released, expected_files)
-    return LedgerReport(entries=n, head_seq=head_seq, head_hash=head_hash, files_checked=checked, epsilon_spent=spent)
+    return LedgerReport(
+        entries=n,
+        head_seq=head_seq,
+        head_hash=head_hash,
+        files_checked=checked,
+        epsilon_spent=spent,
+        gate_key_fingerprint=public.fingerprint,
+    )
+
+
+def _gate_public_key(workspace: Path, pinned: Path | None) -> crypto.PublicKeyFile:
+    """The workspace's gate public key; with ``pinned``, only if it is that key (else ``LedgerCorrupted``)."""
+    public = read_gate_public_key(workspace)
+    if pinned is None:
+        return public
+    expected = crypto.read_public_key(Path(pinned), GATE_KEY_KIND)
+    if not crypto.constant_time_equal(expected.key, public.key):
+        raise LedgerCorrupted(
+            f"{workspace / GATE_PUB}: the workspace's gate key {public.fingerprint} is not the pinned gate key "
+            f"{expected.fingerprint} ({pinned}); the gate key was replaced and the ledger may have been re-signed",
+            hint="restore the workspace from its last verified backup and report the incident",
+        )
+    return public
+
+
+_TEXT_FIELDS = (*_HASHED_FIELDS[1:], "prev_hash", "entry_hash", "signature")
+_HEX = frozenset("0123456789abcdef")
+
+
+def _check_types(row: dict[str, Any], i: int, where: Path) -> None:
+    """Every stored field has the type the gate writes (a field stored as a blob or a number was altered)."""
+    for name in _TEXT_FIELDS:
+        if not isinstance(row.get(name), str):
+            raise LedgerCorrupted(f"{where}: entry {i}'s field {name!r} is not text (the entry was altered)")
+
+
+def _check_signature(row: dict[str, Any], i: int, public: crypto.PublicKeyFile, where: Path, pub_path: Path) -> None:
+    signature: str = row["signature"]
+    if not signature:
+        raise LedgerCorrupted(
+            f"{where}: entry {i} (L{i:06d}) has no gate signature (written outside the gate, or by a version "
+            f"that did not sign its entries)",
+            hint="restore the ledger from its last verified backup and report the incident",
+        )
+    # Only the gate's own encoding is accepted (128 lowercase hex digits): no second spelling of a signature.
+    valid = len(signature) == 128 and _HEX.issuperset(signature)
+    message = entry_signing_message(i, row["entry_hash"], public.fingerprint)
+    if not valid or not crypto.verify_signature(public.key, message, bytes.fromhex(signature)):
+        raise LedgerCorrupted(
+            f"{where}: entry {i} (L{i:06d}): its signature does not verify against the gate key "
+            f"{public.fingerprint} ({pub_path}); the entry was not written by this workspace's gate",
+            hint="restore the ledger from its last verified backup and report the incident",
+        )
 
 
 def _read_populations(conn: sqlite3.Connection) -> dict[str, tuple[bytes, int]]:
@@ -411,11 +530,33 @@ def _read_populations(conn: sqlite3.Connection) -> dict[str, tuple[bytes, int]]:
     return {r["digest"]: (bytes(r["ids"]), int(r["size"])) for r in conn.execute("SELECT * FROM populations")}
 
 
+def _released_files(released: Path) -> dict[str, Path]:
+    """Every file anywhere under ``released/`` (but the head file) by its path relative to ``released/``.
+
+    Links and other non-regular entries are refused outright: the gate writes regular files only."""
+    present: dict[str, Path] = {}
+    if not released.is_dir():
+        return present
+
+    def unreadable(exc: OSError) -> None:
+        raise LedgerCorrupted(f"{exc.filename}: cannot be read ({exc.strerror}); verify cannot see what is in it")
+
+    for dirpath, dirnames, filenames in os.walk(released, onerror=unreadable, followlinks=False):
+        base = Path(dirpath)
+        for name in (*dirnames, *filenames):
+            path = base / name
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise LedgerCorrupted(f"{path}: a link or special file, not written by the gate")
+        for name in filenames:
+            relative = (base / name).relative_to(released).as_posix()
+            if relative != HEAD_FILE:
+                present[relative] = base / name
+    return present
+
+
 def _verify_files(released: Path, expected: dict[str, str]) -> int:
-    present = (
-        {p.name: p for p in released.iterdir() if p.is_file() and p.name != HEAD_FILE} if released.is_dir() else {}
-    )
-    pending = [name for name in present if name.startswith(PENDING_PREFIX) or is_temp_name(name)]
+    present = _released_files(released)
+    pending = [name for name in present if "/" not in name and (name.startswith(PENDING_PREFIX) or is_temp_name(name))]
     if pending:
         raise LedgerCorrupted(
             f"{released}: unfinished release or head file(s) {pending[:3]}",

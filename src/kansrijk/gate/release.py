@@ -45,6 +45,7 @@ from kansrijk.gate import ledger as ledger_mod
 from kansrijk.gate.compute import materialise
 from kansrijk.gate.data import GateData
 from kansrijk.gate.document import RELEASE_FORMAT, RELEASE_VERSION, ReleaseDocument
+from kansrijk.gate.keys import GateSigner, load_gate_signer
 from kansrijk.gate.ledger import (
     LEDGER_FILE,
     PENDING_PREFIX,
@@ -175,31 +176,43 @@ class DifferenceRecord:
 class Gate:
     """The release gate of one workspace under one signed release policy."""
 
-    def __init__(self, workspace: Path, policy: ReleasePolicy, policy_digest: str, conn: sqlite3.Connection):
+    def __init__(
+        self, workspace: Path, policy: ReleasePolicy, policy_digest: str, conn: sqlite3.Connection, signer: GateSigner
+    ):
         self.workspace = workspace
         self.policy = policy
         self.policy_digest = policy_digest
         self.released_dir = workspace / RELEASED_DIR
         self._conn = conn
         self.data = GateData(workspace)
+        self._signer = signer  # signs every ledger entry
         # populations are immutable once stored (keyed by digest): cache them and the sizes of their differences
         self._populations: dict[str, Population] = {}
         self._set_differences: dict[tuple[str, str], tuple[int, int]] = {}
 
     @classmethod
-    def open(cls, workspace: Path, policy_path: Path, trusted_officer_keys: Sequence[OfficerKey]) -> Gate:
-        """Verify the policy's signature (``PolicyNotSigned`` otherwise), open or create the ledger, and
-        recover any release interrupted by a crash."""
+    def open(
+        cls,
+        workspace: Path,
+        policy_path: Path,
+        trusted_officer_keys: Sequence[OfficerKey],
+        *,
+        passphrase: str | None = None,
+    ) -> Gate:
+        """Verify the policy's signature (``PolicyNotSigned`` otherwise), load the gate's signing key (with
+        ``passphrase``, else from ``$KANSRIJK_PASSPHRASE``; ``KeyMaterialError`` if it is missing), open or create
+        the ledger, and recover any release interrupted by a crash."""
         workspace = Path(workspace)
         if not workspace.is_dir():
             raise WorkspaceError(f"{workspace}: workspace directory not found", hint="create the workspace first")
         policy, digest = load_signed_policy(Path(policy_path), trusted_officer_keys)
         if not isinstance(policy, ReleasePolicy):
             raise PolicyError(f'{policy_path}: kind: the gate needs a release policy (kind = "release")')
+        signer = load_gate_signer(workspace, passphrase)
         (workspace / RELEASED_DIR).mkdir(exist_ok=True)
         conn = ledger_mod.connect(workspace / LEDGER_FILE)
-        ledger_mod.initialise(conn)
-        gate = cls(workspace, policy, digest, conn)
+        ledger_mod.initialise(conn, gate_key=signer.fingerprint)
+        gate = cls(workspace, policy, digest, conn, signer)
         gate.recover()
         return gate
 
@@ -606,6 +619,7 @@ class Gate:
         _fault_point("after_pending_write")
         entry = ledger_mod.append_entry(
             self._conn,
+            signer=self._signer,
             requested_by=requested_by,
             release_name=spec.name,
             kind=spec.kind,
@@ -641,6 +655,7 @@ class Gate:
     def _record_refusal(self, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
         entry = ledger_mod.append_entry(
             self._conn,
+            signer=self._signer,
             requested_by=requested_by,
             release_name=spec.name,
             kind=spec.kind,
