@@ -26,22 +26,23 @@ from kansrijk.gate.anchor import anchor_ledger, check_anchor, read_anchor
 from kansrijk.gate.keys import GATE_KEY, GATE_PUB, create_gate_key, load_gate_signer, read_gate_public_key
 from kansrijk.gate.ledger import LEDGER_FILE, RELEASED_DIR, entry_signing_message, verify_ledger, write_head_file
 from kansrijk.gate.release import Gate, Refused
-from kansrijk.gate.requests import CountTable
+from kansrijk.gate.specs import CountSpec
 
 
 def _people(n: int = 2000, seed: int = 1) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({"sex": rng.choice(["M", "F"], n), "buurt": rng.choice(list("abcd"), n)})
+    codes = [f"BU059900{i:02d}" for i in range(4)]
+    return pl.DataFrame({"sex": rng.choice(["M", "F"], n), "buurt_code": rng.choice(codes, n)})
 
 
 def _populate(tmp: Path) -> tuple[Path, Path, Path, bytes]:
     """A workspace with three released tables and one refusal (entries 1-4); the policy, officer pub and key."""
     policy, pub, officer_sk = signed_policy(tmp, "sdc-only")
-    ws = gate_workspace(tmp)
+    ws = gate_workspace(tmp, _people())
     with Gate.open(ws, policy, [pub]) as gate:
-        for i, by in enumerate([("sex",), ("buurt",), ("sex", "buurt")]):
-            gate.release(CountTable(name=f"t{i}", data=_people(), by=by), requested_by="analysis")
-        gate.release(CountTable(name="x", data=_people(), by=("sex",)), requested_by="intruder")
+        for i, by in enumerate([("sex",), ("buurt_code",), ("sex", "buurt_code")]):
+            gate.release(CountSpec(name=f"t{i}", years=(2023,), by=by), requested_by="analysis")
+        gate.release(CountSpec(name="x", years=(2023,), by=("sex",)), requested_by="intruder")
     return ws, policy, pub, officer_sk
 
 
@@ -129,7 +130,7 @@ def test_a_refusal_is_a_signed_entry(tmp_path: Path) -> None:
     policy, pub, _ = signed_policy(tmp_path, "sdc-only")
     ws = gate_workspace(tmp_path)
     with Gate.open(ws, policy, [pub]) as gate:
-        refused = gate.release(CountTable(name="x", data=_people(), by=("sex",)), requested_by="intruder")
+        refused = gate.release(CountSpec(name="x", years=(2023,), by=("sex",)), requested_by="intruder")
     assert isinstance(refused, Refused) and refused.entry_id == "L000001"
     gate_pub = read_gate_public_key(ws)
     with sqlite3.connect(ws / LEDGER_FILE) as conn:
