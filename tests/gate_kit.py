@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
@@ -25,3 +26,14 @@ def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) 
         target.write_text(text)
     sign_policy(target, sk)
     return target, pub, sk
+
+
+def add_workspace_identity(ws: Path, fingerprint: str | None = None) -> str:
+    """Make ``ws`` (created if needed) a workspace with a person-key identity: a minimal ``workspace.toml`` with
+    ``pseudonym_key_fingerprint`` (a fresh random one unless given), which the gate keys the budget by.
+
+    Returns the fingerprint. Tests that need a real workspace use ``kansrijk coordinator init`` instead."""
+    fingerprint = fingerprint or secrets.token_hex(16)
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "workspace.toml").write_text(f'pseudonym_key_fingerprint = "{fingerprint}"\n')
+    return fingerprint

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import add_workspace_identity
 
 from kansrijk import bundle, crypto
 from kansrijk.errors import InputError
@@ -150,7 +151,7 @@ def test_released_csv_escapes_formula_cells(tmp_path: Path, tally) -> None:
     shutil.copy(REPO / "policies" / "release" / "sdc-only.toml", policy)
     sign_policy(policy, sk)
     ws = tmp_path / "ws"
-    ws.mkdir()
+    add_workspace_identity(ws)
     rng = np.random.default_rng(1)
     frame = pl.DataFrame({"label": rng.choice(FORMULAS[:4], 2000)})
     with Gate.open(ws, policy, [pub]) as gate:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import add_workspace_identity
 
 from kansrijk import crypto
 from kansrijk.gate.ledger import entries, verify_ledger
@@ -30,7 +31,7 @@ def make_gate(tmp_path: Path, policy: str = "dp-models", edit=None) -> Gate:
     target.write_text(edit(text) if edit else text)
     sign_policy(target, sk)
     ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
+    add_workspace_identity(ws)
     return Gate.open(ws, target, [pub])
 
 
@@ -65,6 +66,7 @@ def test_dp_tree_release_debits_exactly_its_epsilon_and_marks_the_file_noisy(tmp
         result = gate.release(request(data=persons(10_000)), requested_by="analysis")
         assert isinstance(result, Released), result.reasons
         budget = gate.budget()
+        key = gate.budget_key
     assert budget is not None and budget.epsilon_spent == Fraction(3, 4)
     doc = json.loads(result.path.read_text())
     assert doc["kind"] == "dp_model" and doc["method"] == "dp" and doc["noisy"] is True
@@ -73,7 +75,7 @@ def test_dp_tree_release_debits_exactly_its_epsilon_and_marks_the_file_noisy(tmp
     assert sum((Fraction(s["epsilon"]) for s in steps), Fraction(0)) == Fraction(3, 4)
     assert [s["step"] for s in steps][:3] == ["splits.level0", "splits.level1", "splits.level2"]
     report = verify_ledger(tmp_path / "ws")
-    assert report.epsilon_spent == {"rotterdam-groeit": Fraction(3, 4)}
+    assert report.epsilon_spent == {key: Fraction(3, 4)}
     assert 0.0 <= doc["values"]["metrics"]["roc_auc"] <= 1.0
     assert abs(sum(doc["values"]["importances"].values()) - 1.0) < 1e-9
     leaves = [n for n in doc["values"]["trees"][0]["nodes"] if n["feature"] is None]

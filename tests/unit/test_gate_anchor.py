@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import add_workspace_identity, signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -35,7 +35,7 @@ def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Pa
     """A workspace with ``releases`` released tables (DP under dp-sdc) and the officer's key pair."""
     target, pub, sk = signed_policy(tmp, policy)
     ws = tmp / "ws"
-    ws.mkdir()
+    add_workspace_identity(ws)
     _release(ws, target, pub, range(releases))
     return ws, target, pub, sk
 
@@ -86,7 +86,7 @@ def test_a_rewritten_chain_is_caught_by_the_anchor(tmp_path: Path) -> None:
     anchor_ledger(ws, sk, tmp_path / "a.json")
     # someone with the workspace replays other releases into a fresh ledger: a valid chain, other hashes
     shutil.rmtree(ws)
-    ws.mkdir()
+    add_workspace_identity(ws)
     _release(ws, policy, pub, range(10, 13))
     with pytest.raises(LedgerCorrupted, match="does not have the hash anchored"):
         check_anchor(ws, tmp_path / "a.json", [pub])

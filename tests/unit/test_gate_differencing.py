@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import add_workspace_identity, signed_policy
 
 from kansrijk.errors import LedgerCorrupted
 from kansrijk.gate.ledger import verify_ledger
@@ -21,7 +21,7 @@ from kansrijk.gate.requests import CountTable, ModelMetrics, RequestInvalid
 def make_gate(tmp_path: Path) -> Gate:
     target, pub, _ = signed_policy(tmp_path, "sdc-only")
     ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
+    add_workspace_identity(ws)
     return Gate.open(ws, target, [pub])
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import add_workspace_identity, signed_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kansrijk.errors import LedgerCorrupted
+from kansrijk.gate.budget import budget_key
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Released
 from kansrijk.gate.requests import CountTable
@@ -29,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 def setup(tmp_path: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path]:
     target, pub, _ = signed_policy(tmp_path, policy, text)
     ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
+    add_workspace_identity(ws)
     return ws, target, pub
 
 
@@ -193,7 +194,7 @@ def test_eight_processes_spending_at_once_never_exceed_the_total(tmp_path):
     released = sum(r.count("Released") + r.count("Suppressed") for r in results)
     report = verify_ledger(ws)
     assert released == 10  # 1 / (1/10): exactly the budget, never more
-    assert report.epsilon_spent["rotterdam-groeit"] == Fraction(1)
+    assert report.epsilon_spent == {budget_key(ws): Fraction(1)}
     assert report.entries == 32
 
 

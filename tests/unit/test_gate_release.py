@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import add_workspace_identity, signed_policy
 
 from kansrijk import crypto
 from kansrijk.errors import PolicyNotSigned
@@ -40,7 +40,7 @@ BUURTEN = tuple("abcdefgh")
 def make_gate(tmp_path: Path, policy: str = "sdc-only") -> Gate:
     target, pub, _ = signed_policy(tmp_path, policy)
     ws = tmp_path / "ws"
-    ws.mkdir(exist_ok=True)
+    add_workspace_identity(ws)
     return Gate.open(ws, target, [pub])
 
 
@@ -239,10 +239,11 @@ def test_dp_release_is_noisy_spends_exact_budget_and_refuses_when_exhausted(tmp_
             for i in range(1, 41)
         ]
         state = gate.budget()
+        key = gate.budget_key
     assert state is not None and state.epsilon_spent == Fraction(4)
     assert isinstance(results[-1], Refused) and any("dp_budget" in r for r in results[-1].reasons)
     assert sum(isinstance(r, Released) for r in results) == 39
-    assert verify_ledger(tmp_path / "ws").epsilon_spent["rotterdam-groeit"] == Fraction(4)
+    assert key.startswith("persons:") and verify_ledger(tmp_path / "ws").epsilon_spent == {key: Fraction(4)}
 
 
 def test_dp_needs_public_keys_and_bounds(tmp_path):
@@ -271,7 +272,7 @@ def test_gate_refuses_an_unsigned_or_altered_policy(tmp_path):
     crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
     policy = tmp_path / "p.toml"
     shutil.copy(REPO / "policies/release/sdc-only.toml", policy)
-    (tmp_path / "ws").mkdir()
+    add_workspace_identity(tmp_path / "ws")
     with pytest.raises(PolicyNotSigned):
         Gate.open(tmp_path / "ws", policy, [pub])
     sign_policy(policy, sk)

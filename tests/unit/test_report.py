@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import add_workspace_identity
 from typer.testing import CliRunner
 
 from coordinator.report import build_report, fmt_number, fmt_p, load_released
@@ -178,7 +179,7 @@ def released_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     shutil.copy(POLICIES / "release" / "dp-models.toml", policy)
     sign_policy(policy, private)
     ws = root / "ws"
-    ws.mkdir()
+    add_workspace_identity(ws)
     with Gate.open(ws, policy, [officer]) as gate:
         results = [gate.release(r, requested_by="analysis") for r in _requests(np.random.default_rng(5))]
     assert all(r.outcome != "refused" for r in results), [r.reasons for r in results if r.outcome == "refused"]
