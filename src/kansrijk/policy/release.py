@@ -411,7 +411,7 @@ class ReleasePolicy(PolicyModel):
     dataset: str = Field(
         min_length=1,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="A label for people (explain, report); the budget belongs to the workspace's persons, not to it.",
+        description="A name shown by explain and the report; the budget belongs to the workspace's persons, not to it.",
     )
     requesters: Requesters = Requesters()
     sdc: SdcRules = SdcRules()
