@@ -4,6 +4,7 @@ and the gate's own signing key in a bare workspace directory."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -34,6 +35,17 @@ def signed_policy(tmp: Path, policy: str = "sdc-only", text: str | None = None) 
         target.write_text(text)
     sign_policy(target, sk)
     return target, pub, sk
+
+
+def add_workspace_identity(ws: Path, fingerprint: str | None = None) -> str:
+    """Make ``ws`` (created if needed) a workspace with a person-key identity: a minimal ``workspace.toml`` with
+    ``pseudonym_key_fingerprint`` (a fresh random one unless given), which the gate keys the budget by.
+
+    Returns the fingerprint. Tests that need a real workspace use ``kansrijk coordinator init`` instead."""
+    fingerprint = fingerprint or secrets.token_hex(16)
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "workspace.toml").write_text(f'pseudonym_key_fingerprint = "{fingerprint}"\n')
+    return fingerprint
 
 
 def add_gate_key(ws: Path, passphrase: str = GATE_PASSPHRASE) -> str:
@@ -72,11 +84,14 @@ def write_dataset(ws: Path, frame: pl.DataFrame, year: int = YEAR, *, seed: int 
 
 
 def gate_workspace(tmp: Path, frames: pl.DataFrame | dict[int, pl.DataFrame] | None = None, name: str = "ws") -> Path:
-    """``tmp/name`` as a workspace for a gate under test: the directory, its gate key (made once) and ``frames``
-    (one frame: reference year 2023; or a ``{year: frame}`` dict) as its linked datasets."""
+    """``tmp/name`` as a workspace for a gate under test: the directory, its gate key and person-key identity
+    (made once) and ``frames`` (one frame: reference year 2023; or a ``{year: frame}`` dict) as its linked
+    datasets."""
     ws = tmp / name
     if not (ws / "keys" / "gate-signing.key").exists():
         add_gate_key(ws)
+    if not (ws / "workspace.toml").exists():
+        add_workspace_identity(ws)
     if isinstance(frames, pl.DataFrame):
         frames = {YEAR: frames}
     for year, frame in sorted((frames or {}).items()):  # the same persons every year (seed 0)

@@ -16,6 +16,7 @@ from coordinator.report import build_report
 from kansrijk.cli import app
 from kansrijk.demo import DP_EPSILON, DP_OUTCOME, PASSPHRASE_ENV, PASSPHRASE_FILE, RELEASE_POLICY, prepare_out
 from kansrijk.errors import OutputExists
+from kansrijk.gate.budget import budget_key
 from kansrijk.gate.ledger import entries, open_existing, verify_ledger
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,7 @@ def test_ledger_holds_the_dp_models_next_to_the_trees_with_their_epsilon(demo_ru
     # the summary's epsilon spent is the ledger's, DP models included, and says how much the models took
     spent = sum((e.epsilon for e in ledger), Fraction(0))
     models = 2 * DP_EPSILON
-    assert verify_ledger(ws).epsilon_spent == {"rotterdam-groeit": spent}
+    assert verify_ledger(ws).epsilon_spent == {budget_key(ws): spent}  # one budget: the workspace's persons
     row = re.search(r"ε spent / left\s*│\s*([0-9./]+) / ([0-9./]+)", output)
     assert row is not None and Fraction(row.group(1)) == spent and Fraction(row.group(2)) == 8 - spent
     assert f"DP models {models}," in re.sub(r"[\s│]+", " ", output)

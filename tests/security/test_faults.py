@@ -246,7 +246,7 @@ def test_kill_9_during_a_release_leaves_budget_equal_to_the_recorded_releases(
         state is not None
         and report.entries == expected_entries
         and state.epsilon_spent == Fraction(expected_entries, 10)
-        and report.epsilon_spent.get("rotterdam-groeit", Fraction(0)) == state.epsilon_spent
+        and report.epsilon_spent.get(state.dataset, Fraction(0)) == state.epsilon_spent
         and released == (["first.csv", "first.json"] if expected_entries else [])
         and not _orphans(c.ws)
     )
@@ -323,7 +323,7 @@ def test_kill_9_of_concurrent_releasers_at_random_moments_keeps_ledger_and_budge
         codes == [-signal.SIGKILL] * 3
         and report.entries > 0
         and state is not None
-        and report.epsilon_spent.get("rotterdam-groeit", Fraction(0)) == state.epsilon_spent
+        and report.epsilon_spent.get(state.dataset, Fraction(0)) == state.epsilon_spent
         and len(released) == 2 * sum(1 for name in released if name.endswith(".json"))
         and not _orphans(c.ws)
     )

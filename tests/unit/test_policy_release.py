@@ -22,7 +22,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["sdc-only", "dp-sdc"])
+@pytest.mark.parametrize("name", ["sdc-only", "dp-sdc", "dp-models"])
 def test_example_policies_validate(name):
     kind, policy = load_policy(REPO / "policies" / "release" / f"{name}.toml")
     assert kind == "release" and isinstance(policy, ReleasePolicy)

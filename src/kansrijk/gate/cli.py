@@ -48,7 +48,9 @@ def _passphrase(env: str, *, confirm: bool) -> str:
 def check_cmd(files: Annotated[list[Path], typer.Argument(help="Policy files (TOML) to validate.")]) -> None:
     """Validate policy files of any known kind (dispatch on the top-level `kind` key).
 
-    Every problem is listed as `file: key.path: message`. Exit code 3 if any file fails.
+    Every problem is listed as `file: key.path: message`. A release policy fails when any number is looser than
+    its floor or above its DP ceiling (epsilon 1 per release, 2 per DP model, 10 in total), DP-only outputs
+    included. Exit code 3 if any file fails.
 
     Example: kansrijk policy check policies/release/dp-sdc.toml policies/release/sdc-only.toml
     """
@@ -67,7 +69,8 @@ def check_cmd(files: Annotated[list[Path], typer.Argument(help="Policy files (TO
 
 @policy_app.command("explain")
 def explain_cmd(file: Annotated[Path, typer.Argument(help="A release policy file.")]) -> None:
-    """Say in plain language what a release policy does, and where it is stricter than ACRO and why.
+    """Say in plain language what a release policy does, the floors and ceilings it is held to, whose DP budget it
+    spends, and where it is stricter than ACRO and why.
 
     Example: kansrijk policy explain policies/release/dp-sdc.toml
     """
@@ -131,7 +134,8 @@ def sign_cmd(
     key: Annotated[Path, typer.Option("--key", help="The officer's secret key file (officer.key).")],
     passphrase_env: Annotated[str, typer.Option(help="Environment variable with the passphrase.")] = PASSPHRASE_ENV,
 ) -> None:
-    """Sign a policy file: writes FILE.sig (JSON with the file digest and the signer's fingerprint).
+    """Sign a policy file: writes FILE.sig (JSON with the file digest and the signer's fingerprint). A file that
+    does not validate (a release policy past a floor or ceiling included) is refused and nothing is written.
 
     Example: kansrijk policy sign policies/release/dp-sdc.toml --key ~/officer-keys/officer.key
     """

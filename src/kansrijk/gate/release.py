@@ -177,10 +177,18 @@ class Gate:
     """The release gate of one workspace under one signed release policy."""
 
     def __init__(
-        self, workspace: Path, policy: ReleasePolicy, policy_digest: str, conn: sqlite3.Connection, signer: GateSigner
+        self,
+        workspace: Path,
+        policy: ReleasePolicy,
+        policy_digest: str,
+        conn: sqlite3.Connection,
+        signer: GateSigner,
+        budget_key: str,
     ):
         self.workspace = workspace
         self.policy = policy
+        # the budget belongs to the persons the workspace answers about, not to the policy's dataset label
+        self.budget_key = budget_key
         self.policy_digest = policy_digest
         self.released_dir = workspace / RELEASED_DIR
         self._conn = conn
@@ -209,10 +217,16 @@ class Gate:
         if not isinstance(policy, ReleasePolicy):
             raise PolicyError(f'{policy_path}: kind: the gate needs a release policy (kind = "release")')
         signer = load_gate_signer(workspace, passphrase)
+        budget_key = budget_mod.budget_key(workspace)  # before anything is written: no identity, no gate
         (workspace / RELEASED_DIR).mkdir(exist_ok=True)
         conn = ledger_mod.connect(workspace / LEDGER_FILE)
         ledger_mod.initialise(conn, gate_key=signer.fingerprint)
-        gate = cls(workspace, policy, digest, conn, signer)
+        try:
+            budget_mod.check_budget_owner(conn, budget_key)
+        except WorkspaceError:
+            conn.close()
+            raise
+        gate = cls(workspace, policy, digest, conn, signer, budget_key)
         gate.recover()
         return gate
 
@@ -259,7 +273,7 @@ class Gate:
     def budget(self) -> budget_mod.BudgetState | None:
         if self.policy.dp is None:
             return None
-        return budget_mod.state(self._conn, self.policy.dataset, self.policy.dp)
+        return budget_mod.state(self._conn, self.budget_key, self.policy.dp)
 
     # -- the release ---------------------------------------------------------------------------------------
     def release(self, spec: ReleaseSpec, *, requested_by: str) -> ReleaseResult:
@@ -340,11 +354,11 @@ class Gate:
             if method != "sdc":
                 assert self.policy.dp is not None and rule.epsilon is not None
                 epsilon = rule.epsilon
-                why = budget_mod.refusal_reason(self._conn, self.policy.dataset, self.policy.dp, epsilon)
+                why = budget_mod.refusal_reason(self._conn, self.budget_key, self.policy.dp, epsilon)
                 if why is not None:
                     verdicts.append(RuleOutcome("dp_budget", "refuse", why))
                     return self._record_refusal(spec, requested_by, verdicts)
-                budget_mod.spend(self._conn, self.policy.dataset, epsilon)
+                budget_mod.spend(self._conn, self.budget_key, epsilon)
                 verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before measuring"))
                 dp_result = dp_mod.measure(
                     request,
@@ -442,11 +456,11 @@ class Gate:
                 return self._record_refusal(spec, requested_by, verdicts)
             epsilon = request.epsilon
             capped = budget.model_copy(update={"epsilon_per_release_max": rules.max_epsilon})
-            why = budget_mod.refusal_reason(self._conn, self.policy.dataset, capped, epsilon)
+            why = budget_mod.refusal_reason(self._conn, self.budget_key, capped, epsilon)
             if why is not None:
                 verdicts.append(RuleOutcome("dp_budget", "refuse", why))
                 return self._record_refusal(spec, requested_by, verdicts)
-            budget_mod.spend(self._conn, self.policy.dataset, epsilon)
+            budget_mod.spend(self._conn, self.budget_key, epsilon)
             verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before training"))
             result = dpm.train_and_evaluate(
                 data,
@@ -626,7 +640,7 @@ class Gate:
             outcome=outcome,
             request_digest=document["request_digest"],
             policy_digest=self.policy_digest,
-            dataset=self.policy.dataset,
+            dataset=self.budget_key,
             epsilon=epsilon,
             delta=Fraction(0),
             verdicts=[v.to_json() for v in verdicts],
@@ -662,7 +676,7 @@ class Gate:
             outcome="refused",
             request_digest=spec.digest(),
             policy_digest=self.policy_digest,
-            dataset=self.policy.dataset,
+            dataset=self.budget_key,
             epsilon=Fraction(0),
             delta=Fraction(0),
             verdicts=[v.to_json() for v in verdicts],

@@ -54,9 +54,14 @@ def parse_policy(path: Path, model: type[M], raw: bytes | None = None) -> M:
         raise PolicyError(format_validation_error(path, exc)) from None
 
 
+# Bound errors of numbers: the message gives the bound, and the value is a policy number (never personal data).
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
 def format_validation_error(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s)"]
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {path}: {where}: {error['msg']}")
+        got = f" (got {error['input']!r})" if error["type"] in _BOUND_ERRORS else ""
+        lines.append(f"  {path}: {where}: {error['msg']}{got}")
     return "\n".join(lines)

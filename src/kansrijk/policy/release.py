@@ -6,18 +6,25 @@ disclosure control (``sdc``), answered with differential privacy (``dp``), or bo
 runs on the true data and the values that pass are released with DP noise).
 
 The defaults are the strictest figures in ``sdc-rules.md`` (ACRO, ABS DataLab, Bundesbank RDSC, SACRO-ML, CBS).
-A policy may be stricter; a policy that is *looser* than that floor does not validate, so a typo cannot weaken
-the gate. Every key is documented in ``docs/privacy-officer.md``.
+A policy may be stricter; a policy that is *looser* than that floor, or spends more privacy than the DP ceilings
+below allow, does not validate, so neither a typo nor a hostile edit can weaken the gate: every number a policy
+can set has a floor or a ceiling (``LIMITS``), or cannot loosen anything (said per key in
+``docs/privacy-officer.md``).
+
+The policy's ``dataset`` is a label. The DP budget belongs to the persons the data is about, not to a name: the
+gate keeps it per person-key space of the workspace (``kansrijk.gate.budget.budget_key``), so every policy over the
+same persons spends from one budget.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
 from kansrijk.gate.requests import OutputKind
 from kansrijk.policy.common import PolicyModel, parse_policy
@@ -25,16 +32,165 @@ from kansrijk.policy.grids import PublicGrids
 
 RELEASE_KIND = "release"
 
-# The floor: no policy may be looser than these (sdc-rules.md, strictest row per rule).
+# --- floors and ceilings ----------------------------------------------------------------------------------
+# The floor: no policy may be looser than these (sdc-rules.md, strictest row per rule). Where a looser rule means
+# a *higher* number (nk_k, the suppressed share, the risky depth) the floor is a ceiling; the names say which.
 FLOOR_MIN_PERSONS = 10
 FLOOR_P_PERCENT = 0.10
 FLOOR_NK_N = 2
-FLOOR_NK_K = 0.85
+FLOOR_NK_K = 0.85  # a ceiling: fail when the n largest are >= k of the total (Bundesbank RDSC; ACRO 0.90)
 FLOOR_MIN_DOF = 10
 FLOOR_MIN_SAMPLES_LEAF = 5
 FLOOR_MIN_LEAF_PERSONS = 10
 FLOOR_MIN_CLASS_COUNT = 10
 FLOOR_QUANTILE_CONTRIBUTORS = 10
+# A table with more than half its cells withheld is refused: the blanks and the cells left say too much together
+# and the table has no analytical value (our stricter-than-ACRO rule 3, docs/privacy-officer.md; the ACRO
+# comparison suite refuses 16 small pivot tables on it). A higher share would quietly switch the rule off.
+CEILING_MAX_SUPPRESSED_SHARE = 0.5
+# SACRO-ML _get_unnecessary_risk_dt: depth > 7 with min_samples_leaf <= 7 and min_samples_split <= 15.
+CEILING_RISKY_MAX_DEPTH = 7
+
+# The DP ceilings (privacy unit: one person; pure epsilon-DP, so epsilon bounds by e^epsilon how much any one
+# person's presence can change the probability of any output, whatever an attacker knows):
+# - per release (a table, quantile or histogram) <= 1: e^1 ~ 2.7. Dwork & Roth (The Algorithmic Foundations of
+#   Differential Privacy, 2014) treat epsilon as a small constant (0.01..1, "ln 2 or ln 3"); above 1 a single
+#   answer already lets an attacker multiply their odds on one person by more than e. Our shipped policies use
+#   0.1..0.2 per table and cap a release at 0.5.
+# - a DP model release <= 2: a tree or a boosted ensemble is one release made of many measurements (a noisy split
+#   choice per level, leaf counts, a held-out score histogram); at 2 the whole model costs what four table
+#   releases at our 0.5 cap do, and its parts get epsilon 0.1..0.4 each at depth 6.
+# - total <= 10 over *all* releases about the same persons, under every policy (the budget is per person-key
+#   space, kansrijk.gate.budget): e^10 ~ 22,000, the loosest total we consider defensible for a whole study. For
+#   scale: the US Census Bureau spent epsilon 17.14 on persons for the entire 2020 redistricting data
+#   (delta 1e-10; 19.61 with housing units), a national product for 330 million people and a decade; Dwork, Kohli
+#   & Mulligan ("Differential Privacy in Practice: Expose your Epsilons!", 2019) found deployed totals in the
+#   single digits to tens and no consensus, and ask that every epsilon be published (the ledger does). One
+#   municipal study should stay well below a national census: our shipped policies spend 4 and 8.
+# - delta total < 1/1000: the gate's mechanisms (Laplace, exponential) are pure DP and spend delta 0; any delta
+#   must stay far below 1/n ("privacy for all but one in a thousand persons" is no privacy at all at n >= 1000).
+CEILING_EPSILON_PER_RELEASE = Fraction(1)
+CEILING_DP_MODEL_EPSILON = Fraction(2)
+CEILING_EPSILON_TOTAL = Fraction(10)
+CEILING_DELTA_TOTAL = Fraction(1, 1000)  # exclusive: delta_total must be strictly below it
+# Who may request a release: a plain name, compared exactly (no pattern, no wildcard).
+REQUESTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# DP counts are rounded only in these kinds (kansrijk.gate.dp: counts of a table or histogram).
+ROUNDED_KINDS = frozenset({"frequency_table", "histogram"})
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One bound a release policy must respect: ``key`` (``*`` for every output kind) is at least (``floor``)
+    or at most (``ceiling``) ``bound``; ``exclusive`` bounds must not be reached either. ``domain`` bounds only
+    keep a number meaningful (a share above 0); the others are privacy floors and ceilings."""
+
+    key: str
+    side: Literal["floor", "ceiling"]
+    bound: Fraction
+    why: str
+    exclusive: bool = False
+    domain: bool = False
+
+    def holds(self, value: object) -> bool:
+        v = Fraction(str(value))
+        if self.side == "floor":
+            return v > self.bound if self.exclusive else v >= self.bound
+        return v < self.bound if self.exclusive else v <= self.bound
+
+
+def _f(x: float | int) -> Fraction:
+    return Fraction(str(x))
+
+
+# Every number a release policy can set that could make a release less private, with its bound. Validation
+# enforces them (pydantic constraints and the validators below); the tests check no valid policy breaks one;
+# ``explain`` lists them in words. Keys absent here cannot loosen the gate (docs/privacy-officer.md says why).
+LIMITS: tuple[Limit, ...] = (
+    Limit("sdc.min_persons_per_cell", "floor", _f(FLOOR_MIN_PERSONS), "persons per cell: ACRO, ABS DataLab, CBS"),
+    Limit("sdc.p_percent", "floor", _f(FLOOR_P_PERCENT), "p% rule: ACRO"),
+    Limit("sdc.p_percent", "ceiling", Fraction(1), "a share", domain=True),
+    Limit("sdc.nk_n", "floor", _f(FLOOR_NK_N), "(n,k) dominance over the 2 largest: Bundesbank RDSC, ACRO"),
+    Limit("sdc.nk_n", "ceiling", Fraction(10), "a handful of contributors", domain=True),
+    Limit("sdc.nk_k", "ceiling", _f(FLOOR_NK_K), "Bundesbank RDSC; ACRO uses 0.90"),
+    Limit("sdc.nk_k", "floor", Fraction(0), "a share", exclusive=True, domain=True),
+    Limit("sdc.min_dof", "floor", _f(FLOOR_MIN_DOF), "residual degrees of freedom: ACRO, SACRO-ML"),
+    Limit(
+        "sdc.min_quantile_contributors",
+        "floor",
+        _f(FLOOR_QUANTILE_CONTRIBUTORS),
+        "contributors per quantile group: ABS DataLab",
+    ),
+    Limit(
+        "sdc.max_suppressed_share",
+        "ceiling",
+        _f(CEILING_MAX_SUPPRESSED_SHARE),
+        "share of withheld cells before the whole table is refused",
+    ),
+    Limit("sdc.max_suppressed_share", "floor", Fraction(0), "a share", exclusive=True, domain=True),
+    Limit(
+        "sdc.tree.min_samples_leaf_training",
+        "floor",
+        _f(FLOOR_MIN_SAMPLES_LEAF),
+        "min_samples_leaf the model was trained with: SACRO-ML",
+    ),
+    Limit("sdc.tree.min_leaf_persons", "floor", _f(FLOOR_MIN_LEAF_PERSONS), "persons per leaf: SACRO-ML"),
+    Limit("sdc.tree.min_class_count", "floor", _f(FLOOR_MIN_CLASS_COUNT), "a class count in a leaf: SACRO-ML"),
+    Limit(
+        "sdc.tree.risky_max_depth",
+        "ceiling",
+        _f(CEILING_RISKY_MAX_DEPTH),
+        "tree depth before SACRO-ML's unnecessary-risk rule refuses",
+    ),
+    Limit("sdc.tree.risky_max_depth", "floor", Fraction(0), "a depth", domain=True),
+    Limit("dp.epsilon_total", "ceiling", CEILING_EPSILON_TOTAL, "epsilon over all releases about the same persons"),
+    Limit("dp.epsilon_total", "floor", Fraction(0), "a budget", exclusive=True, domain=True),
+    Limit("dp.epsilon_per_release_max", "ceiling", CEILING_EPSILON_PER_RELEASE, "epsilon of one table release"),
+    Limit("dp.epsilon_per_release_max", "floor", Fraction(0), "a cap", exclusive=True, domain=True),
+    Limit(
+        "dp.delta_total",
+        "ceiling",
+        CEILING_DELTA_TOTAL,
+        "the gate's mechanisms are pure DP and spend 0",
+        exclusive=True,
+    ),
+    Limit("dp.delta_total", "floor", Fraction(0), "a probability", domain=True),
+    Limit("dp_model.max_epsilon", "ceiling", CEILING_DP_MODEL_EPSILON, "epsilon of one DP model release"),
+    Limit("dp_model.max_epsilon", "floor", Fraction(0), "a cap", exclusive=True, domain=True),
+    Limit("outputs.*.epsilon", "ceiling", CEILING_EPSILON_PER_RELEASE, "epsilon of one table release"),
+    Limit("outputs.*.epsilon", "floor", Fraction(0), "a cost", exclusive=True, domain=True),
+    Limit("outputs.*.rounding", "floor", Fraction(1), "1: no rounding", domain=True),
+)
+
+# The numbers a policy can set that have no privacy floor or ceiling, and why none is needed. Every other number
+# is in LIMITS (a test checks that the two together cover every number of a policy).
+UNBOUNDED: dict[str, str] = {
+    "version": "the file format",
+    "dp.max_persons": "a public upper bound OpenDP needs for sums and means: a larger value is the more conservative "
+    "claim; it must be at least the real number of persons, which the data decides, not a policy number",
+    "dp_model.max_depth": "covered by dp_model.max_epsilon: a whole model release costs its epsilon whatever its "
+    "shape (bounded to 10 for running time)",
+    "dp_model.max_trees": "covered by dp_model.max_epsilon, as max_depth (bounded to 500 for running time)",
+    "dp_model.eval_share": "how a model's epsilon is split; the parts always add up to the epsilon charged",
+    "dp_model.leaf_share": "how a tree's epsilon is split; the parts always add up to the epsilon charged",
+    "dp_model.bin_edges.*": "public bin edges, never taken from the data; any edges keep the guarantee",
+}
+
+
+def _ceiling(bound: Fraction, constant: str) -> AfterValidator:
+    """A validator refusing a value above ``bound``; the error's location names the key path, the message the
+    value, the ceiling and where its reason is written down."""
+
+    def check(value: Fraction) -> Fraction:
+        if value > bound:
+            raise ValueError(
+                f"{value} is above the ceiling {bound} ({constant}; see docs/privacy-officer.md, "
+                f"'Floors and ceilings'): set {bound} or less"
+            )
+        return value
+
+    return AfterValidator(check)
+
 
 Method = Literal["sdc", "dp", "dp+sdc"]
 # Output kinds a policy rules per section; DP models have their own [dp_model] section.
@@ -71,9 +227,16 @@ ExactNumber = Annotated[
 class Requesters(PolicyModel):
     """Who may ask the gate for a release (the ``requested_by`` of every request is checked against this)."""
 
-    allowed: tuple[str, ...] = Field(
-        default=("coordinator",), min_length=1, description="Names that may request releases."
+    allowed: tuple[Annotated[str, Field(pattern=REQUESTER_PATTERN, max_length=64)], ...] = Field(
+        default=("coordinator",), min_length=1, description="Names that may request releases (compared exactly)."
     )
+
+    @field_validator("allowed", mode="after")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a name is listed twice")
+        return value
 
 
 class TreeRules(PolicyModel):
@@ -101,9 +264,9 @@ class TreeRules(PolicyModel):
         default="refuse", description="A leaf with a class count 0 < n < min_class_count: refuse, or withhold counts."
     )
     risky_max_depth: int = Field(
-        default=7,
+        default=CEILING_RISKY_MAX_DEPTH,
         ge=0,
-        le=7,
+        le=CEILING_RISKY_MAX_DEPTH,
         description="SACRO-ML unnecessary risk: deeper than this with min_samples_leaf <= 7 and min split <= 15.",
     )
 
@@ -126,20 +289,25 @@ class SdcRules(PolicyModel):
     secondary_suppression: Literal[True] = True
     differencing: Literal[True] = True
     max_suppressed_share: float = Field(
-        default=0.5,
+        default=CEILING_MAX_SUPPRESSED_SHARE,
         gt=0.0,
-        le=1.0,
+        le=CEILING_MAX_SUPPRESSED_SHARE,
         description="Refuse a table when more than this share of its cells would be suppressed.",
     )
     tree: TreeRules = TreeRules()
 
 
 class DpBudget(PolicyModel):
-    """The differential-privacy budget of one dataset (privacy unit: one person)."""
+    """The differential-privacy budget (privacy unit: one person). The gate keeps one budget per person-key space
+    of the workspace, shared by every policy over those persons; each policy's caps apply to its own releases."""
 
-    epsilon_total: ExactNumber = Field(description="Total epsilon for this dataset over all releases.")
+    epsilon_total: Annotated[ExactNumber, _ceiling(CEILING_EPSILON_TOTAL, "CEILING_EPSILON_TOTAL")] = Field(
+        description="Total epsilon over all releases about the workspace's persons, under every policy."
+    )
     delta_total: ExactNumber = Field(default=Fraction(0), description="Total delta (0: pure DP only).")
-    epsilon_per_release_max: ExactNumber = Field(description="No single release may spend more.")
+    epsilon_per_release_max: Annotated[
+        ExactNumber, _ceiling(CEILING_EPSILON_PER_RELEASE, "CEILING_EPSILON_PER_RELEASE")
+    ] = Field(description="No single release may spend more.")
     max_persons: int = Field(
         default=10_000_000,
         ge=1,
@@ -149,12 +317,23 @@ class DpBudget(PolicyModel):
     @model_validator(mode="after")
     def _consistent(self) -> DpBudget:
         if self.epsilon_total <= 0:
-            raise ValueError("epsilon_total must be > 0")
+            raise ValueError(f"dp.epsilon_total = {self.epsilon_total} must be > 0")
         if not 0 < self.epsilon_per_release_max <= self.epsilon_total:
-            raise ValueError("epsilon_per_release_max must be > 0 and <= epsilon_total")
-        if self.delta_total < 0 or self.delta_total >= Fraction(1, 1000):
-            raise ValueError("delta_total must be in [0, 1/1000)")
+            raise ValueError(
+                f"dp.epsilon_per_release_max = {self.epsilon_per_release_max} must be > 0 and <= dp.epsilon_total "
+                f"= {self.epsilon_total}"
+            )
         return self
+
+    @field_validator("delta_total", mode="after")
+    @classmethod
+    def _delta_below_ceiling(cls, value: Fraction) -> Fraction:
+        if not 0 <= value < CEILING_DELTA_TOTAL:
+            raise ValueError(
+                f"{value} is not in [0, {CEILING_DELTA_TOTAL}) (CEILING_DELTA_TOTAL; see docs/privacy-officer.md, "
+                f"'Floors and ceilings'): set a smaller delta, or 0 for pure DP"
+            )
+        return value
 
 
 class DpModelRules(PolicyModel):
@@ -164,8 +343,9 @@ class DpModelRules(PolicyModel):
     fixes how it is split and which public bin edges numeric features use.
     """
 
-    max_epsilon: ExactNumber = Field(description="No single DP model release may spend more (instead of the "
-                                     "per-release cap of tables).")  # fmt: skip
+    max_epsilon: Annotated[ExactNumber, _ceiling(CEILING_DP_MODEL_EPSILON, "CEILING_DP_MODEL_EPSILON")] = Field(
+        description="No single DP model release may spend more (instead of the per-release cap of tables)."
+    )
     models: tuple[Literal["dp_tree", "dp_boosted"], ...] = Field(
         default=("dp_tree", "dp_boosted"), min_length=1, description="Model kinds the gate will train."
     )
@@ -200,8 +380,12 @@ class OutputRule(PolicyModel):
     """How one output kind is checked."""
 
     method: Method = "sdc"
-    epsilon: ExactNumber | None = Field(default=None, description="Epsilon each release of this kind spends (dp).")
-    rounding: int = Field(default=1, ge=1, description="Released DP counts are rounded to a multiple of this.")
+    epsilon: Annotated[ExactNumber, _ceiling(CEILING_EPSILON_PER_RELEASE, "CEILING_EPSILON_PER_RELEASE")] | None = (
+        Field(default=None, description="Epsilon each release of this kind spends (dp).")
+    )
+    rounding: int = Field(
+        default=1, ge=1, description="Released DP counts (frequency tables, histograms) are rounded to a multiple."
+    )
 
     @model_validator(mode="after")
     def _epsilon_when_dp(self) -> OutputRule:
@@ -209,6 +393,9 @@ class OutputRule(PolicyModel):
             raise ValueError(f"method '{self.method}' needs epsilon > 0 (written as a string, e.g. \"0.1\")")
         if self.method == "sdc" and self.epsilon is not None:
             raise ValueError("epsilon is set but method is 'sdc'; set method = 'dp' or 'dp+sdc', or remove epsilon")
+        if self.method == "sdc" and self.rounding != 1:
+            # output checking releases exact values: a rounding here would be ignored, not protect anything
+            raise ValueError("rounding applies to DP counts only; with method 'sdc' remove it (or set 1)")
         return self
 
 
@@ -222,7 +409,11 @@ class ReleasePolicy(PolicyModel):
     kind: Literal["release"]
     version: Literal[1] = 1
     title: str = Field(min_length=1)
-    dataset: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The budget is per dataset.")
+    dataset: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="A name shown by explain and the report; the budget belongs to the workspace's persons, not to it.",
+    )
     requesters: Requesters = Requesters()
     sdc: SdcRules = SdcRules()
     dp: DpBudget | None = None
@@ -251,6 +442,11 @@ class ReleasePolicy(PolicyModel):
             if self.dp is None:
                 raise ValueError(f"outputs.{kind}: method '{rule.method}' needs a [dp] section with the budget")
             assert rule.epsilon is not None
+            if rule.rounding != 1 and kind not in ROUNDED_KINDS:
+                raise ValueError(
+                    f"outputs.{kind}.rounding: the gate rounds DP counts of {' and '.join(sorted(ROUNDED_KINDS))} "
+                    f"only; remove it (or set 1) for {kind}"
+                )
             if rule.epsilon > self.dp.epsilon_per_release_max:
                 raise ValueError(
                     f"outputs.{kind}.epsilon {rule.epsilon} exceeds dp.epsilon_per_release_max "
@@ -324,9 +520,12 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
         d = policy.dp
         lines += [
             f"Differential privacy (privacy unit: one person): at most epsilon {d.epsilon_total} "
-            f"(delta {d.delta_total}) over all releases about '{policy.dataset}', and at most "
-            f"{d.epsilon_per_release_max} per release. The budget is checked and debited before any noise is drawn; "
-            f"a release that does not fit is refused. Group categories and value bounds must be public.",
+            f"(delta {d.delta_total}) over all releases about the persons of the workspace, and at most "
+            f"{d.epsilon_per_release_max} per release. The budget belongs to those persons, not to this policy or "
+            f"its dataset label '{policy.dataset}': the gate keeps one budget per workspace person-key space (the "
+            f"coordinator pseudonym key), and every policy over the same persons, whatever its name, spends from "
+            f"it; a re-link does not reset it. The budget is checked and debited before any noise is drawn; a "
+            f"release that does not fit is refused. Group categories and value bounds must be public.",
         ]
     if policy.dp_model is not None:
         m = policy.dp_model
@@ -350,6 +549,7 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
             "dp+sdc": f"output checking on the true data, then released with DP noise (epsilon {rule.epsilon})",
         }[rule.method]
         lines.append(f"- {kind}: {how}.")
+    lines += ["", *explain_limits(policy)]
     lines += ["", "Where this policy is stricter than ACRO's defaults, and why:"]
     stricter = []
     if s.nk_k < _ACRO["nk_k"]:
@@ -376,7 +576,66 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
     return lines + stricter
 
 
+def _values(policy: ReleasePolicy, key: str) -> list[tuple[str, object]]:
+    """The values of ``key`` in ``policy`` as (key path, value); ``outputs.*.X`` gives one per output kind, and a
+    key of an absent section gives none."""
+    if key.startswith("outputs.*."):
+        leaf = key.removeprefix("outputs.*.")
+        pairs = [(f"outputs.{k}.{leaf}", getattr(r, leaf)) for k, r in sorted(policy.outputs.items())]
+        return [(k, v) for k, v in pairs if v is not None]
+    value: object = policy
+    for part in key.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            return []
+    return [(key, value)]
+
+
+def limit_values(policy: ReleasePolicy) -> list[tuple[Limit, str, object]]:
+    """Every bounded number of ``policy`` with its limit: (limit, key path, value)."""
+    return [(limit, k, v) for limit in LIMITS for k, v in _values(policy, limit.key)]
+
+
+def _number(value: object) -> str:
+    """A policy number as an officer writes it: 0.85 rather than 17/20, 1/3 where no decimal is exact."""
+    f = Fraction(str(value))
+    if f.denominator == 1:
+        return str(f.numerator)
+    d = f.denominator
+    while d % 2 == 0:
+        d //= 2
+    while d % 5 == 0:
+        d //= 5
+    return format(float(f), "g") if d == 1 and len(format(float(f), "g")) < 12 else str(f)
+
+
+def explain_limits(policy: ReleasePolicy) -> list[str]:
+    """The floors and ceilings every release policy is held to, in words, with this policy's values."""
+    lines = [
+        "Floors and ceilings (built into kansrijk; a policy past any of them does not validate and cannot be "
+        "signed, so the values below can only be made stricter):"
+    ]
+    for limit in LIMITS:
+        if limit.domain:
+            continue
+        if limit.side == "floor":
+            bound = f"more than {_number(limit.bound)}" if limit.exclusive else f"at least {_number(limit.bound)}"
+        else:
+            bound = f"below {_number(limit.bound)}" if limit.exclusive else f"at most {_number(limit.bound)}"
+        here = ", ".join(sorted({_number(v) for _, v in _values(policy, limit.key)})) or "not used"
+        lines.append(f"- {limit.key} {bound} ({limit.why}); this policy: {here}.")
+    lines += [
+        f"- Over all releases about the same persons, under every policy: epsilon at most {CEILING_EPSILON_TOTAL} "
+        f"(each policy's epsilon_total is checked against everything already spent on those persons).",
+        "- Fixed, cannot be switched off: zeros are disclosive, class disclosure, negative values refuse, no raw "
+        "minimum or maximum, secondary suppression, differencing.",
+        "- Requesters: plain names compared exactly (no patterns); every request, refused or not, is recorded.",
+    ]
+    return lines
+
+
 # For `kansrijk policy diff`: in which direction a key becomes stricter (unlisted keys are not judged).
+# ``outputs.*.X`` stands for the key X of every output kind.
 STRICTER_WHEN: dict[str, Literal["higher", "lower"]] = {
     "sdc.min_persons_per_cell": "higher",
     "sdc.p_percent": "higher",
@@ -395,14 +654,46 @@ STRICTER_WHEN: dict[str, Literal["higher", "lower"]] = {
     "dp_model.max_epsilon": "lower",
     "dp_model.max_depth": "lower",
     "dp_model.max_trees": "lower",
+    "dp.max_persons": "higher",  # a larger public bound is the more conservative claim
+    "outputs.*.epsilon": "lower",
+    "outputs.*.rounding": "higher",  # coarser DP counts (post-processing)
 }
+# Choices from strictest to loosest.
+STRICTER_CHOICE: dict[str, tuple[str, ...]] = {
+    "sdc.tree.zero_class_probability": ("refuse", "suppress_counts"),
+    "sdc.tree.small_class_count": ("refuse", "suppress_counts"),
+}
+# Lists where fewer entries is stricter (fewer names may request, fewer model kinds may be trained).
+STRICTER_WHEN_FEWER = frozenset({"requesters.allowed", "dp_model.models"})
+# Methods: DP on top of output checking is stricter than either alone; 'sdc' and 'dp' protect differently.
+_METHOD_STRICTER = {("sdc", "dp+sdc"), ("dp", "dp+sdc")}
+
+
+def _generic(key: str) -> str:
+    parts = key.split(".")
+    return f"outputs.*.{parts[2]}" if len(parts) == 3 and parts[0] == "outputs" else key
 
 
 def judge_change(key: str, before: object, after: object) -> str:
-    """'stricter', 'looser' or '' for a changed key of a release policy."""
-    direction = STRICTER_WHEN.get(key)
-    if key.startswith("outputs.") and key.endswith(".epsilon"):
-        direction = "lower"
+    """'stricter', 'looser' or '' (not comparable, or not judged) for a changed key of a release policy."""
+    generic = _generic(key)
+    if generic == "outputs.*.method":
+        if (before, after) in _METHOD_STRICTER:
+            return "stricter"
+        return "looser" if (after, before) in _METHOD_STRICTER else ""
+    if generic in STRICTER_CHOICE:
+        order = STRICTER_CHOICE[generic]
+        if before in order and after in order and before != after:
+            return "stricter" if order.index(str(after)) < order.index(str(before)) else "looser"
+        return ""
+    if generic in STRICTER_WHEN_FEWER:
+        if not isinstance(before, list | tuple) or not isinstance(after, list | tuple):
+            return ""
+        b_set, a_set = set(before), set(after)
+        if a_set < b_set:
+            return "stricter"
+        return "looser" if a_set > b_set else ("" if a_set == b_set else "looser")
+    direction = STRICTER_WHEN.get(generic)
     if direction is None:
         return ""
     try:
