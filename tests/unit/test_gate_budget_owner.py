@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import REPO, add_workspace_identity, signed_policy
+from gate_kit import REPO, add_gate_key, signed_policy, write_dataset
+from gate_kit import add_workspace_identity as _identity
 from typer.testing import CliRunner
 
 from kansrijk.cli import app
@@ -18,9 +19,7 @@ from kansrijk.errors import WorkspaceError
 from kansrijk.gate.budget import budget_key
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Refused, Released
-from kansrijk.gate.requests import CountTable
-
-KEYS = {"sex": ("F", "M")}
+from kansrijk.gate.specs import CountSpec
 
 
 def tight_policy(dataset: str) -> str:
@@ -45,8 +44,17 @@ def people(n: int = 2000) -> pl.DataFrame:
     return pl.DataFrame({"sex": rng.choice(["F", "M"], n)})
 
 
+def add_workspace_identity(ws: Path, fingerprint: str | None = None) -> str:
+    """A workspace with its person-key identity, a gate key (made once) and the persons' dataset."""
+    fp = _identity(ws, fingerprint)
+    if not (ws / "keys" / "gate-signing.key").exists():
+        add_gate_key(ws)
+        write_dataset(ws, people())
+    return fp
+
+
 def ask(gate: Gate, name: str) -> Released | Refused:
-    result = gate.release(CountTable(name=name, data=people(), by=("sex",), keys=KEYS), requested_by="analysis")
+    result = gate.release(CountSpec(name=name, years=(2023,), by=("sex",)), requested_by="analysis")
     assert not isinstance(result, Released) or result.document["noisy"] is True
     return result  # type: ignore[return-value]
 
@@ -89,7 +97,7 @@ def test_a_workspace_with_another_pseudonym_key_has_its_own_budget(tmp_path: Pat
 def test_a_workspace_without_identity_is_refused_and_nothing_is_written(tmp_path: Path, manifest: str | None) -> None:
     policy, pub = policy_in(tmp_path, "a", "rotterdam-groeit")
     ws = tmp_path / "ws"
-    ws.mkdir()
+    add_gate_key(ws)  # the gate key is there: the missing identity alone stops the gate
     if manifest is not None:
         (ws / "workspace.toml").write_text(manifest)
     before = sorted(p.name for p in ws.iterdir())

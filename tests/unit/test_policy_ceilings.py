@@ -151,6 +151,8 @@ def _generic(key: str) -> str:
         return f"outputs.*.{parts[2]}"
     if key.startswith("dp_model.bin_edges."):
         return "dp_model.bin_edges.*"
+    if parts[0] == "grids":  # per-variable grids (and the list of quantile levels) share one reason
+        return f"grids.{parts[1]}.*"
     return key
 
 

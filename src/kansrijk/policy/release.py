@@ -174,6 +174,14 @@ UNBOUNDED: dict[str, str] = {
     "dp_model.eval_share": "how a model's epsilon is split; the parts always add up to the epsilon charged",
     "dp_model.leaf_share": "how a tree's epsilon is split; the parts always add up to the epsilon charged",
     "dp_model.bin_edges.*": "public bin edges, never taken from the data; any edges keep the guarantee",
+    "grids.quantile_levels.*": "public quantile levels, strictly between 0 and 1 (never min or max); under output "
+    "checking each is a mean of the threshold-many nearest values with as many on each side, whatever the level",
+    "grids.bands.*": "public band edges, never taken from the data; every band is a cell under the threshold, "
+    "dominance and differencing rules like any other",
+    "grids.histogram_edges.*": "public histogram edges, never taken from the data; every bin is a cell under the "
+    "output-checking rules",
+    "grids.value_clip.*": "the one form a value is summed in (clipped to a public interval); dominance is checked "
+    "on the clipped values that are released",
 }
 
 
