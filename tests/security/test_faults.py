@@ -95,15 +95,10 @@ _CHILD = textwrap.dedent(
     elif step == "link":
         link.link_workspace(Path(ws), release=link.gate_release_hook(Path(policy), [Path(pub)]))
     elif step == "release":
-        import numpy as np
-        from kansrijk.gate.requests import CountTable
-        rng = np.random.default_rng(1)
-        df = pl.DataFrame({"sex": rng.choice(["M", "F"], 2000)})
+        from kansrijk.gate.specs import CountSpec
         with release.Gate.open(Path(ws), Path(policy), [Path(pub)]) as gate:
-            gate.release(CountTable(name="first", data=df, by=("sex",), keys={"sex": ("F", "M")}),
-                         requested_by="analysis")
-            gate.release(CountTable(name="second", data=df, by=("sex",), keys={"sex": ("F", "M")}),
-                         requested_by="analysis")
+            gate.release(CountSpec(name="first", years=(2023,), by=("sex",)), requested_by="analysis")
+            gate.release(CountSpec(name="second", years=(2023,), by=("sex",)), requested_by="analysis")
     sys.exit(3)  # the kill point was never reached
     """
 )
@@ -235,6 +230,8 @@ def test_kill_9_during_a_release_leaves_budget_equal_to_the_recorded_releases(
     from kansrijk.gate.release import Gate
 
     c, bundles, policy, pub = _setup(tmp_path, monkeypatch)
+    _ingest_all(c, bundles)
+    link_workspace(c.ws)  # the gate reads the linked dataset itself
     _kill("release", point, c, bundles, policy, pub)
     with Gate.open(c.ws, policy, [pub]) as gate:  # the next open recovers
         state = gate.budget()

@@ -27,7 +27,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -75,7 +75,7 @@ from kansrijk.gate.sdc import (
     worst,
 )
 from kansrijk.gate.specs import ReleaseSpec
-from kansrijk.policy.release import ReleasePolicy
+from kansrijk.policy.release import DpBudget, ReleasePolicy
 from kansrijk.policy.signing import OfficerKey, load_signed_policy
 
 TABULAR = (CountTable, Histogram, MeanTable, QuantileRequest)
@@ -337,40 +337,74 @@ class Gate:
         # the population differencing compares: the persons the gate itself selected (outside the write lock:
         # sorting them takes a moment)
         persons = Population.of(computed.persons, spec.name) if method == "sdc" else None
+        record = None
+        if method == "sdc":
+            record = _difference_record(request, check) if check is not None else _count_record(request)
+            record = dataclasses.replace(record, persons=persons) if record is not None else None
+
+        def produce() -> tuple[Any, Any]:
+            if method == "sdc":
+                return _sdc_values(request, check, verdicts, computed.withheld), None
+            assert self.policy.dp is not None
+            dp_result = dp_mod.measure(
+                request,
+                rule.epsilon or Fraction(0),
+                max_persons=self.policy.dp.max_persons,
+                rounding=rule.rounding,
+                contributions=computed.contributions,
+            )
+            return _dp_values(request, dp_result, check), dp_result.noise
+
+        return self._commit(
+            spec,
+            requested_by,
+            verdicts,
+            method=method,
+            epsilon=rule.epsilon if method != "sdc" and rule.epsilon is not None else Fraction(0),
+            budget=self.policy.dp,
+            record=record,
+            produce=produce,
+            debited="epsilon {epsilon} debited before measuring",
+        )
+
+    # -- the one commit path of every release -----------------------------------------------------------------
+    def _commit(
+        self,
+        spec: ReleaseSpec,
+        requested_by: str,
+        verdicts: list[RuleOutcome],
+        *,
+        method: str,
+        epsilon: Fraction,
+        budget: DpBudget | None,
+        record: DifferenceRecord | None,
+        produce: Callable[[], tuple[Any, Any]],
+        debited: str,
+    ) -> ReleaseResult:
+        """In one ``BEGIN IMMEDIATE`` transaction: the name is new, differencing against every earlier record,
+        the budget checked and debited *before* ``produce`` computes the released values (OpenDP runs there),
+        the files written under pending names and the signed ledger entry appended; then commit and rename.
+
+        A refusal at any step is a ledger entry with nothing spent. A crash before the commit leaves no spent
+        budget and no entry; after it, ``recover`` finishes the rename."""
         with ledger_mod.immediate(self._conn):
             if spec.name in ledger_mod.released_names(self._conn):
                 verdicts.append(RuleOutcome("unique_name", "refuse", f"a release named {spec.name!r} exists already"))
                 return self._record_refusal(spec, requested_by, verdicts)
-            record = None
-            if method == "sdc":
-                record = _difference_record(request, check) if check is not None else _count_record(request)
             if record is not None:
-                record = dataclasses.replace(record, persons=persons)
                 conflict = self._differencing(record)
                 verdicts.append(conflict)
                 if conflict.verdict == "refuse":
                     return self._record_refusal(spec, requested_by, verdicts)
-            epsilon = Fraction(0)
-            if method != "sdc":
-                assert self.policy.dp is not None and rule.epsilon is not None
-                epsilon = rule.epsilon
-                why = budget_mod.refusal_reason(self._conn, self.budget_key, self.policy.dp, epsilon)
+            if epsilon > 0:
+                assert budget is not None
+                why = budget_mod.refusal_reason(self._conn, self.budget_key, budget, epsilon)
                 if why is not None:
                     verdicts.append(RuleOutcome("dp_budget", "refuse", why))
                     return self._record_refusal(spec, requested_by, verdicts)
                 budget_mod.spend(self._conn, self.budget_key, epsilon)
-                verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before measuring"))
-                dp_result = dp_mod.measure(
-                    request,
-                    epsilon,
-                    max_persons=self.policy.dp.max_persons,
-                    rounding=rule.rounding,
-                    contributions=computed.contributions,
-                )
-                values = _dp_values(request, dp_result, check)
-            else:
-                dp_result = None
-                values = _sdc_values(request, check, verdicts, computed.withheld)
+                verdicts.append(RuleOutcome("dp_budget", "pass", debited.format(epsilon=epsilon)))
+            values, noise = produce()
             outcome: Literal["released", "suppressed"] = "suppressed" if worst(verdicts) == "suppress" else "released"
             entry, pending, document = self._record_release(
                 spec,
@@ -378,7 +412,7 @@ class Gate:
                 outcome=outcome,
                 method=method,
                 epsilon=epsilon,
-                noise=dp_result.noise if dp_result is not None else None,
+                noise=noise,
                 values=values,
                 verdicts=verdicts,
                 record=record,
@@ -450,18 +484,9 @@ class Gate:
             leaf_share=rules.leaf_share,
             max_persons=budget.max_persons,
         )
-        with ledger_mod.immediate(self._conn):
-            if spec.name in ledger_mod.released_names(self._conn):
-                verdicts.append(RuleOutcome("unique_name", "refuse", f"a release named {spec.name!r} exists already"))
-                return self._record_refusal(spec, requested_by, verdicts)
-            epsilon = request.epsilon
-            capped = budget.model_copy(update={"epsilon_per_release_max": rules.max_epsilon})
-            why = budget_mod.refusal_reason(self._conn, self.budget_key, capped, epsilon)
-            if why is not None:
-                verdicts.append(RuleOutcome("dp_budget", "refuse", why))
-                return self._record_refusal(spec, requested_by, verdicts)
-            budget_mod.spend(self._conn, self.budget_key, epsilon)
-            verdicts.append(RuleOutcome("dp_budget", "pass", f"epsilon {epsilon} debited before training"))
+        epsilon = request.epsilon
+
+        def produce() -> tuple[Any, Any]:
             result = dpm.train_and_evaluate(
                 data,
                 outcome=request.outcome,
@@ -473,28 +498,18 @@ class Gate:
             spent = sum((st.epsilon for st in result.steps), Fraction(0))
             if spent != epsilon:  # never release a model whose steps do not add up to the debit
                 raise RuntimeError(f"DP model steps spend {spent}, the ledger debited {epsilon}")
-            entry, pending, document = self._record_release(
-                spec,
-                requested_by,
-                outcome="released",
-                method="dp",
-                epsilon=epsilon,
-                noise={"guarantee": dpm.GUARANTEE, "steps": [st.to_json() for st in result.steps]},
-                values=result.values,
-                verdicts=verdicts,
-            )
-            _fault_point("before_commit")
-        _fault_point("after_commit")
-        for tmp, final in pending:
-            _replace(tmp, final)
-        return Released(
-            name=spec.name,
-            kind=spec.kind,
-            verdicts=tuple(verdicts),
-            entry_id=entry.entry_id,
+            return result.values, {"guarantee": dpm.GUARANTEE, "steps": [st.to_json() for st in result.steps]}
+
+        return self._commit(
+            spec,
+            requested_by,
+            verdicts,
+            method="dp",
             epsilon=epsilon,
-            path=self.released_dir / f"{spec.name}.json",
-            document=document,
+            budget=budget.model_copy(update={"epsilon_per_release_max": rules.max_epsilon}),
+            record=None,
+            produce=produce,
+            debited="epsilon {epsilon} debited before training",
         )
 
     # -- helpers -----------------------------------------------------------------------------------------
