@@ -1,6 +1,7 @@
 """A coordinator workspace built the way the partners and the coordinator build it, through the CLI: a synthetic
 city, four partners sealing their extracts per reference year, ingest, link, three signed policies, and
-``coordinator analyse``. Shared by the analysis integration tests (each builds its own under its tmp path)."""
+``coordinator analyse`` (or not: ``build_workspace``). Shared by the analysis integration tests and the gate
+service's tests (each builds its own under its tmp path)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,18 @@ def edit_plan(text: str, edits: dict[str, str]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A linked workspace and the three policies the privacy officer signed for it (not analysed yet)."""
+
+    runner: CliRunner
+    ws: Path
+    keys: Path
+    city: CityPaths
+    signed: Path  # plan.toml, factors.toml, release.toml and their .sig files
+    officer: Path  # officer.key, officer.pub
+
+
 def build_and_analyse(
     tmp: Path,
     *,
@@ -108,13 +121,32 @@ def build_and_analyse(
     KANSRIJK_SCRYPT_LOG2N. The link key and the coordinator's pseudonym key are made from ``key_seed``
     (``seeded_secret_keys``): the same pseudonyms in every run.
     """
+    p = build_workspace(tmp, persons=persons, years=years, plan_edits=plan_edits, plan_text=plan_text,
+                        release_policy=release_policy, key_seed=key_seed)  # fmt: skip
+    output = ok(p.runner, "coordinator", "analyse", str(p.ws), "--plan", str(p.signed / "plan.toml"), "--factors",
+                str(p.signed / "factors.toml"), "--release-policy", str(p.signed / "release.toml"), "--officer-key",
+                str(p.officer / "officer.pub"), "--json")  # fmt: skip
+    return Analysed(p.runner, p.ws, p.keys, p.city, json.loads(output), p.signed, p.officer)
+
+
+def build_workspace(
+    tmp: Path,
+    *,
+    persons: int,
+    years: Sequence[int],
+    plan_edits: dict[str, str] | None = None,
+    plan_text: str | None = None,
+    release_policy: str = "sdc-only",
+    key_seed: int = 7,
+) -> Prepared:
+    """``build_and_analyse`` up to the signed policies: everything but ``coordinator analyse``."""
     if plan_text is None:
         plan_text = edit_plan((POLICIES / "analysis" / "rotterdam-groeit.toml").read_text(), plan_edits or {})
     with seeded_secret_keys(key_seed):
-        return _build_and_analyse(tmp, persons=persons, years=years, plan_text=plan_text, release=release_policy)
+        return _build(tmp, persons=persons, years=years, plan_text=plan_text, release=release_policy)
 
 
-def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_text: str, release: str) -> Analysed:
+def _build(tmp: Path, *, persons: int, years: Sequence[int], plan_text: str, release: str) -> Prepared:
     city = generate_city(tmp / "city", persons=persons, seed=7, years=tuple(years))
     runner = CliRunner()
     keys, ws = key_ceremony_and_workspace(runner, tmp)
@@ -143,11 +175,7 @@ def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_te
     shutil.copy(POLICIES / "release" / f"{release}.toml", signed / "release.toml")
     for name in ("plan.toml", "factors.toml", "release.toml"):
         ok(runner, "policy", "sign", str(signed / name), "--key", str(officer / "officer.key"))
-
-    output = ok(runner, "coordinator", "analyse", str(ws), "--plan", str(signed / "plan.toml"), "--factors",
-                str(signed / "factors.toml"), "--release-policy", str(signed / "release.toml"), "--officer-key",
-                str(officer / "officer.pub"), "--json")  # fmt: skip
-    return Analysed(runner, ws, keys, city, json.loads(output), signed, officer)
+    return Prepared(runner, ws, keys, city, signed, officer)
 
 
 def released(ws: Path, name: str) -> dict[str, Any]:

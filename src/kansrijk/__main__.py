@@ -1,0 +1,5 @@
+"""``python -m kansrijk``: the same command as the ``kansrijk`` script (the demo starts the gate service so)."""
+
+from kansrijk.cli import main
+
+main()
