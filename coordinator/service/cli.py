@@ -92,8 +92,10 @@ def serve_command(
 
 @app.command("ping")
 def ping_command(socket_path: SocketOption, as_json: JsonOption = False) -> None:
-    """Ask the gate service who it is: version, workspace, release policy digest, trusted officers, and whether
-    the workspace is hardened.
+    """Ask the gate service who it is.
+
+    Prints its version and protocol, the workspace it serves, the digest of the release policy it runs under,
+    the officer keys it trusts, and whether the workspace is hardened (any private path others can reach).
 
     Example: kansrijk gate ping --socket /run/kansrijk-gate/gate.sock
     """
@@ -115,8 +117,10 @@ def _print_exposed(exposed: list[str]) -> None:
 
 @app.command("status")
 def status_command(socket_path: SocketOption, as_json: JsonOption = False) -> None:
-    """What the gate's workspace holds (as `coordinator status`, no person-level data), the DP budget left and
-    the ledger head.
+    """Ask the gate service what its workspace holds, the budget left and the ledger head.
+
+    Shows what `coordinator status` shows (bundles, link runs; no person-level data), the release policy's DP
+    budget spent and left, the ledger's head entry, and whether the workspace is hardened.
 
     Example: kansrijk gate status --socket /run/kansrijk-gate/gate.sock --json
     """
@@ -177,8 +181,11 @@ def harden_command(
         typer.Option("--socket-dir", help="Also create/own the socket directory (gate user, operator group, 2750)."),
     ] = None,
 ) -> None:
-    """Set owners and modes so only the gate user reads the dataset, tables, keys, ledger and state database and
-    writes released/ (run as root at deployment, with the service stopped; table in docs/deployment.md).
+    """Give a workspace to the gate's OS user with the modes of a deployment (run as root).
+
+    Afterwards only the gate user reads the dataset, tables, keys, ledger and state database and writes
+    released/; operators read released/ and (as the operator group) internal/. Run it with the service and every
+    other writer stopped; the modes table is in docs/deployment.md.
 
     Refuses a workspace that holds symbolic links, hard links or special files (nothing changed then).
 

@@ -42,7 +42,7 @@ from coordinator.service.protocol import (
 from coordinator.status import workspace_status
 from kansrijk import __version__
 from kansrijk.crypto import PublicKeyFile
-from kansrijk.errors import KansrijkError, ServiceError
+from kansrijk.errors import KansrijkError
 from kansrijk.fsutil import atomic_write_bytes
 from kansrijk.gate import budget as budget_mod
 from kansrijk.gate.cli import entry_document
@@ -57,8 +57,13 @@ class ClientGone(Exception):
     """The client closed its end while an operation was still streaming to it."""
 
 
-class ServiceStopping(ServiceError):
-    """The service was asked to stop while this operation ran; releases made before stay in the ledger."""
+class ServiceStopping(Exception):
+    """The service was asked to stop while this operation ran; releases made before stay in the ledger. The
+    server answers it with the ``stopping`` error code (the client raises ``ServiceError``)."""
+
+    def __init__(self, message: str, *, hint: str) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,7 @@ def read_request(sock: socket.socket, *, limit: int, timeout: float) -> bytes:
             raise ProtocolViolation("timeout", f"no complete request within {timeout:g} s")
         sock.settimeout(left)
         try:
-            chunk = sock.recv(min(65536, limit + 1 - len(buf)))
+            chunk = sock.recv(min(65536, limit - len(buf)))
         except TimeoutError:
             raise ProtocolViolation("timeout", f"no complete request within {timeout:g} s") from None
         if not chunk:
@@ -305,12 +305,12 @@ def read_request(sock: socket.socket, *, limit: int, timeout: float) -> bytes:
             return bytes(buf)
         buf += chunk
         end = buf.find(b"\n")
-        if end >= 0:
+        if end >= 0 and end < limit:
             if end + 1 < len(buf):
                 raise ProtocolViolation("invalid_request", "one request per connection: data after the first line")
             return bytes(buf[:end])
-        if len(buf) > limit - 1:
-            raise ProtocolViolation("too_large", f"the request exceeds {limit} bytes")
+        if len(buf) >= limit:  # no newline within the limit: reading stops here, whatever follows
+            raise ProtocolViolation("too_large", f"the request exceeds {limit} bytes (newline included)")
 
 
 class _Handler(socketserver.BaseRequestHandler):

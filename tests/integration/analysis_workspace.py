@@ -28,6 +28,18 @@ PARTNERS = ("cbs", "gemeente", "cjg", "duo")
 ROOT = Path(__file__).parents[2]
 POLICIES = ROOT / "policies"
 PASS = "analysis passphrase"
+# A small city (3,000-6,000 persons): the shipped thresholds scaled down and a light grid, for tests that need an
+# analysis to run, not its numbers.
+LIGHT_PLAN = {
+    "min_positives": "40",
+    "folds": "3",
+    "max_depth": "[3, 5]",
+    "min_samples_leaf": "[30]",
+    "shrinkage": "[0, 300]",
+    "bootstrap_replicates": "100",
+    "permutation_repeats": "1",
+    "permutations": "199",
+}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from analysis_workspace import PASS, Prepared, build_workspace
+from analysis_workspace import LIGHT_PLAN, PASS, Prepared, build_workspace
 
 from coordinator.service.harden import harden_workspace
 from coordinator.service.process import running_gate
@@ -46,16 +46,6 @@ OPERATOR = "kansrijk-op"
 OPERATORS = "kansrijk-operators"
 KANSRIJK = Path(sys.executable).with_name("kansrijk")
 ROOT = Path(__file__).resolve().parents[2]
-LIGHT_PLAN = {  # a 4,000-person city: the shipped thresholds scaled down, a light grid so the test stays fast
-    "min_positives": "40",
-    "folds": "3",
-    "max_depth": "[3, 5]",
-    "min_samples_leaf": "[30]",
-    "shrinkage": "[0, 300]",
-    "bootstrap_replicates": "100",
-    "permutation_repeats": "1",
-    "permutations": "199",
-}
 
 
 def _tolerant(command: list[str]) -> None:
