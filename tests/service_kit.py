@@ -78,8 +78,8 @@ def serving(
     try:
         yield server
     finally:
-        server.stop(grace=30)
-        thread.join(30)
+        server.stop()
+        thread.join(60)
 
 
 def exchange(socket_path: Path, payload: bytes, *, read_timeout: float = 30.0) -> list[dict[str, Any]]:

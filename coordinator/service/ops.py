@@ -171,7 +171,7 @@ class _ProgressStream:
         self._pending = 0
         self._last = 0.0
 
-    def _check(self) -> None:
+    def check(self) -> None:
         if self._stopping.is_set():
             raise ServiceStopping(
                 "the gate service is stopping: the analysis stopped between two releases",
@@ -179,11 +179,11 @@ class _ProgressStream:
             )
 
     def total(self, steps: int) -> None:
-        self._check()
+        self.check()
         self._send(ProgressReply(total=int(steps)))
 
     def advance(self, steps: int) -> None:
-        self._check()
+        self.check()
         self._pending += int(steps)
         now = time.monotonic()
         if now - self._last >= PROGRESS_EVERY_S:
@@ -229,7 +229,7 @@ def analyse(service: GateService, request: AnalyseRequest, send: Send) -> Analys
             service.analysis_lock.acquire()
         try:
             stream = _ProgressStream(send, service.stopping)
-            stream._check()
+            stream.check()
             report = run_analysis(
                 service.workspace,
                 plan,

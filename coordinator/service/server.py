@@ -17,8 +17,9 @@ What it guarantees:
   enough; the process umask becomes 022 so ``released/`` files are world-readable while every private file is
   protected by its own mode (the ledger is created 0600 before the gate opens it) and by the private
   directories ``kansrijk gate harden`` sets;
-- SIGTERM or SIGINT stops it gracefully: no new connections, an analysis in progress stops between two
-  releases, and the socket file is removed.
+- SIGTERM or SIGINT stops it gracefully: no new connections (the socket file is removed), an analysis in
+  progress stops between two releases and says so to its client, and the process waits for that (up to
+  ``STOP_GRACE_S`` seconds) before it exits.
 """
 
 from __future__ import annotations
@@ -265,10 +266,14 @@ class GateServer(socketserver.UnixStreamServer):
     def handle_error(self, request: Any, client_address: Any) -> None:  # never print a request to stderr
         log.error("error while accepting a connection")
 
-    def stop(self, *, grace: float = STOP_GRACE_S) -> None:
-        """Stop accepting, tell running operations to stop, wait up to ``grace`` seconds for them."""
+    def stop(self) -> None:
+        """Stop accepting and tell running operations to stop (an analysis stops at its next step). Returns once
+        ``serve_forever`` has returned; ``serve_gate`` then closes the socket and waits for the connections."""
         self.service.stopping.set()
         self.shutdown()
+
+    def drain(self, grace: float = STOP_GRACE_S) -> None:
+        """Wait up to ``grace`` seconds for the connections still being answered."""
         deadline = time.monotonic() + grace
         with self._lock:
             threads = list(self._threads)
@@ -384,8 +389,9 @@ def serve_gate(options: ServeOptions, *, ready: Callable[[GateServer], None] | N
         try:
             _serve(server, options, service, ready)
         finally:
-            server.server_close()
+            server.server_close()  # no new connections from here
             _remove_own_socket(options.socket_path, bound)
+            server.drain()  # an analysis in progress stops at its next step and answers its client
     finally:
         os.umask(old_umask)
         shutil.rmtree(private_dir, ignore_errors=True)
