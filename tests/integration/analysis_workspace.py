@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from service_kit import serving
 from typer.testing import CliRunner
 
 import coordinator.workspace
+from coordinator.service.process import socket_path_in
 from kansrijk import crypto
 from kansrijk.cli import app
 from kansrijk.policy.common import policy_digest
@@ -125,19 +127,27 @@ def build_and_analyse(
     plan_text: str | None = None,
     release_policy: str = "sdc-only",
     key_seed: int = 7,
+    through_gate: bool = True,
 ) -> Analysed:
     """City -> ``node prepare`` per partner and year -> ingest -> link -> sign -> ``coordinator analyse --json``.
 
     The plan is the shipped one with ``plan_edits`` applied, or ``plan_text``; the release policy is
     ``policies/release/<release_policy>.toml``. The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small
     KANSRIJK_SCRYPT_LOG2N. The link key and the coordinator's pseudonym key are made from ``key_seed``
-    (``seeded_secret_keys``): the same pseudonyms in every run.
+    (``seeded_secret_keys``): the same pseudonyms in every run. The analysis runs as it does in deployment,
+    through a gate service (``coordinator analyse --gate-socket``; the service on a thread of this process,
+    started and stopped here), or with ``through_gate=False`` in the command's own process.
     """
     p = build_workspace(tmp, persons=persons, years=years, plan_edits=plan_edits, plan_text=plan_text,
                         release_policy=release_policy, key_seed=key_seed)  # fmt: skip
-    output = ok(p.runner, "coordinator", "analyse", str(p.ws), "--plan", str(p.signed / "plan.toml"), "--factors",
-                str(p.signed / "factors.toml"), "--release-policy", str(p.signed / "release.toml"), "--officer-key",
-                str(p.officer / "officer.pub"), "--json")  # fmt: skip
+    policies = ["--plan", str(p.signed / "plan.toml"), "--factors", str(p.signed / "factors.toml")]
+    if through_gate:
+        socket_path = socket_path_in(tmp)
+        with serving(p.ws, p.signed / "release.toml", p.officer / "officer.pub", socket_path):
+            output = ok(p.runner, "coordinator", "analyse", *policies, "--gate-socket", str(socket_path), "--json")
+    else:
+        trust = ["--release-policy", str(p.signed / "release.toml"), "--officer-key", str(p.officer / "officer.pub")]
+        output = ok(p.runner, "coordinator", "analyse", str(p.ws), *policies, *trust, "--json")
     return Analysed(p.runner, p.ws, p.keys, p.city, json.loads(output), p.signed, p.officer)
 
 
