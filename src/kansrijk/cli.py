@@ -34,9 +34,9 @@ app = typer.Typer(
     cls=_KansrijkGroup,
     help=(
         "Privacy-first federated analysis of linked youth data.\n\n"
-        "Partners run `kansrijk node` on their own extract; the coordinator runs `kansrijk coordinator`; "
-        "privacy officers use `kansrijk policy` and `kansrijk ledger`. `kansrijk demo` runs it all on the "
-        "synthetic city."
+        "Partners run `kansrijk node` on their own extract; the coordinator runs `kansrijk coordinator` and the "
+        "release gate as its own process (`kansrijk gate serve`); privacy officers use `kansrijk policy` and "
+        "`kansrijk ledger`. `kansrijk demo` runs it all on the synthetic city."
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -64,6 +64,7 @@ def _mount() -> None:
     """Mount every command group, in the order the data flows. A group without commands is not registered."""
     from coordinator.cli import app as coordinator_app
     from coordinator.query_cli import app as query_app
+    from coordinator.service.cli import app as gate_service_app
     from kansrijk.demo import demo_command
     from kansrijk.gate.cli import ledger_app, policy_app
     from kansrijk.synth.cli import app as synth_app
@@ -72,6 +73,7 @@ def _mount() -> None:
     app.add_typer(synth_app, name="synth")
     app.add_typer(node_app, name="node")
     app.add_typer(coordinator_app, name="coordinator")
+    app.add_typer(gate_service_app, name="gate")
     app.add_typer(policy_app, name="policy")
     app.add_typer(ledger_app, name="ledger")
     app.add_typer(query_app, name="query")

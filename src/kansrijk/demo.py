@@ -12,9 +12,13 @@ real parties would act:
 4. the coordinator creates its workspace (HPKE key, coordinator pseudonym key, the release gate's signing
    key) and installs the registry;
 5. each partner's node agent validates, minimises, pseudonymises and seals its extracts into its outbox;
-6. the coordinator ingests the bundles, links them, runs the signed analysis plan through the release gate
+6. the coordinator ingests the bundles, links them, and runs the signed analysis plan through the release gate
    (the run's copy of the plan adds a differentially private tree for psychosocial risk next to the non-private
-   tree, so the report shows what privacy costs; the release policy is ``dp-models.toml``, which allows it);
+   tree, so the report shows what privacy costs; the release policy is ``dp-models.toml``, which allows it). The
+   analysis runs inside a gate service the demo starts as its own process (``kansrijk gate serve``) and stops
+   at the end: the operator's side sends the signed plan over the service's local socket, the gate trains and
+   releases on its side. The demo runs the service under the same OS user as itself, so the process boundary
+   holds but the file boundary does not; in deployment the gate has its own user (docs/deployment.md);
 7. the report is built from ``WS/released/`` only, the ledger is verified, and the privacy officer signs its
    head (an anchor kept outside the workspace: ``officer/ledger-anchor.json``).
 
@@ -27,6 +31,7 @@ Layout of ``--out`` (README.txt in it says the same)::
     partners/<p>/outbox/  the sealed bundles partner p hands over
     partners/<p>/quarantine/  rows that failed validation (never shared)
     coordinator/          the coordinator workspace (WS): keys, tables, dataset, ledger.sqlite, released/
+    gate-service.log      the gate service's log: one line per request, with the caller's uid and pid
     report.html           the report built from coordinator/released/
     DEMO-PASSPHRASE       the generated passphrase of every key file (only when none was given)
 
@@ -37,6 +42,7 @@ for a demo only: real parties each hold their own passphrase.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -58,6 +64,7 @@ from kansrijk.schema import PARTNERS, SCHEMA_VERSION
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
 PASSPHRASE_FILE = "DEMO-PASSPHRASE"  # noqa: S105 (a file name)
 ANCHOR_FILE = "ledger-anchor.json"
+GATE_LOG = "gate-service.log"
 # dp-models.toml is dp-sdc.toml (same output rules, same per-table epsilon) plus a [dp_model] section and a budget
 # large enough for the DP models: every release the demo made under dp-sdc.toml passes under it unchanged.
 RELEASE_POLICY = Path("release") / "dp-models.toml"
@@ -277,13 +284,23 @@ def _add_dp_model(plan: Path, outcome: str, model: str, epsilon: Fraction) -> No
     atomic_write_bytes(plan, (text[: found.end()] + added + text[found.end() :]).encode("utf-8"))
 
 
-def _dp_model_lines(lines: Sequence[Any]) -> tuple[DpModelLine, ...]:
-    """The analysis summary's DP model lines (``part == "dp_model"``), with the gate's verdict and noisy AUC."""
+def _released_values(released: Path, name: str) -> dict[str, Any]:
+    """The values of a release, from the gate's document in ``released/`` (what the report reads too)."""
+    path = released / f"{name}.json"
+    if not path.is_file():
+        return {}
+    values = json.loads(path.read_text(encoding="utf-8")).get("values")
+    return values if isinstance(values, dict) else {}
+
+
+def _dp_model_lines(lines: Sequence[Any], released: Path) -> tuple[DpModelLine, ...]:
+    """The analysis summary's DP model lines (``part == "dp_model"``), with the gate's verdict and the noisy AUC
+    from the released document (the service's summary carries the verdicts, ``released/`` the numbers)."""
     out = []
     for line in lines:
         if line.part != "dp_model":
             continue
-        values = line.released
+        values = line.released or (_released_values(released, line.name) if line.verdict != "refused" else {})
         auc = (values.get("metrics") or {}).get("roc_auc")
         out.append(
             DpModelLine(
@@ -327,10 +344,11 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     that error (what was written so far stays, for inspection).
     """
     # Imported here: the roles are composed only when the demo runs (and the CLI root stays quick to load).
-    from coordinator.analysis.run import run_analysis
     from coordinator.ingest import IngestSession
     from coordinator.link import gate_release_hook, link_workspace
     from coordinator.report import build_report
+    from coordinator.service.client import run_analysis_via_gate
+    from coordinator.service.process import running_gate, socket_path_in
     from coordinator.workspace import init_workspace
     from kansrijk.gate.anchor import anchor_ledger, check_anchor
     from kansrijk.gate.ledger import entries, open_existing, verify_ledger
@@ -500,18 +518,27 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     )
     show.advance(len(years))
 
-    # 8. analysis ----------------------------------------------------------------------------------------------
+    # 8. analysis, in a gate service of its own ------------------------------------------------------------
     stage(7)
-    analysis = run_analysis(
+    with running_gate(
         workspace,
-        policies / ANALYSIS_PLAN,
-        policies / FACTOR_MODEL,
         policies / RELEASE_POLICY,
         [officer_pub],
-        progress_total=show.total,
-        progress=show.advance,
-        passphrase=passphrase,
-    )
+        socket_path=socket_path_in(out),
+        log_path=out / GATE_LOG,
+        env={**os.environ, PASSPHRASE_ENV: passphrase},
+    ) as gate:
+        notes.append(
+            f"the analysis ran in a gate service (pid {gate.process.pid}) the demo started and stopped, under the same "
+            f"OS user as the demo; in deployment the gate runs as its own user (docs/deployment.md); log: {GATE_LOG}"
+        )
+        analysis = run_analysis_via_gate(
+            gate.socket_path,
+            policies / ANALYSIS_PLAN,
+            policies / FACTOR_MODEL,
+            progress_total=show.total,
+            progress=show.advance,
+        )
 
     # 9. report ----------------------------------------------------------------------------------------------
     stage(8)
@@ -548,7 +575,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         linked_persons={y.year: y.report.persons_in_dataset for y in linked.years},
         excluded_persons={y.year: y.report.excluded_unresolved for y in linked.years},
         models=sum(1 for line in analysis.lines if line.part == "metrics" and line.verdict != "refused"),
-        dp_models=_dp_model_lines(analysis.lines),
+        dp_models=_dp_model_lines(analysis.lines, workspace / "released"),
         released=outcomes.count("released"),
         suppressed=outcomes.count("suppressed"),
         refused=outcomes.count("refused"),
@@ -576,6 +603,17 @@ def _write_readme(out: Path) -> None:
         + f"--officer-key {out}/officer/officer-signing.pub\n"
         + f"  kansrijk coordinator report {out}/coordinator --out {out}/report.html --force "
         + f"--policy {out}/policies/{RELEASE_POLICY}\n"
+        + "\nThe gate service. The analysis ran in a release gate of its own process: the demo started\n"
+        + "`kansrijk gate serve`, sent it the signed plan and factor model over its local socket, the gate trained\n"
+        + "and released on its side, and the demo stopped it. It ran under the same OS user as the demo, so the\n"
+        + "process boundary holds but not the file boundary: in deployment the gate runs as its own user, the only\n"
+        + "one that can read the dataset, the keys and the ledger (docs/deployment.md, `kansrijk gate harden`).\n"
+        + "Start one by hand and ask it:\n"
+        + f"  kansrijk gate serve {out}/coordinator --release-policy {out}/policies/{RELEASE_POLICY} "
+        + f"--officer-key {out}/officer/officer-signing.pub --socket /tmp/kansrijk-gate.sock &\n"
+        + "  kansrijk gate status --socket /tmp/kansrijk-gate.sock\n"
+        + "  kansrijk gate ledger --socket /tmp/kansrijk-gate.sock\n"
+        + "  kill %1   # SIGTERM: the service stops and removes its socket\n"
     )
     atomic_write_bytes(out / "README.txt", body.encode())
 

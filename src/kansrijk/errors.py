@@ -143,3 +143,42 @@ class AnalysisError(KansrijkError):
     """The analysis plan cannot be carried out on this dataset."""
 
     exit_code = 30
+
+
+# --- the gate service (exit 40..49) ----------------------------------------------------------------------
+class ServiceError(KansrijkError):
+    """The gate service broke off: the connection closed without an answer, its reply was malformed, it failed
+    inside (its log says why), or it is stopping."""
+
+    exit_code = 40
+
+
+class ServiceUnavailable(ServiceError):
+    """No gate service answers at that socket path: no socket file there, or nothing listens on it."""
+
+    exit_code = 41
+
+
+class ServicePermissionDenied(ServiceError):
+    """The operating system refused the connection: the caller is not in the socket's group."""
+
+    exit_code = 42
+
+
+class ServiceRefused(ServiceError):
+    """The gate service refused the request itself (malformed, too large, unknown operation, too slow, busy);
+    the message carries its reason."""
+
+    exit_code = 43
+
+
+class ProtocolMismatch(ServiceError):
+    """Client and gate service speak different protocol versions."""
+
+    exit_code = 44
+
+
+class SocketInUse(ServiceError):
+    """``gate serve`` will not start: a live service listens on the socket path, or the path is not a socket."""
+
+    exit_code = 45

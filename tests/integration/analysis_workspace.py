@@ -1,6 +1,7 @@
 """A coordinator workspace built the way the partners and the coordinator build it, through the CLI: a synthetic
 city, four partners sealing their extracts per reference year, ingest, link, three signed policies, and
-``coordinator analyse``. Shared by the analysis integration tests (each builds its own under its tmp path)."""
+``coordinator analyse`` (or not: ``build_workspace``). Shared by the analysis integration tests and the gate
+service's tests (each builds its own under its tmp path)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from service_kit import serving
 from typer.testing import CliRunner
 
 import coordinator.workspace
+from coordinator.service.process import socket_path_in
 from kansrijk import crypto
 from kansrijk.cli import app
 from kansrijk.policy.common import policy_digest
@@ -27,6 +30,18 @@ PARTNERS = ("cbs", "gemeente", "cjg", "duo")
 ROOT = Path(__file__).parents[2]
 POLICIES = ROOT / "policies"
 PASS = "analysis passphrase"
+# A small city (3,000-6,000 persons): the shipped thresholds scaled down and a light grid, for tests that need an
+# analysis to run, not its numbers.
+LIGHT_PLAN = {
+    "min_positives": "40",
+    "folds": "3",
+    "max_depth": "[3, 5]",
+    "min_samples_leaf": "[30]",
+    "shrinkage": "[0, 300]",
+    "bootstrap_replicates": "100",
+    "permutation_repeats": "1",
+    "permutations": "199",
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,18 @@ def edit_plan(text: str, edits: dict[str, str]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A linked workspace and the three policies the privacy officer signed for it (not analysed yet)."""
+
+    runner: CliRunner
+    ws: Path
+    keys: Path
+    city: CityPaths
+    signed: Path  # plan.toml, factors.toml, release.toml and their .sig files
+    officer: Path  # officer.key, officer.pub
+
+
 def build_and_analyse(
     tmp: Path,
     *,
@@ -100,21 +127,48 @@ def build_and_analyse(
     plan_text: str | None = None,
     release_policy: str = "sdc-only",
     key_seed: int = 7,
+    through_gate: bool = True,
 ) -> Analysed:
     """City -> ``node prepare`` per partner and year -> ingest -> link -> sign -> ``coordinator analyse --json``.
 
     The plan is the shipped one with ``plan_edits`` applied, or ``plan_text``; the release policy is
     ``policies/release/<release_policy>.toml``. The caller sets KANSRIJK_PASSPHRASE (``PASS``) and a small
     KANSRIJK_SCRYPT_LOG2N. The link key and the coordinator's pseudonym key are made from ``key_seed``
-    (``seeded_secret_keys``): the same pseudonyms in every run.
+    (``seeded_secret_keys``): the same pseudonyms in every run. The analysis runs as it does in deployment,
+    through a gate service (``coordinator analyse --gate-socket``; the service on a thread of this process,
+    started and stopped here), or with ``through_gate=False`` in the command's own process.
     """
+    p = build_workspace(tmp, persons=persons, years=years, plan_edits=plan_edits, plan_text=plan_text,
+                        release_policy=release_policy, key_seed=key_seed)  # fmt: skip
+    policies = ["--plan", str(p.signed / "plan.toml"), "--factors", str(p.signed / "factors.toml")]
+    if through_gate:
+        socket_path = socket_path_in(tmp)
+        with serving(p.ws, p.signed / "release.toml", p.officer / "officer.pub", socket_path):
+            output = ok(p.runner, "coordinator", "analyse", *policies, "--gate-socket", str(socket_path), "--json")
+    else:
+        trust = ["--release-policy", str(p.signed / "release.toml"), "--officer-key", str(p.officer / "officer.pub")]
+        output = ok(p.runner, "coordinator", "analyse", str(p.ws), *policies, *trust, "--json")
+    return Analysed(p.runner, p.ws, p.keys, p.city, json.loads(output), p.signed, p.officer)
+
+
+def build_workspace(
+    tmp: Path,
+    *,
+    persons: int,
+    years: Sequence[int],
+    plan_edits: dict[str, str] | None = None,
+    plan_text: str | None = None,
+    release_policy: str = "sdc-only",
+    key_seed: int = 7,
+) -> Prepared:
+    """``build_and_analyse`` up to the signed policies: everything but ``coordinator analyse``."""
     if plan_text is None:
         plan_text = edit_plan((POLICIES / "analysis" / "rotterdam-groeit.toml").read_text(), plan_edits or {})
     with seeded_secret_keys(key_seed):
-        return _build_and_analyse(tmp, persons=persons, years=years, plan_text=plan_text, release=release_policy)
+        return _build(tmp, persons=persons, years=years, plan_text=plan_text, release=release_policy)
 
 
-def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_text: str, release: str) -> Analysed:
+def _build(tmp: Path, *, persons: int, years: Sequence[int], plan_text: str, release: str) -> Prepared:
     city = generate_city(tmp / "city", persons=persons, seed=7, years=tuple(years))
     runner = CliRunner()
     keys, ws = key_ceremony_and_workspace(runner, tmp)
@@ -143,11 +197,7 @@ def _build_and_analyse(tmp: Path, *, persons: int, years: Sequence[int], plan_te
     shutil.copy(POLICIES / "release" / f"{release}.toml", signed / "release.toml")
     for name in ("plan.toml", "factors.toml", "release.toml"):
         ok(runner, "policy", "sign", str(signed / name), "--key", str(officer / "officer.key"))
-
-    output = ok(runner, "coordinator", "analyse", str(ws), "--plan", str(signed / "plan.toml"), "--factors",
-                str(signed / "factors.toml"), "--release-policy", str(signed / "release.toml"), "--officer-key",
-                str(officer / "officer.pub"), "--json")  # fmt: skip
-    return Analysed(runner, ws, keys, city, json.loads(output), signed, officer)
+    return Prepared(runner, ws, keys, city, signed, officer)
 
 
 def released(ws: Path, name: str) -> dict[str, Any]:

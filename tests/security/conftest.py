@@ -29,8 +29,9 @@ CATEGORIES = {
     "test_membership_inference": "gate",
     "test_faults": "faults",
     "test_fuzz_parsers": "fuzz",
+    "test_gate_service_attacks": "service",
 }
-ORDER = ("bundles", "extracts", "secrets", "gate", "fuzz", "faults")
+ORDER = ("bundles", "extracts", "secrets", "gate", "service", "fuzz", "faults")
 
 
 @dataclass

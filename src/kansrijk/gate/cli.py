@@ -9,8 +9,9 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,7 +20,7 @@ from rich.table import Table
 from kansrijk import crypto
 from kansrijk.errors import KeyMaterialError, OutputExists, PolicyError
 from kansrijk.gate.anchor import anchor_ledger, check_anchor
-from kansrijk.gate.ledger import LEDGER_FILE, entries, open_existing, verify_ledger
+from kansrijk.gate.ledger import LEDGER_FILE, LedgerEntry, entries, open_existing, verify_ledger
 from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.release import ReleasePolicy, explain_release_policy, judge_change
 from kansrijk.policy.signing import diff_policies, load_policy, sign_policy, verify_policy
@@ -157,6 +158,43 @@ def verify_cmd(
     console.print(f"[green]verified[/] {file}  {digest}  signed by {signer}")
 
 
+def entry_document(e: LedgerEntry) -> dict[str, Any]:
+    """One ledger entry as ``ledger show --json`` prints it (and the gate service's ``ledger`` op sends it)."""
+    return {
+        "entry": e.entry_id,
+        "time": e.time,
+        "requested_by": e.requested_by,
+        "release": e.release_name,
+        "kind": e.kind,
+        "outcome": e.outcome,
+        "epsilon": str(e.epsilon),
+        "policy_digest": e.policy_digest,
+        "request_digest": e.request_digest,
+        "outputs": e.outputs,
+        "verdicts": list(e.verdicts),
+        "entry_hash": e.entry_hash,
+        "signature": e.signature,
+    }
+
+
+def print_entries(documents: Sequence[dict[str, Any]], *, as_json: bool) -> None:
+    """Print entry documents (``entry_document``) as ``ledger show`` does: a table and the head, or JSON lines."""
+    if as_json:
+        for doc in documents:
+            console.print_json(json.dumps(doc))
+        return
+    table = Table("entry", "time (UTC)", "by", "release", "kind", "outcome", "epsilon", "rules not passed")
+    for d in documents:
+        rules = ", ".join(f"{v['rule']}:{v['verdict']}" for v in d["verdicts"] if v["verdict"] != "pass")
+        table.add_row(
+            d["entry"], d["time"][:19], d["requested_by"], d["release"], d["kind"], d["outcome"], d["epsilon"], rules
+        )
+    console.print(table)
+    if documents:
+        last = documents[-1]
+        console.print(f"head: {last['entry']} {last['entry_hash']}  (note it down to anchor the chain)")
+
+
 @ledger_app.command("show")
 def show_cmd(
     workspace: Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")],
@@ -171,35 +209,7 @@ def show_cmd(
         rows = entries(conn)
     finally:
         conn.close()
-    if as_json:
-        for e in rows:
-            console.print_json(
-                json.dumps(
-                    {
-                        "entry": e.entry_id,
-                        "time": e.time,
-                        "requested_by": e.requested_by,
-                        "release": e.release_name,
-                        "kind": e.kind,
-                        "outcome": e.outcome,
-                        "epsilon": str(e.epsilon),
-                        "policy_digest": e.policy_digest,
-                        "request_digest": e.request_digest,
-                        "outputs": e.outputs,
-                        "verdicts": list(e.verdicts),
-                        "entry_hash": e.entry_hash,
-                        "signature": e.signature,
-                    }
-                )
-            )
-        return
-    table = Table("entry", "time (UTC)", "by", "release", "kind", "outcome", "epsilon", "rules not passed")
-    for e in rows:
-        rules = ", ".join(f"{v['rule']}:{v['verdict']}" for v in e.verdicts if v["verdict"] != "pass")
-        table.add_row(e.entry_id, e.time[:19], e.requested_by, e.release_name, e.kind, e.outcome, str(e.epsilon), rules)
-    console.print(table)
-    if rows:
-        console.print(f"head: {rows[-1].entry_id} {rows[-1].entry_hash}  (note it down to anchor the chain)")
+    print_entries([entry_document(e) for e in rows], as_json=as_json)
 
 
 @ledger_app.command("verify")
