@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,9 +18,9 @@ from rich.table import Table
 
 from coordinator.query import query_spec, spec_from_file
 from coordinator.workspace import DEFAULT_PASSPHRASE_ENV, passphrase_from_env_or_prompt
-from kansrijk.errors import GateError
+from kansrijk.errors import GateError, InputError
 from kansrijk.gate.release import Gate
-from kansrijk.gate.specs import ReleaseSpec
+from kansrijk.gate.specs import ReleaseSpec, spec_to_json
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 app = typer.Typer(
@@ -36,7 +37,10 @@ class ReleaseRefused(GateError):
     exit_code = 26
 
 
-Workspace = Annotated[Path, typer.Argument(help="The coordinator workspace (the gate reads its linked dataset).")]
+Workspace = Annotated[
+    Path | None,
+    typer.Argument(help="The coordinator workspace (the gate reads its linked dataset); omit with --gate-socket."),
+]
 Name = Annotated[str, typer.Option("--name", help="Release name: the file under released/ (unique).")]
 Year = Annotated[list[int], typer.Option("--year", help="Reference year (repeat to pool several years).")]
 Where = Annotated[
@@ -44,7 +48,13 @@ Where = Annotated[
     typer.Option("--where", help="Population condition, e.g. 'age_years <= 12' or 'track in HAVO,VWO' (repeat)."),
 ]
 By = Annotated[list[str] | None, typer.Option("--by", help="Grouping variable (repeat for a crosstab).")]
-Policy = Annotated[Path, typer.Option("--release-policy", help="The signed release policy.")]
+Policy = Annotated[Path | None, typer.Option("--release-policy", help="The signed release policy (in-process).")]
+Socket = Annotated[
+    Path | None,
+    typer.Option(
+        "--gate-socket", envvar="KANSRIJK_GATE_SOCKET", help="Ask the gate service on this socket (deployed)."
+    ),
+]
 Officer = Annotated[list[Path] | None, typer.Option("--officer-key", help="A trusted privacy officer's public key.")]
 TableOpt = Annotated[str, typer.Option("--table", help="'linked' (the dataset) or 'linkage' (linkage flags).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the gate's release document as JSON.")]
@@ -57,47 +67,84 @@ PassphraseEnv = Annotated[
 ]
 
 
-def _release(
-    workspace: Path,
+@dataclass(frozen=True)
+class _Answer:
+    outcome: str
+    entry: str
+    epsilon: str
+    reasons: tuple[str, ...]
+    document: dict[str, Any]
+
+
+def _ask(
+    workspace: Path | None,
     spec: ReleaseSpec,
-    policy: Path,
+    policy: Path | None,
+    officer_key: list[Path] | None,
+    requester: str,
+    passphrase_env: str,
+    gate_socket: Path | None,
+) -> _Answer:
+    """The gate's answer: through the gate service's socket (deployed), or from a gate opened in this process."""
+    if gate_socket is not None:
+        if policy is not None or officer_key:
+            raise InputError(
+                "--release-policy and --officer-key are the gate service's own (given at 'kansrijk gate serve'); "
+                "leave them out with --gate-socket"
+            )
+        from coordinator.service import client as gate_client
+
+        r = gate_client.query(gate_socket, spec_to_json(spec), requested_by=requester)
+        return _Answer(r.outcome, r.entry, r.epsilon, tuple(r.reasons), r.document or {})
+    if workspace is None or policy is None:
+        raise InputError("give the workspace and --release-policy (or --gate-socket to ask the gate service)")
+    passphrase = passphrase_from_env_or_prompt(passphrase_env)
+    with Gate.open(workspace, policy, list(officer_key or []), passphrase=passphrase) as gate:
+        result = gate.release(spec, requested_by=requester)
+    document = dict(getattr(result, "document", {}) or {})
+    return _Answer(result.outcome, result.entry_id, str(result.epsilon), tuple(result.reasons), document)
+
+
+def _release(
+    workspace: Path | None,
+    spec: ReleaseSpec,
+    policy: Path | None,
     officer_key: list[Path] | None,
     requester: str,
     as_json: bool,
     passphrase_env: str,
+    gate_socket: Path | None = None,
 ) -> None:
-    passphrase = passphrase_from_env_or_prompt(passphrase_env)
-    with Gate.open(workspace, policy, list(officer_key or []), passphrase=passphrase) as gate:
-        result = gate.release(spec, requested_by=requester)
-    document: dict[str, Any] = getattr(result, "document", {}) or {}
+    answer = _ask(workspace, spec, policy, officer_key, requester, passphrase_env, gate_socket)
+    document = answer.document
     if as_json:
-        console.print_json(json.dumps(document or {"name": spec.name, "outcome": "refused", "reasons": result.reasons}))
-    if result.outcome == "refused":
+        console.print_json(json.dumps(document or {"name": spec.name, "outcome": "refused", "reasons": answer.reasons}))
+    if answer.outcome == "refused":
         raise ReleaseRefused(
-            f"{spec.name}: refused by the gate ({result.entry_id}): " + "; ".join(result.reasons),
+            f"{spec.name}: refused by the gate ({answer.entry}): " + "; ".join(answer.reasons),
             hint="coarsen the grouping, widen the population, or use the policy's public grids",
         )
     if as_json:
         return
     values = document.get("values", {})
-    console.print(
-        f"{spec.name}: {result.outcome} ({result.entry_id}, epsilon {result.epsilon}) — {spec.population_label()}"
-    )
+    head = f"{spec.name}: {answer.outcome} ({answer.entry}, epsilon {answer.epsilon})"
+    console.print(f"{head} — {spec.population_label()}", markup=False)
     if "rows" in values:
         table = Table(*[str(c) for c in values["columns"]])
         for row in values["rows"]:
             table.add_row(*["—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
         console.print(table)
-    for reason in result.reasons:
+    for reason in answer.reasons:
         console.print(f"  note: {reason}", markup=False)
 
 
 def _command(kind: str, doc: str):
     def command(
-        workspace: Workspace,
         name: Name,
         year: Year,
-        release_policy: Policy,
+        workspace: Workspace = None,
+        release_policy: Policy = None,
+        gate_socket: Socket = None,
         where: Where = None,
         by: By = None,
         value: Annotated[
@@ -115,7 +162,7 @@ def _command(kind: str, doc: str):
         spec = query_spec(
             kind, name=name, years=year, where=where or (), by=by or (), value=value, levels=level or (), table=table
         )
-        _release(workspace, spec, release_policy, officer_key, requested_by, as_json, passphrase_env)
+        _release(workspace, spec, release_policy, officer_key, requested_by, as_json, passphrase_env, gate_socket)
 
     command.__doc__ = doc
     return command
@@ -170,9 +217,10 @@ app.command("histogram")(
 
 @app.command("spec")
 def spec_cmd(
-    workspace: Workspace,
     file: Annotated[Path, typer.Argument(help='A JSON spec, e.g. {"spec": "count", "name": ..., ...}.')],
-    release_policy: Policy,
+    workspace: Workspace = None,
+    release_policy: Policy = None,
+    gate_socket: Socket = None,
     officer_key: Officer = None,
     requested_by: Requester = REQUESTED_BY,
     as_json: AsJson = False,
@@ -183,4 +231,6 @@ def spec_cmd(
     Example: kansrijk query spec ws my-query.json --release-policy policies/release/sdc-only.toml
     --officer-key officer.pub
     """
-    _release(workspace, spec_from_file(file), release_policy, officer_key, requested_by, as_json, passphrase_env)
+    _release(
+        workspace, spec_from_file(file), release_policy, officer_key, requested_by, as_json, passphrase_env, gate_socket
+    )

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gate_kit import REPO, signed_policy
+from gate_kit import GATE_PASSPHRASE, REPO, signed_policy
 
 from coordinator.service.server import GateServer, ServeOptions, serve_gate
 from coordinator.workspace import init_workspace
 from kansrijk.policy.signing import sign_policy
 
-PASSPHRASE = "service test passphrase"
+# the workspace's keys (its gate key too) use the passphrase tests/conftest.py puts in $KANSRIJK_PASSPHRASE
+PASSPHRASE = GATE_PASSPHRASE
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,6 +32,8 @@ from coordinator.service.protocol import (
     PingResult,
     ProgressReply,
     ProtocolViolation,
+    QueryRequest,
+    QueryResult,
     ResultReply,
     StatusRequest,
     StatusResult,
@@ -198,6 +200,12 @@ def status(socket_path: Path) -> StatusResult:
 def ledger(socket_path: Path) -> LedgerResult:
     """Every ledger entry (the fields of ``ledger show --json``)."""
     return _result(request(socket_path, LedgerRequest(version=PROTOCOL_VERSION, op="ledger")), "ledger")  # type: ignore[return-value]
+
+
+def query(socket_path: Path, spec: dict[str, Any], *, requested_by: str = "coordinator") -> QueryResult:
+    """Release an ad-hoc spec (``kansrijk.gate.specs.spec_to_json``) through the gate service."""
+    message = QueryRequest(version=PROTOCOL_VERSION, op="query", spec=spec, requested_by=requested_by)
+    return _result(request(socket_path, message), "query")  # type: ignore[return-value]
 
 
 def submitted(path: Path) -> SubmittedPolicy:

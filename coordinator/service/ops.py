@@ -34,6 +34,8 @@ from coordinator.service.protocol import (
     PingRequest,
     PingResult,
     ProgressReply,
+    QueryRequest,
+    QueryResult,
     ReleaseLine,
     StatusRequest,
     StatusResult,
@@ -47,6 +49,8 @@ from kansrijk.fsutil import atomic_write_bytes
 from kansrijk.gate import budget as budget_mod
 from kansrijk.gate.cli import entry_document
 from kansrijk.gate.ledger import LEDGER_FILE, entries, head, open_existing
+from kansrijk.gate.release import Gate
+from kansrijk.gate.specs import parse_spec
 from kansrijk.policy.release import ReleasePolicy
 
 Send = Callable[[ProgressReply], None]
@@ -254,16 +258,34 @@ def analyse(service: GateService, request: AnalyseRequest, send: Send) -> Analys
     )
 
 
+# --- query -----------------------------------------------------------------------------------------------
+def query(service: GateService, request: QueryRequest, send: Send) -> QueryResult:
+    """Release one ad-hoc spec under the service's release policy. A malformed spec is refused with
+    ``RequestInvalid`` (nothing recorded); a refusal by the rules is a ledger entry and a ``refused`` result."""
+    spec = parse_spec(request.spec)
+    with Gate.open(service.workspace, service.release_policy, list(service.officer_keys)) as gate:
+        result = gate.release(spec, requested_by=request.requested_by)
+    return QueryResult(
+        name=result.name,
+        outcome=result.outcome,
+        entry=result.entry_id,
+        epsilon=str(result.epsilon),
+        reasons=list(result.reasons),
+        document=dict(getattr(result, "document", {}) or {}) or None,
+    )
+
+
 Operation = Callable[[GateService, Any, Send], Any]
 # The dispatch table. Extension point: an operation is a request model in protocol.REQUESTS, its result model
-# in protocol.RESULTS, and one function here; the integrator's ad-hoc table ``query`` goes here next.
+# in protocol.RESULTS, and one function here.
 OPERATIONS: dict[str, Operation] = {
     "ping": ping,
     "status": status,
     "ledger": ledger,
     "analyse": analyse,
+    "query": query,
 }
 
 
 __all__ = ["OPERATIONS", "ClientGone", "GateService", "Operation", "ServiceStopping", "analyse", "ledger", "ping",
-           "status"]  # fmt: skip
+           "query", "status"]  # fmt: skip

@@ -157,13 +157,25 @@ class AnalyseRequest(_Strict):
     factors: SubmittedPolicy
 
 
-Request = PingRequest | StatusRequest | LedgerRequest | AnalyseRequest
-# Extension point: a new operation's request model goes here (the integrator's ad-hoc ``query`` is next).
+class QueryRequest(_Strict):
+    """An ad-hoc release spec (``kansrijk.gate.specs.parse_spec``'s JSON: no data, only conditions, grouping
+    and parameters from the policy's grids); the gate computes it from its own data and answers as for any
+    release."""
+
+    version: Literal[1]
+    op: Literal["query"]
+    spec: dict[str, Any]
+    requested_by: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "coordinator"
+
+
+Request = PingRequest | StatusRequest | LedgerRequest | AnalyseRequest | QueryRequest
+# Extension point: a new operation's request model goes here.
 REQUESTS: dict[str, type[_Strict]] = {
     "ping": PingRequest,
     "status": StatusRequest,
     "ledger": LedgerRequest,
     "analyse": AnalyseRequest,
+    "query": QueryRequest,
 }
 
 
@@ -245,6 +257,7 @@ class LedgerLine(_Strict):
     outputs: dict[str, str]
     verdicts: list[dict[str, Any]]
     entry_hash: str
+    signature: str = ""
 
 
 class LedgerResult(_Strict):
@@ -277,11 +290,24 @@ class AnalyseResult(_Strict):
     releases: list[ReleaseLine]
 
 
+class QueryResult(_Strict):
+    """The gate's answer to a query: its verdict, ledger entry and reasons; for a release, the release document
+    (released numbers only: withheld cells are null)."""
+
+    name: str
+    outcome: Literal["released", "suppressed", "refused"]
+    entry: str
+    epsilon: str
+    reasons: list[str]
+    document: dict[str, Any] | None = None
+
+
 RESULTS: dict[str, type[_Strict]] = {
     "ping": PingResult,
     "status": StatusResult,
     "ledger": LedgerResult,
     "analyse": AnalyseResult,
+    "query": QueryResult,
 }
 
 

@@ -48,7 +48,7 @@ from kansrijk.errors import (
 
 
 def test_every_operation_has_a_request_a_result_and_a_function() -> None:
-    assert set(REQUESTS) == set(RESULTS) == set(OPERATIONS) == {"ping", "status", "ledger", "analyse"}
+    assert set(REQUESTS) == set(RESULTS) == set(OPERATIONS) == {"ping", "status", "ledger", "analyse", "query"}
 
 
 @given(st.binary(max_size=2000))

@@ -71,8 +71,9 @@ def public_keys(request: ReleaseRequest, dims: Sequence[str]) -> pl.DataFrame:
                 values = (False, True)
         if values is None:
             raise DpNotPossible(
-                f"grouping variable {col!r} has no public list of categories; declare keys={{'{col}': (...)}} "
-                f"in the request (DP must not take categories from the data)"
+                f"grouping variable {col!r} has no public list of categories, and DP must not take categories "
+                f"from the data: group by a variable with public categories (or bands), or ask under a policy "
+                f"that checks this kind by output checking"
             )
         dtype = data.schema[col] if col in data.columns else pl.String
         part = pl.DataFrame({col: pl.Series(col, list(values), dtype=dtype)})

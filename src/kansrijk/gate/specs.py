@@ -537,6 +537,14 @@ def parse_spec(obj: Any) -> ReleaseSpec:
     return build(cls, **body)
 
 
+def spec_to_json(spec: ReleaseSpec) -> dict[str, Any]:
+    """The JSON ``parse_spec`` reads back into an equal spec (only specs that carry no data)."""
+    alias = next((a for a, cls in SOCKET_SPECS.items() if type(spec) is cls), None)
+    if alias is None or not spec.socket_allowed:
+        raise RequestInvalid(f"{type(spec).__name__} carries data and cannot be sent as JSON")
+    return {"spec": alias, **spec.model_dump(mode="json")}
+
+
 def build(cls: type[ReleaseSpec], **fields: Any) -> Any:
     """Construct a spec (``RequestInvalid`` names every problem by field path)."""
     return cls(**fields)
@@ -564,5 +572,6 @@ __all__ = [
     "TreeSpec",
     "build",
     "parse_spec",
+    "spec_to_json",
     "where",
 ]
