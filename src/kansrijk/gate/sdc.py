@@ -43,6 +43,7 @@ from kansrijk.gate.requests import (
     TestResult,
     TreeStructure,
 )
+from kansrijk.gate.rules import TABLE_RULES, rules_for
 from kansrijk.policy.release import SdcRules
 
 Verdict = Literal["pass", "suppress", "refuse"]
@@ -242,24 +243,12 @@ def _cell_label(cells: pl.DataFrame, dims: Sequence[str]) -> pl.Series:
 
 # --- primary rules ---------------------------------------------------------------------------------------
 def primary_masks(cells: pl.DataFrame, request: ReleaseRequest, rules: SdcRules) -> dict[str, pl.Expr]:
-    """Per rule, an expression that is true for cells the rule suppresses."""
-    t = rules.min_persons_per_cell
-    masks: dict[str, pl.Expr] = {}
-    if isinstance(request, QuantileRequest):
-        masks["quantile_contributors"] = pl.col("n") < max(t, rules.min_quantile_contributors)
-        masks["quantile_window"] = ~pl.col("window_ok").fill_null(False)
-        masks["all_values_same"] = pl.col("all_same").fill_null(False)
-        return masks
-    # zeros_are_disclosive is always true: a zero cell is caught by the threshold (0 < t).
-    masks["threshold"] = pl.col("n") < t
-    if isinstance(request, MeanTable):
-        top1 = pl.col("top1")
-        rest = pl.col("sum") - pl.col("top2_sum")
-        masks["p_percent"] = (pl.col("n") > 0) & (top1 > 0) & (rest < rules.p_percent * top1)
-        total = pl.col("sum")
-        masks["nk_dominance"] = (pl.col("n") > 0) & (total > 0) & (pl.col("topn_sum") >= rules.nk_k * total)
-        masks["all_values_same"] = (pl.col("n") > 0) & pl.col("all_same").fill_null(False)
-    return masks
+    """Per rule (``kansrijk.gate.rules``, one rule per file), an expression that is true for cells the rule
+    withholds. A table kind no rule applies to is refused (``NoRules``)."""
+    missing = {r.name: [c for c in r.needs if c not in cells.columns] for r in rules_for(request.kind)}
+    if any(missing.values()):  # a rule must never be skipped because its statistic was not computed
+        raise TypeError(f"cell statistics missing for {request.kind}: {missing}")
+    return {r.name: r.mask(rules) for r in rules_for(request.kind)}
 
 
 # --- secondary suppression -------------------------------------------------------------------------------
@@ -485,16 +474,8 @@ def check_table(request: ReleaseRequest, rules: SdcRules) -> TableCheck:
 
 
 def _reason(rule: str, count: int, rules: SdcRules) -> str:
-    return {
-        "threshold": f"{count} cell(s) with fewer than {rules.min_persons_per_cell} persons (zeros included)",
-        "p_percent": f"{count} cell(s) where the others' total is within {rules.p_percent:.0%} of the largest value",
-        "nk_dominance": f"{count} cell(s) where the {rules.nk_n} largest contributions are >= {rules.nk_k:.0%} "
-        f"of the total",
-        "all_values_same": f"{count} cell(s) where every contributor has the same value (class disclosure)",
-        "quantile_contributors": f"{count} group(s) with fewer than {rules.min_quantile_contributors} contributors",
-        "quantile_window": f"{count} group(s) too small for a mean of {rules.min_quantile_contributors} values per "
-        f"level with as many persons on each side (or with levels whose windows overlap)",
-    }.get(rule, f"{count} cell(s) fail {rule}")
+    by_name = {r.name: r for r in TABLE_RULES}
+    return by_name[rule].reason(count, rules) if rule in by_name else f"{count} cell(s) fail {rule}"
 
 
 # --- model outputs and order statistics -----------------------------------------------------------------
