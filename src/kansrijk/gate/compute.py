@@ -74,6 +74,11 @@ class Materialised:
     withheld: tuple[str, ...] = field(default=())  # keys of a model output withheld by a computation verdict
 
 
+def _labels(spec: ReleaseSpec) -> dict[str, str]:
+    """What every computed release carries from its spec: its name, description and population in words."""
+    return {"name": spec.name, "description": spec.description, "population": spec.population_label()}
+
+
 def _invalid(spec: ReleaseSpec, message: str, hint: str = "") -> RequestInvalid:
     return RequestInvalid(f"{spec.kind} spec {spec.name!r}: {message}", hint=hint or None)
 
@@ -200,7 +205,7 @@ def _value(
 def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Materialised:
     frame = population(spec, data)
     by = tuple(getattr(spec, "by", ()))
-    common = {"name": spec.name, "description": spec.description, "population": spec.population_label()}
+    common = _labels(spec)
     if isinstance(spec, CountSpec):
         frame, keys = _grouping(spec, frame, by, policy)
         request: ReleaseRequest = CountTable(data=frame.select(*by), by=by, keys=keys or None, **common)
@@ -293,9 +298,7 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
     if spec.max_depth is not None and deepest > spec.max_depth:
         raise _invalid(spec, f"the structure is {deepest} deep but the spec says max_depth {spec.max_depth}")
     request = TreeStructure(
-        name=spec.name,
-        description=spec.description,
-        population=spec.population_label(),
+        **_labels(spec),
         nodes=nodes,
         classes=("negative", "positive"),
         min_samples_leaf=spec.min_samples_leaf,
@@ -358,9 +361,7 @@ def _metrics(spec: MetricsSpec, data: GateData, policy: ReleasePolicy) -> Materi
                 metrics[f"{m}.fold_sd"] = float(np.std([pf[m] for pf in per_fold], ddof=1))
     metrics["top_k_percent"] = spec.top_k_percent
     request = ModelMetrics(
-        name=spec.name,
-        description=spec.description,
-        population=spec.population_label(),
+        **_labels(spec),
         metrics=metrics,
         n=int(y.size),
         n_positive=int(y.sum()),
@@ -403,9 +404,7 @@ def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> 
         metrics[f"{m}.ci_high"] = diff.ci_high
         metrics[f"{m}.p"] = diff.p_two_sided
     request = ModelMetrics(
-        name=spec.name,
-        description=spec.description,
-        population=spec.population_label(),
+        **_labels(spec),
         metrics=metrics,
         n=comp.n,
         n_positive=comp.n_positive,
@@ -447,9 +446,7 @@ def _importances(spec: ImportanceSpec, data: GateData, policy: ReleasePolicy) ->
         else RuleOutcome("importance_holders", "pass", f"every variable is held by at least {t} persons")
     )
     request = FeatureImportances(
-        name=spec.name,
-        description=spec.description,
-        population=spec.population_label(),
+        **_labels(spec),
         importances=kept,
         n=frame.height,
         model=spec.model,
@@ -508,7 +505,7 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
                   getattr(spec, "seed", 0))  # fmt: skip
         result = _associate_cached((spec.table, spec.years, spec.population, spec.outcome, spec.variable, *params),
                                    x.tobytes(), y.tobytes(), *params)  # fmt: skip
-    common = {"name": spec.name, "description": spec.description, "population": spec.population_label()}
+    common = _labels(spec)
     request: ReleaseRequest
     if isinstance(spec, TestSpec):
         out = result.tests[spec.test] if result is not None else None
@@ -546,9 +543,7 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
     frame = population(spec, data).filter(pl.col(spec.outcome).is_not_null())
     pooled = len(spec.years) > 1
     request = DpModelRequest(
-        name=spec.name,
-        description=spec.description,
-        population=spec.population_label(),
+        **_labels(spec),
         data=frame.select(spec.outcome, *spec.features, *((PERSON,) if pooled else ())),
         outcome=spec.outcome,
         features=spec.features,
