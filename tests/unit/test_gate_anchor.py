@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import signed_policy
+from gate_kit import gate_workspace, signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -23,19 +23,20 @@ from kansrijk.errors import AnchorInvalid, LedgerCorrupted, OutputExists
 from kansrijk.gate.anchor import anchor_ledger, check_anchor, read_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, RELEASED_DIR, verify_ledger, write_head_file
 from kansrijk.gate.release import Gate, Released
-from kansrijk.gate.requests import CountTable
+from kansrijk.gate.specs import CountSpec
 
 
 def _people(seed: int = 1, n: int = 2000) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({"sex": rng.choice(["M", "F"], n), "buurt": rng.choice(list("abcd"), n)})
+    return pl.DataFrame(
+        {"sex": rng.choice(["M", "F"], n), "buurt_code": rng.choice([f"BU0599{i:04d}" for i in range(4)], n)}
+    )
 
 
 def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Path, Path, Path, bytes]:
     """A workspace with ``releases`` released tables (DP under dp-sdc) and the officer's key pair."""
     target, pub, sk = signed_policy(tmp, policy)
-    ws = tmp / "ws"
-    ws.mkdir()
+    ws = gate_workspace(tmp, _people())
     _release(ws, target, pub, range(releases))
     return ws, target, pub, sk
 
@@ -43,10 +44,7 @@ def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Pa
 def _release(ws: Path, policy: Path, pub: Path, numbers: range) -> None:
     with Gate.open(ws, policy, [pub]) as gate:
         for i in numbers:
-            r = gate.release(
-                CountTable(name=f"t{i}", data=_people(), by=("sex",), keys={"sex": ("F", "M")}),
-                requested_by="analysis",
-            )
+            r = gate.release(CountSpec(name=f"t{i}", years=(2023,), by=("sex",)), requested_by="analysis")
             assert isinstance(r, Released)
 
 
@@ -86,7 +84,7 @@ def test_a_rewritten_chain_is_caught_by_the_anchor(tmp_path: Path) -> None:
     anchor_ledger(ws, sk, tmp_path / "a.json")
     # someone with the workspace replays other releases into a fresh ledger: a valid chain, other hashes
     shutil.rmtree(ws)
-    ws.mkdir()
+    gate_workspace(tmp_path, _people())
     _release(ws, policy, pub, range(10, 13))
     with pytest.raises(LedgerCorrupted, match="does not have the hash anchored"):
         check_anchor(ws, tmp_path / "a.json", [pub])
