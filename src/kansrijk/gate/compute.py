@@ -534,6 +534,15 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
 
 # --- DP models ----------------------------------------------------------------------------------------------------
 def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
+    if len(spec.years) > 1:
+        # the model's noise is calibrated to one row per person (kansrijk.gate.dp_models); pooled years give a
+        # person a row per year, so the debited epsilon would not bound what one person contributes
+        raise _invalid(
+            spec,
+            "a DP model is trained on one reference year: over pooled years a person has a row per year, and its "
+            "guarantee is for one row per person",
+            "name one reference year",
+        )
     if _domain(spec, spec.outcome).kind != "bool":
         raise _invalid(spec, f"outcome {spec.outcome!r} is not a true/false variable")
     keys: dict[str, tuple[Any, ...]] = {}
@@ -544,12 +553,11 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
                 raise _invalid(spec, f"feature {var!r} has no public categories; a DP model needs them")
             keys[var] = d.categories
     frame = population(spec, data).filter(pl.col(spec.outcome).is_not_null())
-    pooled = len(spec.years) > 1
     request = DpModelRequest(
         name=spec.name,
         description=spec.description,
         population=spec.population_label(),
-        data=frame.select(spec.outcome, *spec.features, *((PERSON,) if pooled else ())),
+        data=frame.select(spec.outcome, *spec.features),
         outcome=spec.outcome,
         features=spec.features,
         model=spec.model,
@@ -560,7 +568,7 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
         seed=spec.seed,
         keys=keys,
         bin_edges=dict(spec.bin_edges),
-        person=PERSON if pooled else None,
+        person=None,
         learning_rate=spec.learning_rate,
     )
     return Materialised(request, frame.get_column(PERSON), len(spec.years))
