@@ -11,158 +11,147 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from gate_kit import gate_workspace, signed_policy
 from typer.testing import CliRunner
 
 from coordinator.report import build_report, fmt_number, fmt_p, load_released
-from kansrijk import crypto
 from kansrijk.cli import app
 from kansrijk.errors import InputError, OutputExists, PolicyError, WorkspaceError
 from kansrijk.gate.release import Gate
-from kansrijk.gate.requests import (
-    CountTable,
-    DpModelRequest,
-    FeatureImportances,
-    MeanTable,
-    ModelMetrics,
-    RegressionResult,
-    TestResult,
+from kansrijk.gate.specs import (
+    ComparisonSpec,
+    CountSpec,
+    DpModelSpec,
+    ImportanceSpec,
+    MeanSpec,
+    MetricsSpec,
+    RegressionSpec,
+    ScoreSet,
+    TestSpec,
 )
-from kansrijk.policy.signing import sign_policy
+from kansrijk.schema import TRACKS
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 STAMP = " [plan sha256:" + "a" * 64 + "; factor model sha256:" + "b" * 64 + "]"
-WOZ_BINS = ("<150000", "[150000,250000)", "[250000,400000)", ">=400000")
 FIXED_TIME = "2025-01-01 00:00 UTC"
+YEAR = 2023
 
 
-def _requests(rng: np.random.Generator) -> list:
-    n = 4000
+def _frame(rng: np.random.Generator, n: int = 4000) -> pl.DataFrame:
+    """The linked dataset the gate computes the report's releases from (no one in the MBO-4 track)."""
     frame = pl.DataFrame(
         {
             "psychosocial_risk": rng.random(n) < 0.12,
             "early_school_leaving": rng.random(n) < 0.004,
-            "woz_bin": rng.choice(WOZ_BINS, n),
-            "buurt": rng.choice([f"b{i:02d}" for i in range(20)], n),
+            "buurt_code": rng.choice([f"BU0599{i:04d}" for i in range(20)], n),
             "woz_eur": rng.lognormal(12.2, 0.5, n).astype(np.int64),
             "sex": rng.choice(["M", "F"], n),
+            "track": rng.choice([t for t in TRACKS if t != "MBO-4"], n),
         }
     )
-    frame = frame.with_columns(  # a real signal, so the DP model has something to find
+    return frame.with_columns(  # a real signal, so the models and tests have something to find
         psychosocial_risk=pl.col("psychosocial_risk") | ((pl.col("woz_eur") < 130_000) & (rng.random(n) < 0.3))
     )
-    metrics = {"roc_auc": 0.71, "pr_auc": 0.24, "brier": 0.09, "recall_at_k": 0.31, "roc_auc.fold_sd": 0.02}
+
+
+def _scores(ws: Path, model: str) -> ScoreSet:
+    """Coarse out-of-fold scores (each value held by many persons) of two stand-in models, with folds."""
+    frame = pl.read_parquet(ws / "dataset" / f"{YEAR}.parquet")
+    if model == "all":
+        score = pl.when(pl.col("woz_eur") < 130_000).then(0.3).when(pl.col("woz_eur") < 250_000).then(0.12)
+        score = score.otherwise(0.08)
+    else:
+        score = pl.when(pl.col("sex") == "M").then(0.14).otherwise(0.12)
+    return ScoreSet(
+        frame.select(
+            "pseudonym", "year", score.alias("score"), (pl.int_range(pl.len()) % 5).cast(pl.Int64).alias("fold")
+        )
+    )
+
+
+def _specs(ws: Path) -> list:
+    common = {"years": (YEAR,)}
+    risk = {**common, "outcome": "psychosocial_risk"}
+    association = {**risk, "variable": "woz_eur", "scale": 100_000.0}
     return [
-        CountTable(
+        CountSpec(
             name="2023.psychosocial_risk.positives",
             description="Persons with and without psychosocial_risk; positives at least the plan's minimum." + STAMP,
-            data=frame.select("psychosocial_risk"),
             by=("psychosocial_risk",),
-            keys={"psychosocial_risk": (False, True)},
+            **common,
         ),
-        CountTable(
+        CountSpec(
             name="2023.early_school_leaving.positives",
             description=(
                 "Persons with and without early_school_leaving in its population; outcome not modelled: fewer "
                 "positives than the plan's minimum of 1000 (outcomes.early_school_leaving.min_positives)." + STAMP
             ),
-            data=frame.select("early_school_leaving"),
             by=("early_school_leaving",),
-            keys={"early_school_leaving": (False, True)},
+            **common,
         ),
-        ModelMetrics(name="2023.psychosocial_risk.all.metrics", metrics=metrics, n=n, n_positive=480),
-        ModelMetrics(
-            name="2023.psychosocial_risk.factor_model.metrics",
-            metrics={**metrics, "roc_auc": 0.66},
-            n=n,
-            n_positive=480,
-        ),
-        ModelMetrics(
+        MetricsSpec(name="2023.psychosocial_risk.all.metrics", scores=_scores(ws, "all"), **risk),
+        MetricsSpec(name="2023.psychosocial_risk.factor_model.metrics", scores=_scores(ws, "factor_model"), **risk),
+        ComparisonSpec(
             name="2023.psychosocial_risk.compare",
-            metrics={
-                "roc_auc.all": 0.71,
-                "roc_auc.factor_model": 0.66,
-                "roc_auc.delta": 0.05,
-                "roc_auc.ci_low": 0.02,
-                "roc_auc.ci_high": 0.08,
-                "roc_auc.p": 0.004,
-                "recall_at_k.all": 0.31,
-                "recall_at_k.factor_model": 0.33,
-                "recall_at_k.delta": -0.02,
-                "recall_at_k.ci_low": -0.06,
-                "recall_at_k.ci_high": 0.01,
-                "recall_at_k.p": 0.2,
-            },
-            n=n,
-            n_positive=480,
+            a=_scores(ws, "all"),
+            b=_scores(ws, "factor_model"),
+            labels=("all", "factor_model"),
+            replicates=200,
+            **risk,
         ),
-        FeatureImportances(
+        ImportanceSpec(
             name="2023.psychosocial_risk.all.importance.permutation",
             importances={"woz_eur": 0.061, "woz_eur.sd": 0.01, "buurt_code": 0.004, "buurt_code.sd": 0.002},
-            n=n,
+            **risk,
         ),
-        FeatureImportances(
+        ImportanceSpec(
             name="2023.psychosocial_risk.factors",
             description=(
                 "Factor importance. No indicator in the model: parental_mental_health; indicators absent from "
                 "the data: none." + STAMP
             ),
             importances={"household_income": 0.01, "neighbourhood": 0.004},
-            n=n,
+            variables_of={"household_income": ("woz_eur",), "neighbourhood": ("buurt_code",)},
+            **risk,
         ),
-        DpModelRequest(
+        DpModelSpec(
             name="2023.psychosocial_risk.all.dp_model",
             description="Differentially private model (dp_tree) for psychosocial_risk." + STAMP,
-            data=frame.select("psychosocial_risk", "woz_eur", "sex"),
-            outcome="psychosocial_risk",
             features=("woz_eur", "sex"),
-            epsilon=Fraction(3, 4),
+            epsilon="3/4",
             max_depth=3,
             # Half the persons held out: the AUC is nan (and the report shows no DP AUC) only if every positive
             # cell of the noisy held-out histogram comes out <= 0, probability <= exp(-P / 13.3) for P held-out
             # positives (discrete Laplace scale 1 / (3/4 * 1/10)). 5 folds hold out P = 147 (<= 2e-5); 2 hold out
             # P = 368 (<= 1e-12).
             folds=2,
+            **risk,
         ),
-        TestResult(
+        TestSpec(
             name="2023.association.spline_lr",
-            description="spline_lr. Reading at alpha 0.05: non-linear association." + STAMP,
-            test="spline_lr (chi2, df=5)",
-            statistic=900.0,
-            dof=3994.0,
-            p_value=0.0,
-            n=n,
+            description="spline_lr: association of psychosocial_risk with woz_eur." + STAMP,
+            test="spline_lr",
+            **association,
         ),
-        TestResult(
+        TestSpec(
             name="2023.association.linear_lr",
-            description="linear_lr. Reading at alpha 0.05: no association detected." + STAMP,
-            test="linear_lr (chi2, df=1)",
-            statistic=0.6,
-            dof=3998.0,
-            p_value=0.43,
-            n=n,
+            description="linear_lr: association of psychosocial_risk with woz_eur." + STAMP,
+            test="linear_lr",
+            **association,
         ),
-        RegressionResult(
-            name="2023.association.linear_fit",
-            coefficients={"intercept": -2.0, "per 100k": -0.03},
-            std_errors={"intercept": 0.1, "per 100k": 0.04},
-            n=n,
-            dof=n - 2,
-        ),
-        MeanTable(
+        RegressionSpec(name="2023.association.linear_fit", **association),
+        MeanSpec(
             name="2023.association.rate_by_bin",
-            description="Share of psychosocial_risk per public woz_eur bin." + STAMP,
-            data=frame.select("woz_bin", pl.col("psychosocial_risk").cast(pl.Float64)),
+            description="Share of psychosocial_risk per public woz_eur band." + STAMP,
             value="psychosocial_risk",
-            by=("woz_bin",),
-            keys={"woz_bin": WOZ_BINS},
-            bounds=(0.0, 1.0),
+            by=("woz_eur",),
+            **common,
         ),
-        CountTable(
-            name="persons_by_buurt",
-            description="Persons per buurt <script>alert('x')</script>",
-            data=frame.select("buurt"),
-            by=("buurt",),
-            keys={"buurt": (*(f"b{i:02d}" for i in range(20)), "b99")},  # b99 is empty: suppressed
+        CountSpec(
+            name="persons_by_track",
+            description="Persons per school track <script>alert('x')</script>",
+            by=("track",),  # nobody is in MBO-4: suppressed
+            **common,
         ),
     ]
 
@@ -171,16 +160,10 @@ def _requests(rng: np.random.Generator) -> list:
 def released_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A workspace whose released/ was written by the real gate under a signed DP+SDC policy with DP models."""
     root = tmp_path_factory.mktemp("report")
-    private, public = crypto.generate_signing_key()
-    officer = root / "officer.pub"
-    crypto.write_public_key(officer, "ed25519-signing", public, label="officer")
-    policy = root / "dp-models.toml"
-    shutil.copy(POLICIES / "release" / "dp-models.toml", policy)
-    sign_policy(policy, private)
-    ws = root / "ws"
-    ws.mkdir()
+    policy, officer, _ = signed_policy(root, "dp-models")
+    ws = gate_workspace(root, _frame(np.random.default_rng(5)))
     with Gate.open(ws, policy, [officer]) as gate:
-        results = [gate.release(r, requested_by="analysis") for r in _requests(np.random.default_rng(5))]
+        results = [gate.release(spec, requested_by="analysis") for spec in _specs(ws)]
     assert all(r.outcome != "refused" for r in results), [r.reasons for r in results if r.outcome == "refused"]
     return ws, policy
 
@@ -214,10 +197,10 @@ def test_report_is_built_from_released_outputs_alone(released_ws, tmp_path: Path
 def test_suppressed_cells_are_shown_as_suppressed_and_never_as_numbers(released_ws, tmp_path: Path) -> None:
     ws, _ = released_ws
     html = _report(ws, tmp_path)
-    doc = json.loads((ws / "released" / "persons_by_buurt.json").read_text())
+    doc = json.loads((ws / "released" / "persons_by_track.json").read_text())
     suppressed = [row for row in doc["values"]["rows"] if row[-1].startswith("suppressed")]
     assert suppressed and all(row[1] is None for row in suppressed)
-    row = re.search(r"<tr><th scope=\"row\">b99</th>(.*?)</tr>", html)
+    row = re.search(r"<tr><th scope=\"row\">MBO-4</th>(.*?)</tr>", html)
     assert row is not None
     assert 'class="suppressed"' in row.group(1) and re.search(r">\s*≈?\s*\d", row.group(1)) is None
 
@@ -348,21 +331,28 @@ def test_model_comparison_puts_the_dp_auc_next_to_the_trees(released_ws, tmp_pat
     models = _section(html, "models")
     doc = json.loads((ws / "released" / "2023.psychosocial_risk.all.dp_model.json").read_text())
     auc = doc["values"]["metrics"]["roc_auc"]
+    tree = json.loads((ws / "released" / "2023.psychosocial_risk.all.metrics.json").read_text())
+    tree_auc = tree["values"]["metrics"]["roc_auc"]
+    assert tree["noisy"] is False and 0.5 < tree_auc < 1
     row = re.search(
         r"<tr><th scope=\"row\">psychosocial risk</th><td>all variables</td><td class=\"num\">0.75</td>(.*?)</tr>",
         models,
     )
     assert row is not None, "no DP-vs-tree row"
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
-    assert cells[0] == "0.71"  # the non-private tree's ROC AUC, exact
+    assert cells[0] == fmt_number(tree_auc)  # the non-private tree's ROC AUC, exact
     assert (
-        cells[1] == f"≈ {fmt_number(auc)}" and cells[2] == f"≈ {fmt_number(auc - 0.71)}"
+        cells[1] == f"≈ {fmt_number(auc)}" and cells[2] == f"≈ {fmt_number(auc - tree_auc)}"
     )  # the DP model's, and what privacy cost
 
 
 def test_p_values_that_round_to_zero_read_below_a_thousandth(released_ws, tmp_path: Path) -> None:
     ws, _ = released_ws
     woz = _section(_report(ws, tmp_path), "woz")
-    assert re.search(r"<td>chi2, df=5</td><td class=\"num\">900</td><td class=\"num\">&lt; 0.001</td>", woz)
-    assert re.search(r"<td class=\"num\">0\.430</td>", woz)  # linear_lr p = 0.43
+    for test in ("spline_lr", "linear_lr"):
+        values = json.loads((ws / "released" / f"2023.association.{test}.json").read_text())["values"]
+        df = re.fullmatch(r".*\((chi2, df=\d+)\)", values["test"])
+        assert df is not None and values["p_value"] < 0.0005  # the WOZ signal is strong: p rounds to 0
+        cells = f'<td>{df.group(1)}</td><td class="num">{fmt_number(values["statistic"])}</td>'
+        assert cells + '<td class="num">&lt; 0.001</td>' in woz, test
     assert [fmt_p(x) for x in (0.0, 0.0004, 0.0006, 0.43, None)] == ["< 0.001", "< 0.001", "0.001", "0.430", "–"]
