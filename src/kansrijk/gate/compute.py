@@ -104,6 +104,14 @@ def _check_value(spec: ReleaseSpec, d: Domain, value: Any, where: str) -> Any:
     return value
 
 
+def _is_in(col: pl.Expr, d: Domain, values: list[Any]) -> pl.Expr:
+    """Membership of checked values; numbers compare as floats (a list may mix 1 and 2.5, an integer variable
+    may be compared with 2.0)."""
+    if d.numeric:
+        return col.cast(pl.Float64).is_in(pl.Series(values, dtype=pl.Float64).implode())
+    return col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+
+
 def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
     """The polars filter of one validated condition (a missing value satisfies only ``is_null``)."""
     d = _domain(spec, cond.var)
@@ -115,7 +123,7 @@ def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
         return col.is_not_null()
     if cond.op in ("in", "not_in"):
         values = [_check_value(spec, d, v, where) for v in cond.values]
-        inside = col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+        inside = _is_in(col, d, values)
         return (inside if cond.op == "in" else ~inside) & col.is_not_null()
     value = _check_value(spec, d, cond.value, where)
     if cond.op in ("<", "<=", ">", ">=") and not d.numeric:
@@ -251,7 +259,7 @@ def _split_mask(spec: TreeSpec, node: Any, frame: pl.DataFrame) -> np.ndarray:
         goes_left = col.cast(pl.Float32) <= node.threshold
     else:
         values = [_check_value(spec, d, v, f"node {node.node_id}") for v in node.categories]
-        goes_left = col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+        goes_left = _is_in(col, d, values)
     expr = pl.when(col.is_null()).then(pl.lit(node.missing_left)).otherwise(goes_left)
     return frame.select(expr).to_series().to_numpy().astype(bool)
 
