@@ -13,9 +13,6 @@ from hypothesis import strategies as st
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from kansrijk.stats.association import associate, bin_labels, mutual_information
-from kansrijk.stats.compare import paired_bootstrap
-from kansrijk.stats.metrics import score_metrics
 from coordinator.analysis.plan import Design
 from coordinator.analysis.trees import (
     LeafRules,
@@ -30,6 +27,9 @@ from coordinator.analysis.trees import (
     stable_seed,
     unweighted_probability,
 )
+from kansrijk.stats.association import associate, bin_labels, mutual_information
+from kansrijk.stats.compare import paired_bootstrap
+from kansrijk.stats.metrics import score_metrics
 
 
 @settings(max_examples=60, deadline=None)
