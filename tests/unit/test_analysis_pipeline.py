@@ -4,12 +4,15 @@ feature sets, refusals, per-year and pooled scopes with year differences, and de
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 from analysis_frames import city_dataset
+from annotated_types import Ge, Gt, Le, Lt
+from gate_kit import gate_workspace, signed_policy
 
 from coordinator.analysis.plan import (
     LAST_YEAR,
@@ -22,8 +25,12 @@ from coordinator.analysis.plan import (
 )
 from coordinator.analysis.run import analysis_requests, count_model_fits, scopes_of
 from coordinator.analysis.trees import LeafRules
-from kansrijk.errors import AnalysisError
-from kansrijk.gate.requests import CountTable, ModelMetrics, TreeStructure
+from kansrijk.gate.compute import materialise
+from kansrijk.gate.data import DatasetInvalid
+from kansrijk.gate.release import Gate
+from kansrijk.gate.requests import ModelMetrics, TreeStructure
+from kansrijk.gate.specs import ComparisonSpec, CountSpec, DpModelSpec, MetricsSpec, ScoreSet, TestSpec, TreeSpec
+from kansrijk.policy.analysis import Association, DpModelPlan, Metrics
 
 ROOT = Path(__file__).parents[2] / "policies"
 
@@ -32,6 +39,15 @@ ROOT = Path(__file__).parents[2] / "policies"
 def frames(tmp_path_factory: pytest.TempPathFactory) -> dict[int, pl.DataFrame]:
     frame = city_dataset(tmp_path_factory.mktemp("acity") / "city", persons=4000, seed=5, years=(2022, 2023))
     return {int(y): frame.filter(pl.col("year") == y) for y in (2022, 2023)}
+
+
+@pytest.fixture(scope="module")
+def gate(frames: dict[int, pl.DataFrame], tmp_path_factory: pytest.TempPathFactory):
+    """A gate whose linked datasets are the frames the analysis saw: it computes what the specs ask."""
+    tmp = tmp_path_factory.mktemp("agate")
+    policy, pub, _ = signed_policy(tmp, "sdc-only")
+    with Gate.open(gate_workspace(tmp, frames), policy, [pub]) as opened:
+        yield opened
 
 
 def _policies(**model: object) -> LoadedPolicies:
@@ -93,7 +109,7 @@ def test_ordered_levels_are_encoded_as_their_rank_in_the_public_order() -> None:
     assert shipped.plan.features.ordinal == ("track",)
 
 
-def test_years_are_analysed_one_by_one_pooled_and_compared(frames: dict[int, pl.DataFrame]) -> None:
+def test_years_are_analysed_one_by_one_pooled_and_compared(frames: dict[int, pl.DataFrame], gate: Gate) -> None:
     pol = _policies(min_positives=60)
     scopes = scopes_of(frames, pooled=True)
     assert [s.name for s in scopes] == ["2022", "2023", "pooled"]
@@ -110,15 +126,26 @@ def test_years_are_analysed_one_by_one_pooled_and_compared(frames: dict[int, pl.
     assert "years.2022-2023.psychosocial_risk.all" in names
     # early school leaving is too rare here: its count goes to the gate, with the reason, and nothing else
     esl = [p for p in planned if p.outcome == "early_school_leaving"]
-    assert {type(p.request) for p in esl} == {CountTable}
+    assert {type(p.request) for p in esl} == {CountSpec}
     assert all("fewer positives than the plan's minimum of 100000" in p.note for p in esl)
     diff = next(p.request for p in planned if p.request.name == "years.2022-2023.psychosocial_risk.all")
-    assert isinstance(diff, ModelMetrics)
-    assert diff.metrics["roc_auc.delta"] == pytest.approx(diff.metrics["roc_auc.2023"] - diff.metrics["roc_auc.2022"])
+    assert isinstance(diff, ComparisonSpec) and diff.mode == "years" and diff.years == (2022, 2023)
+    assert diff.labels == ("2023", "2022")  # a: the later year
+    # the gate computes the difference from the scores and its own outcome data
+    computed = materialise(diff, gate.data, gate.policy).request
+    assert isinstance(computed, ModelMetrics)
+    m = computed.metrics
+    assert m["roc_auc.delta"] == pytest.approx(m["roc_auc.2023"] - m["roc_auc.2022"])
+    trees = [p.request for p in planned if isinstance(p.request, TreeSpec)]
+    assert {t.years for t in trees} == {(2022,), (2023,), (2022, 2023)}
     for p in planned:
         assert pol.plan_digest in p.request.description
-        if isinstance(p.request, TreeStructure):
-            assert all(min(n.class_counts) >= 10 for n in p.request.leaves)
+    for tree in trees:
+        # the tree was pruned to the leaf rules on the analysis's frame; the gate, counting on its own data,
+        # finds the leaf rules' minimum in every leaf too
+        counted = materialise(tree, gate.data, gate.policy).request
+        assert isinstance(counted, TreeStructure)
+        assert all(min(n.class_counts) >= 10 for n in counted.leaves), tree.name
 
 
 def test_the_same_plan_gives_the_same_requests(frames: dict[int, pl.DataFrame]) -> None:
@@ -155,5 +182,50 @@ def test_last_years_state_joins_by_person_and_feeds_only_the_all_variables_set(
     design = encode(this, down, one_hot_max_levels=12, ordinal=pol.plan.features.ordinal)
     assert "track_last_year" in design.columns and "school_type_last_year=primary" in design.columns
     twice = pl.concat([last, last.head(1)])
-    with pytest.raises(AnalysisError, match="more than once"):
+    with pytest.raises(DatasetInvalid, match="more than once"):
         with_previous_year(frames[2023], twice, ("track",), "dataset/2022.parquet")
+
+
+def _plan_bounds(model: type, field: str) -> list[float]:
+    """The smallest and largest value a signed plan may give ``model.field`` (open bounds: the nearest inside)."""
+    out: list[float] = []
+    info = model.model_fields[field]
+    integer = info.annotation is int
+    for m in info.metadata:
+        if isinstance(m, Ge | Le):
+            out.append(m.ge if isinstance(m, Ge) else m.le)
+        elif isinstance(m, Gt):
+            out.append(m.gt + 1 if integer else math.nextafter(m.gt, math.inf))
+        elif isinstance(m, Lt):
+            out.append(m.lt - 1 if integer else math.nextafter(m.lt, -math.inf))
+    assert out, f"{model.__name__}.{field} has no bounds"
+    return out
+
+
+_SCORES = ScoreSet(pl.DataFrame({"pseudonym": [b"12345678"], "year": [2023], "score": [0.5]}))
+_BASE = {"name": "s", "years": (2022, 2023), "outcome": "psychosocial_risk"}
+_PLAN_TO_SPEC = [
+    (Metrics, "bootstrap_replicates", lambda v: ComparisonSpec(**_BASE, a=_SCORES, b=_SCORES, labels=("a", "b"),
+                                                                 replicates=v)),
+    (Metrics, "confidence", lambda v: ComparisonSpec(**_BASE, a=_SCORES, b=_SCORES, labels=("a", "b"), confidence=v)),
+    (Metrics, "top_k_percent", lambda v: ComparisonSpec(**_BASE, a=_SCORES, b=_SCORES, labels=("a", "b"),
+                                                          top_k_percent=v)),
+    (Metrics, "top_k_percent", lambda v: MetricsSpec(**_BASE, scores=_SCORES, top_k_percent=v)),
+    (Association, "permutations", lambda v: TestSpec(**_BASE, test="mutual_information", variable="woz_eur",
+                                                       permutations=v)),
+    (Association, "spline_df", lambda v: TestSpec(**_BASE, test="spline_lr", variable="woz_eur", spline_df=v)),
+    (DpModelPlan, "max_depth", lambda v: DpModelSpec(**_BASE, features=("sex",), max_depth=v)),
+    (DpModelPlan, "boosted_depth", lambda v: DpModelSpec(**_BASE, features=("sex",), model="dp_boosted",
+                                                           max_depth=v)),
+    (DpModelPlan, "boosted_trees", lambda v: DpModelSpec(**_BASE, features=("sex",), model="dp_boosted", trees=v)),
+    (DpModelPlan, "learning_rate", lambda v: DpModelSpec(**_BASE, features=("sex",), learning_rate=v)),
+    (DpModelPlan, "folds", lambda v: DpModelSpec(**_BASE, features=("sex",), folds=v)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("model,field,build", _PLAN_TO_SPEC, ids=[f"{m.__name__}.{f}" for m, f, _ in _PLAN_TO_SPEC])
+def test_every_setting_a_signed_plan_allows_makes_a_valid_spec(model: type, field: str, build) -> None:
+    """The analysis builds its specs from the plan's settings: a value the plan's schema accepts must never make
+    a spec the gate rejects halfway through a run."""
+    for value in _plan_bounds(model, field):
+        build(value)

@@ -25,18 +25,20 @@ from kansrijk.gate.anchor import Anchor, anchor_ledger, check_anchor, read_ancho
 from kansrijk.gate.keys import read_gate_public_key
 from kansrijk.gate.ledger import LEDGER_FILE, RELEASED_DIR, verify_ledger, write_head_file
 from kansrijk.gate.release import Gate, Released
-from kansrijk.gate.requests import CountTable
+from kansrijk.gate.specs import CountSpec
 
 
 def _people(seed: int = 1, n: int = 2000) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({"sex": rng.choice(["M", "F"], n), "buurt": rng.choice(list("abcd"), n)})
+    return pl.DataFrame(
+        {"sex": rng.choice(["M", "F"], n), "buurt_code": rng.choice([f"BU0599{i:04d}" for i in range(4)], n)}
+    )
 
 
 def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Path, Path, Path, bytes]:
     """A workspace with ``releases`` released tables (DP under dp-sdc) and the officer's key pair."""
     target, pub, sk = signed_policy(tmp, policy)
-    ws = gate_workspace(tmp)
+    ws = gate_workspace(tmp, _people())
     _release(ws, target, pub, range(releases))
     return ws, target, pub, sk
 
@@ -44,10 +46,7 @@ def _workspace(tmp: Path, policy: str = "dp-sdc", releases: int = 3) -> tuple[Pa
 def _release(ws: Path, policy: Path, pub: Path, numbers: range) -> None:
     with Gate.open(ws, policy, [pub], passphrase=GATE_PASSPHRASE) as gate:
         for i in numbers:
-            r = gate.release(
-                CountTable(name=f"t{i}", data=_people(), by=("sex",), keys={"sex": ("F", "M")}),
-                requested_by="analysis",
-            )
+            r = gate.release(CountSpec(name=f"t{i}", years=(2023,), by=("sex",)), requested_by="analysis")
             assert isinstance(r, Released)
 
 

@@ -21,29 +21,39 @@ from hypothesis import strategies as st
 from kansrijk.errors import LedgerCorrupted
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Released
-from kansrijk.gate.requests import CountTable
+from kansrijk.gate.specs import CountSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def setup(tmp_path: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path]:
-    target, pub, _ = signed_policy(tmp_path, policy, text)
-    return gate_workspace(tmp_path), target, pub
+YEAR = 2023
 
 
 def data(seed: int = 1, n: int = 2000) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({"sex": rng.choice(["M", "F"], n), "buurt": rng.choice(list("abcd"), n)})
+    return pl.DataFrame(
+        {
+            "sex": rng.choice(["M", "F"], n),
+            "buurt_code": rng.choice([f"BU0599{i:04d}" for i in range(4)], n),
+            "household_type": rng.choice(["two_parent", "single_parent", "other"], n),
+        }
+    )
+
+
+def setup(tmp_path: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path]:
+    """A signed policy and a workspace whose linked dataset of 2023 is ``data()``."""
+    target, pub, _ = signed_policy(tmp_path, policy, text)
+    return gate_workspace(tmp_path, data()), target, pub
 
 
 def populate(tmp_path: Path, releases: int = 4) -> Path:
     ws, policy, pub = setup(tmp_path)
-    df = data()
     with Gate.open(ws, policy, [pub]) as gate:
         for i in range(releases):
-            dims = ("sex",) if i % 2 else ("sex", "buurt")
-            gate.release(CountTable(name=f"t{i}", data=df, by=dims), requested_by="analysis")
-        gate.release(CountTable(name="x", data=df, by=("sex",)), requested_by="intruder")  # a refusal
+            dims = ("sex",) if i % 2 else ("sex", "buurt_code")
+            result = gate.release(CountSpec(name=f"t{i}", years=(YEAR,), by=dims), requested_by="analysis")
+            assert isinstance(result, Released), result.reasons
+        gate.release(CountSpec(name="x", years=(YEAR,), by=("sex",)), requested_by="intruder")  # a refusal
     return ws
 
 
@@ -117,7 +127,7 @@ def test_released_files_must_match_their_entries(tmp_path, action):
     ws = populate(tmp_path)
     released = ws / "released"
     if action == "edit":
-        (released / "t0.csv").write_text("sex,buurt,n\nF,a,3\n")
+        (released / "t0.csv").write_text("sex,buurt_code,n\nF,BU05990000,3\n")
     elif action == "delete":
         (released / "t1.json").unlink()
     else:
@@ -130,19 +140,15 @@ _CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    import numpy as np, polars as pl
     import kansrijk.gate.release as release
-    from kansrijk.gate.requests import CountTable
+    from kansrijk.gate.specs import CountSpec
     ws, policy, pub, point = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     def crash(name):
         if name == point:
             os._exit(70)
     release._fault_point = crash
-    rng = np.random.default_rng(1)
-    df = pl.DataFrame({"sex": rng.choice(["M", "F"], 2000), "buurt": rng.choice(list("abcd"), 2000)})
     gate = release.Gate.open(ws, policy, [pub])
-    gate.release(CountTable(name="crashy", data=df, by=("sex", "buurt"), keys={"buurt": tuple("abcd")}),
-                 requested_by="analysis")
+    gate.release(CountSpec(name="crashy", years=(2023,), by=("sex", "household_type")), requested_by="analysis")
     """
 )
 
@@ -168,14 +174,10 @@ def test_a_crash_at_any_point_leaves_budget_ledger_and_files_consistent(tmp_path
 
 def _spend(args: tuple[str, str, str, int]) -> list[str]:
     ws, policy, pub, worker = args
-    df = data(seed=worker)
     out = []
     with Gate.open(Path(ws), Path(policy), [Path(pub)]) as gate:
         for i in range(4):
-            r = gate.release(
-                CountTable(name=f"w{worker}_{i}", data=df, by=("sex",), keys={"sex": ("M", "F")}),
-                requested_by="analysis",
-            )
+            r = gate.release(CountSpec(name=f"w{worker}_{i}", years=(YEAR,), by=("sex",)), requested_by="analysis")
             out.append(type(r).__name__)
     return out
 
@@ -212,15 +214,9 @@ def test_budget_is_checked_before_opendp_is_called(tmp_path):
     dp_mod.measure = counting
     try:
         with Gate.open(ws, policy, [pub]) as gate:
-            first = gate.release(
-                CountTable(name="a", data=data(), by=("sex",), keys={"sex": ("M", "F")}), requested_by="analysis"
-            )
-            second = gate.release(
-                CountTable(name="b", data=data(), by=("sex",), keys={"sex": ("M", "F")}), requested_by="analysis"
-            )
-            third = gate.release(
-                CountTable(name="c", data=data(), by=("sex",), keys={"sex": ("M", "F")}), requested_by="analysis"
-            )
+            first = gate.release(CountSpec(name="a", years=(YEAR,), by=("sex",)), requested_by="analysis")
+            second = gate.release(CountSpec(name="b", years=(YEAR,), by=("sex",)), requested_by="analysis")
+            third = gate.release(CountSpec(name="c", years=(YEAR,), by=("sex",)), requested_by="analysis")
     finally:
         dp_mod.measure = original
     assert isinstance(first, Released) and isinstance(second, Released) and not isinstance(third, Released)

@@ -109,6 +109,14 @@ def _check_value(spec: ReleaseSpec, d: Domain, value: Any, where: str) -> Any:
     return value
 
 
+def _is_in(col: pl.Expr, d: Domain, values: list[Any]) -> pl.Expr:
+    """Membership of checked values; numbers compare as floats (a list may mix 1 and 2.5, an integer variable
+    may be compared with 2.0)."""
+    if d.numeric:
+        return col.cast(pl.Float64).is_in(pl.Series(values, dtype=pl.Float64).implode())
+    return col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+
+
 def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
     """The polars filter of one validated condition (a missing value satisfies only ``is_null``)."""
     d = _domain(spec, cond.var)
@@ -120,7 +128,7 @@ def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
         return col.is_not_null()
     if cond.op in ("in", "not_in"):
         values = [_check_value(spec, d, v, where) for v in cond.values]
-        inside = col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+        inside = _is_in(col, d, values)
         return (inside if cond.op == "in" else ~inside) & col.is_not_null()
     value = _check_value(spec, d, cond.value, where)
     if cond.op in ("<", "<=", ">", ">=") and not d.numeric:
@@ -256,7 +264,7 @@ def _split_mask(spec: TreeSpec, node: Any, frame: pl.DataFrame) -> np.ndarray:
         goes_left = col.cast(pl.Float32) <= node.threshold
     else:
         values = [_check_value(spec, d, v, f"node {node.node_id}") for v in node.categories]
-        goes_left = col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+        goes_left = _is_in(col, d, values)
     expr = pl.when(col.is_null()).then(pl.lit(node.missing_left)).otherwise(goes_left)
     return frame.select(expr).to_series().to_numpy().astype(bool)
 
@@ -302,7 +310,7 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
         nodes=nodes,
         classes=("negative", "positive"),
         min_samples_leaf=spec.min_samples_leaf,
-        max_depth=spec.max_depth if spec.max_depth is not None else deepest,
+        max_depth=spec.max_depth,  # None: trained without a depth limit (the risky-hyperparameter rule sees it)
         min_samples_split=spec.min_samples_split,
         model=spec.model,
         outcome=spec.outcome,
@@ -531,6 +539,15 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
 
 # --- DP models ----------------------------------------------------------------------------------------------------
 def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
+    if len(spec.years) > 1:
+        # the model's noise is calibrated to one row per person (kansrijk.gate.dp_models); pooled years give a
+        # person a row per year, so the debited epsilon would not bound what one person contributes
+        raise _invalid(
+            spec,
+            "a DP model is trained on one reference year: over pooled years a person has a row per year, and its "
+            "guarantee is for one row per person",
+            "name one reference year",
+        )
     if _domain(spec, spec.outcome).kind != "bool":
         raise _invalid(spec, f"outcome {spec.outcome!r} is not a true/false variable")
     keys: dict[str, tuple[Any, ...]] = {}
@@ -541,10 +558,9 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
                 raise _invalid(spec, f"feature {var!r} has no public categories; a DP model needs them")
             keys[var] = d.categories
     frame = population(spec, data).filter(pl.col(spec.outcome).is_not_null())
-    pooled = len(spec.years) > 1
     request = DpModelRequest(
         **_labels(spec),
-        data=frame.select(spec.outcome, *spec.features, *((PERSON,) if pooled else ())),
+        data=frame.select(spec.outcome, *spec.features),
         outcome=spec.outcome,
         features=spec.features,
         model=spec.model,
@@ -555,7 +571,7 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
         seed=spec.seed,
         keys=keys,
         bin_edges=dict(spec.bin_edges),
-        person=PERSON if pooled else None,
+        person=None,
         learning_rate=spec.learning_rate,
     )
     return Materialised(request, frame.get_column(PERSON), len(spec.years))

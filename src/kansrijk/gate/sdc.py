@@ -199,7 +199,8 @@ def compute_cells(request: ReleaseRequest, rules: SdcRules) -> tuple[pl.DataFram
     if isinstance(request, QuantileRequest):
         v = pl.col(request.value).cast(pl.Float64)
         frame = request.data.filter(pl.col(request.value).is_not_null())
-        aggs = [v.sort().alias("__values"), (v.n_unique() == 1).alias("all_same")]
+        # one list of sorted values per cell (imploded: a table without groups is one cell too)
+        aggs = [v.sort().implode().alias("__values"), (v.n_unique() == 1).alias("all_same")]
         cells, shape = _aggregate(frame, request.by, aggs, request.keys)
         t = max(rules.min_persons_per_cell, rules.min_quantile_contributors)
         windows = [quantile_windows(np.asarray(vals or [], dtype=np.float64), request.quantiles, t)

@@ -76,7 +76,7 @@ class SpecModel(BaseModel):
             name = data.get("name", "")
             label = f"{type(self).__name__} {name!r}" if name else type(self).__name__
             raise RequestInvalid(
-                f"{label}: " + "; ".join(problems[:8]), hint="see docs/privacy-officer.md, 'Release specs'"
+                f"{label}: " + "; ".join(problems[:8]), hint="see docs/queries.md"
             ) from None
 
 
@@ -327,7 +327,7 @@ class TestSpec(ReleaseSpec):
     variable: VarName
     scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     spline_df: Annotated[int, Field(ge=3, le=12)] = 5
-    permutations: Annotated[int, Field(ge=99, le=9999)] = 999
+    permutations: Annotated[int, Field(ge=99, le=100_000)] = 999
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
 
     def variables(self) -> tuple[str, ...]:
@@ -434,7 +434,7 @@ class MetricsSpec(ReleaseSpec):
     kind: ClassVar[OutputKind] = "model_metrics"
     outcome: VarName
     scores: ScoreSet
-    top_k_percent: Annotated[float, Field(gt=0, le=50)] = 10.0
+    top_k_percent: Annotated[float, Field(gt=0, lt=100)] = 10.0
     model: Annotated[str, Field(max_length=500)] = ""
 
     def _data_fields(self) -> set[str]:
@@ -461,9 +461,9 @@ class ComparisonSpec(ReleaseSpec):
     b: ScoreSet
     labels: tuple[Label, Label]
     mode: Literal["paired", "years"] = "paired"
-    replicates: Annotated[int, Field(ge=100, le=10_000)] = 500
+    replicates: Annotated[int, Field(ge=50, le=10_000)] = 500
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
-    top_k_percent: Annotated[float, Field(gt=0, le=50)] = 10.0
+    top_k_percent: Annotated[float, Field(gt=0, lt=100)] = 10.0
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     model: Annotated[str, Field(max_length=500)] = ""
 
