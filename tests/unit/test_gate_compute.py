@@ -394,7 +394,7 @@ def test_tree_counts_for_any_split_follow_every_person(held, threshold, missing_
 def test_a_person_twice_in_one_year_is_dataset_invalid_and_nothing_is_recorded(tmp_path, officer):
     keys = person_keys(100, seed=4)
     frame = people(100).with_columns(pl.Series("pseudonym", [*keys[:99], keys[0]], dtype=pl.Binary))
-    ws = tmp_path / "ws"
+    ws = gate_workspace(tmp_path)
     write_dataset(ws, people(100), 2022, seed=4)
     write_dataset(ws, frame, 2023)
     with Gate.open(ws, officer[0], [officer[1]]) as gate:

@@ -15,7 +15,8 @@ import pytest
 from gate_kit import gate_workspace, person_keys, signed_policy
 
 from kansrijk.errors import LedgerCorrupted
-from kansrijk.gate.ledger import entry_hash, record_digest, verify_ledger, write_head_file
+from kansrijk.gate.keys import load_gate_signer
+from kansrijk.gate.ledger import entry_hash, entry_signing_message, record_digest, verify_ledger, write_head_file
 from kansrijk.gate.release import Gate, Population, Refused, Released
 from kansrijk.gate.requests import RequestInvalid
 from kansrijk.gate.specs import CountSpec, MetricsSpec, ScoreSet, where
@@ -229,7 +230,9 @@ def test_a_ledger_from_before_populations_gets_the_column_and_still_verifies(tmp
         conn.execute("UPDATE ledger SET record_digest = ? WHERE seq = 1", (record_digest(*rec, None),))
         row = dict(conn.execute("SELECT * FROM ledger WHERE seq = 1").fetchone())
         rehashed = entry_hash(row["prev_hash"], row)
-        conn.execute("UPDATE ledger SET entry_hash = ? WHERE seq = 1", (rehashed,))
+        signer = load_gate_signer(ws)  # what that gate signed: the entry as it was then
+        signature = signer.sign(entry_signing_message(1, rehashed, signer.fingerprint)).hex()
+        conn.execute("UPDATE ledger SET entry_hash = ?, signature = ? WHERE seq = 1", (rehashed, signature))
         conn.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (rehashed,))
         # and the old schema: no population_digest column, no populations
         conn.executescript(

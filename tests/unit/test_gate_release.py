@@ -16,6 +16,7 @@ from gate_kit import gate_workspace, signed_policy
 
 from kansrijk import crypto
 from kansrijk.errors import PolicyNotSigned
+from kansrijk.gate.budget import budget_key
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Refused, Released, Suppressed
 from kansrijk.gate.requests import CountTable, RequestInvalid
@@ -333,7 +334,7 @@ def test_dp_release_is_noisy_spends_exact_budget_and_refuses_when_exhausted(tmp_
     assert state is not None and state.epsilon_spent == Fraction(4)
     assert isinstance(results[-1], Refused) and any("dp_budget" in r for r in results[-1].reasons)
     assert sum(isinstance(r, Released) for r in results) == 39
-    assert verify_ledger(tmp_path / "ws").epsilon_spent["rotterdam-groeit"] == Fraction(4)
+    assert verify_ledger(tmp_path / "ws").epsilon_spent == {budget_key(tmp_path / "ws"): Fraction(4)}
 
 
 def test_dp_needs_public_keys_and_takes_bounds_from_the_policy(tmp_path):

@@ -193,7 +193,7 @@ class GateData:
                 raise UnknownVariable(
                     f"reference year {year}: the {'linked dataset' if table == 'linked' else 'linkage flags'} "
                     f"hold(s) no variable {', '.join(repr(m) for m in missing)}",
-                    hint="name canonical variables the partners share (docs/privacy-officer.md, 'Release specs')",
+                    hint="name canonical variables the partners share (docs/queries.md)",
                 )
             parts.append(frame.select(PERSON, YEAR, *dict.fromkeys(v for v in variables if v not in (PERSON, YEAR))))
         return pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
