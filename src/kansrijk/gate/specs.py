@@ -65,7 +65,7 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, /, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -530,6 +530,8 @@ def parse_spec(obj: Any) -> ReleaseSpec:
     if not isinstance(obj, Mapping):
         raise RequestInvalid("a spec must be a JSON object with a 'spec' field")
     body = dict(obj)
+    if not all(isinstance(key, str) for key in body):
+        raise RequestInvalid("a spec's field names must be text (a JSON object's keys)")
     which = body.pop("spec", None)
     cls = SOCKET_SPECS.get(which) if isinstance(which, str) else None
     if cls is None:
@@ -537,7 +539,7 @@ def parse_spec(obj: Any) -> ReleaseSpec:
     return build(cls, **body)
 
 
-def build(cls: type[ReleaseSpec], **fields: Any) -> Any:
+def build(cls: type[ReleaseSpec], /, **fields: Any) -> Any:
     """Construct a spec (``RequestInvalid`` names every problem by field path)."""
     return cls(**fields)
 
