@@ -305,7 +305,15 @@ class TreeSpec(ReleaseSpec):
                 parents[child] = n.node_id
             if n.var is not None and n.var not in self.features:
                 raise ValueError(f"node {n.node_id}: split variable {n.var!r} is not among the features")
-        unreachable = set(ids) - {0} - set(parents)
+        # walk from the root: a node that only a detached cycle points to has a parent but is never reached
+        reached, todo = {0}, [0]
+        while todo:
+            node = by_id[todo.pop()]
+            for child in (node.left, node.right):
+                if child is not None and child not in reached:
+                    reached.add(child)
+                    todo.append(child)
+        unreachable = set(ids) - reached
         if unreachable:
             raise ValueError(f"node(s) {sorted(unreachable)[:5]} are not reachable from the root")
         if self.outcome in self.features:
