@@ -104,6 +104,13 @@ def _check_value(spec: ReleaseSpec, d: Domain, value: Any, where: str) -> Any:
     return value
 
 
+def _is_in(d: Domain, col: pl.Expr, values: Sequence[Any]) -> pl.Expr:
+    """Membership in validated values (numbers compared as floats: a list may mix 3 and 4.5)."""
+    if d.numeric:
+        return col.cast(pl.Float64).is_in(pl.Series(values, dtype=pl.Float64).implode())
+    return col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else pl.String).implode())
+
+
 def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
     """The polars filter of one validated condition (a missing value satisfies only ``is_null``)."""
     d = _domain(spec, cond.var)
@@ -115,7 +122,7 @@ def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
         return col.is_not_null()
     if cond.op in ("in", "not_in"):
         values = [_check_value(spec, d, v, where) for v in cond.values]
-        inside = col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+        inside = _is_in(d, col, values)
         return (inside if cond.op == "in" else ~inside) & col.is_not_null()
     value = _check_value(spec, d, cond.value, where)
     if cond.op in ("<", "<=", ">", ">=") and not d.numeric:
@@ -251,7 +258,7 @@ def _split_mask(spec: TreeSpec, node: Any, frame: pl.DataFrame) -> np.ndarray:
         goes_left = col.cast(pl.Float32) <= node.threshold
     else:
         values = [_check_value(spec, d, v, f"node {node.node_id}") for v in node.categories]
-        goes_left = col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+        goes_left = _is_in(d, col, values)
     expr = pl.when(col.is_null()).then(pl.lit(node.missing_left)).otherwise(goes_left)
     return frame.select(expr).to_series().to_numpy().astype(bool)
 
