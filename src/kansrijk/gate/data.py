@@ -27,6 +27,7 @@ from typing import Any, Literal
 import polars as pl
 
 from kansrijk.errors import GateError
+from kansrijk.gate.requests import RequestInvalid
 from kansrijk.outcomes import OUTCOME_NAMES
 from kansrijk.schema import PARTNERS, SHARED_ATTRIBUTES, VARIABLES, Kind
 
@@ -48,10 +49,9 @@ class DatasetInvalid(GateError):
     exit_code = 25
 
 
-class UnknownVariable(GateError):
-    """A spec names a variable the gate's data does not hold or has no public domain for."""
-
-    exit_code = 23
+class UnknownVariable(RequestInvalid):
+    """A spec names a reference year or a variable the gate's data does not hold: an invalid request (nothing is
+    released, recorded or spent)."""
 
 
 @dataclass(frozen=True, slots=True)
