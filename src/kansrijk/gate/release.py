@@ -72,7 +72,7 @@ from kansrijk.gate.sdc import (
     marginalise,
     worst,
 )
-from kansrijk.gate.specs import ReleaseSpec
+from kansrijk.gate.specs import ReleaseSpec, revalidated
 from kansrijk.policy.release import ReleasePolicy
 from kansrijk.policy.signing import OfficerKey, load_signed_policy
 
@@ -263,6 +263,7 @@ class Gate:
                 f"the gate takes release specs only, not {type(spec).__name__}: a request never carries data, "
                 f"persons or counts (kansrijk.gate.specs)"
             )
+        spec = revalidated(spec)  # copies made with model_copy/model_construct skip the spec's checks
         result = self._release(spec, requested_by)
         ledger_mod.write_head_file(self.released_dir, *ledger_mod.head(self._conn))
         return result

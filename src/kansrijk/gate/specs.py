@@ -63,7 +63,9 @@ class SpecModel(BaseModel):
     """Immutable; unknown fields are errors (a typo must not widen a population silently). Invalid input raises
     ``RequestInvalid`` naming every problem by field path."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # revalidate_instances: a nested condition or node made with model_construct/model_copy (which skip every
+    # check) is checked again whenever the spec holding it is validated
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, revalidate_instances="always")
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -531,6 +533,34 @@ SOCKET_SPECS: dict[str, type[ReleaseSpec]] = {
 }
 
 
+SPEC_TYPES: tuple[type[ReleaseSpec], ...] = (
+    *TABLE_SPECS,
+    TreeSpec,
+    TestSpec,
+    RegressionSpec,
+    DpModelSpec,
+    MetricsSpec,
+    ComparisonSpec,
+    ImportanceSpec,
+)
+
+
+def revalidated(spec: ReleaseSpec) -> ReleaseSpec:
+    """A fully checked copy of ``spec``, as the gate releases it. ``model_copy(update=...)`` and
+    ``model_construct`` skip validation (a copy with years (2023, 2023) would count every person twice), and a
+    subclass could change what a spec means: only the spec types themselves are taken, and every field is
+    checked again."""
+    cls = type(spec)
+    if cls not in SPEC_TYPES:
+        raise RequestInvalid(
+            f"the gate takes the release specs of kansrijk.gate.specs only, not {cls.__name__} (no subclasses)"
+        )
+    fields = {name: getattr(spec, name, None) for name in cls.model_fields}
+    # a score set is checked in its constructor, which validation does not run again
+    fields = {k: ScoreSet(v.frame) if isinstance(v, ScoreSet) else v for k, v in fields.items()}
+    return build(cls, **fields)
+
+
 def parse_spec(obj: Any) -> ReleaseSpec:
     """A spec from JSON-like data (the socket, a file): ``{"spec": "count", "name": ..., ...}``.
 
@@ -554,6 +584,7 @@ def build(cls: type[ReleaseSpec], /, **fields: Any) -> Any:
 
 __all__ = [
     "SOCKET_SPECS",
+    "SPEC_TYPES",
     "TABLE_SPECS",
     "ComparisonSpec",
     "Condition",
@@ -574,5 +605,6 @@ __all__ = [
     "TreeSpec",
     "build",
     "parse_spec",
+    "revalidated",
     "where",
 ]
