@@ -140,7 +140,7 @@ def record_digest(dims: str, population: str, cells: str, population_digest: str
 
 
 def population_digest(ids_bytes: bytes) -> str:
-    """The digest of a population: SHA-256 over its sorted unique 64-bit person ids (big-endian bytes)."""
+    """The digest of a population: SHA-256 over its sorted 64-bit person ids, one per row (big-endian bytes)."""
     return sha256_prefixed(ids_bytes)
 
 

@@ -128,7 +128,10 @@ ReleaseResult = Released | Suppressed | Refused
 # --- differencing records ----------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Population:
-    """The persons a release describes: sorted unique 64-bit ids (the first 8 bytes of each person key)."""
+    """The rows a release describes: the sorted 64-bit ids of their persons (the first 8 bytes of each person
+    key), one per row, so a person pooled over k reference years appears k times. Comparing persons only would
+    take a pooled table and a table of one of its years for the same population, and their difference (the
+    other year's table, never checked) would go unnoticed."""
 
     digest: str
     ids: np.ndarray
@@ -145,9 +148,8 @@ class Population:
                 f"release {release_name!r}: persons must be the pseudonym column (binary keys of at least 8 bytes, "
                 f"no missing values) or non-negative integer ids"
             )
-        unique = np.unique(ids.to_numpy()).astype(">u8")
-        data = unique.tobytes()
-        return cls(ledger_mod.population_digest(data), unique.astype(np.uint64))
+        rows = np.sort(ids.to_numpy()).astype(">u8")
+        return cls(ledger_mod.population_digest(rows.tobytes()), rows.astype(np.uint64))
 
     @classmethod
     def from_blob(cls, digest: str, blob: bytes) -> Population:
@@ -503,15 +505,17 @@ class Gate:
         return self._populations[digest]
 
     def _set_difference(self, new: Population, old_digest: str) -> tuple[int, int]:
-        """(|new \\ old|, |old \\ new|): how many persons each population has that the other lacks."""
+        """(|new \\ old|, |old \\ new|): how many rows (person-years) each population has that the other
+        lacks, counting a person as often as they appear (a multiset difference)."""
         key = (new.digest, old_digest)
         if key not in self._set_differences:
             self._populations.setdefault(new.digest, new)
             old = self._population(old_digest).ids
-            self._set_differences[key] = (
-                int(np.setdiff1d(new.ids, old, assume_unique=True).size),
-                int(np.setdiff1d(old, new.ids, assume_unique=True).size),
-            )
+            new_ids, new_n = np.unique(new.ids, return_counts=True)
+            old_ids, old_n = np.unique(old, return_counts=True)
+            _, i, j = np.intersect1d(new_ids, old_ids, assume_unique=True, return_indices=True)
+            shared = int(np.minimum(new_n[i], old_n[j]).sum())
+            self._set_differences[key] = (int(new.ids.size) - shared, int(old.size) - shared)
         return self._set_differences[key]
 
     def _differencing(self, record: DifferenceRecord) -> RuleOutcome:
