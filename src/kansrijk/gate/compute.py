@@ -208,9 +208,11 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
     frame = population(spec, data)
     by = tuple(getattr(spec, "by", ()))
     common = {"name": spec.name, "description": spec.description, "population": spec.population_label()}
+    # pooled years: a person has a row per year, so the rules need the person key to count persons, not rows
+    who = (PERSON,) if len(spec.years) > 1 else ()
     if isinstance(spec, CountSpec):
         frame, keys = _grouping(spec, frame, by, policy)
-        request: ReleaseRequest = CountTable(data=frame.select(*by), by=by, keys=keys or None, **common)
+        request: ReleaseRequest = CountTable(data=frame.select(*by, *who), by=by, keys=keys or None, **common)
         return Materialised(request, frame.get_column(PERSON), len(spec.years))
     value = spec.value  # type: ignore[attr-defined]
     if value in by:
@@ -220,7 +222,9 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
     if isinstance(spec, MeanSpec):  # and SumSpec
         expr, bounds = _value(spec, value, policy, clip=True)
         cls = SumTable if isinstance(spec, SumSpec) else MeanTable
-        request = cls(data=frame.select(*by, expr), value=value, by=by, keys=keys or None, bounds=bounds, **common)
+        request = cls(
+            data=frame.select(*by, expr, *who), value=value, by=by, keys=keys or None, bounds=bounds, **common
+        )
     elif isinstance(spec, QuantileSpec):
         grid = policy.grids.quantile_levels
         outside = [q for q in spec.levels if q not in grid]
@@ -228,15 +232,17 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
             raise _invalid(spec, f"levels {outside} are not in the release policy's grids.quantile_levels {list(grid)}")
         expr, bounds = _value(spec, value, policy, clip=False)
         request = QuantileRequest(
-            data=frame.select(*by, expr), value=value, quantiles=spec.levels, by=by, keys=keys or None, bounds=bounds,
-            **common,
+            data=frame.select(*by, expr, *who), value=value, quantiles=spec.levels, by=by, keys=keys or None,
+            bounds=bounds, **common,
         )  # fmt: skip
     elif isinstance(spec, HistogramSpec):
         edges = policy.grids.histogram_edges.get(value)
         if edges is None:
             raise _invalid(spec, f"no public edges for {value!r}: the release policy's grids.histogram_edges.{value}")
         expr, _ = _value(spec, value, policy, clip=False)
-        request = Histogram(data=frame.select(*by, expr), value=value, edges=edges, by=by, keys=keys or None, **common)
+        request = Histogram(
+            data=frame.select(*by, expr, *who), value=value, edges=edges, by=by, keys=keys or None, **common
+        )
     elif isinstance(spec, ExtremesSpec):
         expr, _ = _value(spec, value, policy, clip=False)
         request = Extremes(data=frame.select(*by, expr), value=value, by=by, **common)
