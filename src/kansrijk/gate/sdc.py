@@ -215,6 +215,8 @@ def compute_cells(request: ReleaseRequest, rules: SdcRules) -> tuple[pl.DataFram
         aggs = [v.sort().alias("__values"), (v.n_unique() == 1).alias("all_same")]
         if pooled:
             aggs += [pl.col(PERSON).sort_by(v).alias("__persons"), *_persons()]
+        if not request.by:  # one group: lists, as a grouped aggregation gives them
+            aggs = [a.implode() if a.meta.output_name().startswith("__") else a for a in aggs]
         cells, shape = _aggregate(frame, request.by, aggs, request.keys)
         t = max(rules.min_persons_per_cell, rules.min_quantile_contributors)
         who = cells.get_column("__persons").to_list() if pooled else [None] * cells.height
