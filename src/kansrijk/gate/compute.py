@@ -78,6 +78,15 @@ def _invalid(spec: ReleaseSpec, message: str, hint: str = "") -> RequestInvalid:
     return RequestInvalid(f"{spec.kind} spec {spec.name!r}: {message}", hint=hint or None)
 
 
+def _ids(frame: pl.DataFrame) -> np.ndarray:
+    """Each row's person as a 64-bit id (the first 8 bytes of the pseudonym), to count distinct persons."""
+    return frame.get_column(PERSON).bin.head(8).bin.reinterpret(dtype=pl.UInt64, endianness="big").to_numpy()
+
+
+def _persons_of(ids: np.ndarray) -> int:
+    return int(np.unique(ids).size)
+
+
 # --- variables and the population ---------------------------------------------------------------------------
 def _domain(spec: ReleaseSpec, var: str) -> Domain:
     d = domain_of(spec.table, var)
@@ -269,7 +278,7 @@ def _split_mask(spec: TreeSpec, node: Any, frame: pl.DataFrame) -> np.ndarray:
     return frame.select(expr).to_series().to_numpy().astype(bool)
 
 
-def _tree(spec: TreeSpec, data: GateData) -> Materialised:
+def _tree(spec: TreeSpec, data: GateData, policy: ReleasePolicy) -> Materialised:
     outcome = _domain(spec, spec.outcome)
     if outcome.kind != "bool":
         raise _invalid(spec, f"outcome {spec.outcome!r} is not a true/false variable")
@@ -278,6 +287,7 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
     by_id = {n.node_id: n for n in spec.nodes}
     counts: dict[int, tuple[int, int]] = {}
     depth: dict[int, int] = {}
+    leaf_rows: dict[int, np.ndarray] = {}
     stack: list[tuple[int, np.ndarray, int]] = [(0, np.arange(frame.height), 0)]
     while stack:
         node_id, rows, d = stack.pop()
@@ -285,9 +295,14 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
         depth[node_id] = d
         pos = int(y[rows].sum())
         counts[node_id] = (int(rows.size) - pos, pos)
-        if not node.is_leaf:
+        if node.is_leaf:
+            leaf_rows[node_id] = rows
+        else:
             left = _split_mask(spec, node, frame)[rows]
             stack += [(node.left, rows[left], d + 1), (node.right, rows[~left], d + 1)]
+    verdicts: tuple[RuleOutcome, ...] = ()
+    if len(spec.years) > 1:  # pooled: the class counts are person-years; the leaf rules need persons too
+        verdicts = (_leaf_persons(_ids(frame), y, leaf_rows, policy),)
     nodes = tuple(
         TreeNode(
             node_id=n.node_id,
@@ -317,7 +332,28 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
         model=spec.model,
         outcome=spec.outcome,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years))
+    return Materialised(request, frame.get_column(PERSON), len(spec.years), verdicts)
+
+
+def _leaf_persons(
+    ids: np.ndarray, y: np.ndarray, leaves: Mapping[int, np.ndarray], policy: ReleasePolicy
+) -> RuleOutcome:
+    """The leaf rules in distinct persons (a person pooled over years has a row per year in a leaf)."""
+    tr = policy.sdc.tree
+    small = []
+    for node_id, rows in sorted(leaves.items()):
+        classes = [_persons_of(ids[rows][y[rows] == c]) for c in (0, 1)]
+        if _persons_of(ids[rows]) < tr.min_leaf_persons or any(0 < n < tr.min_class_count for n in classes):
+            small.append(f"node {node_id}")
+    if small:
+        return RuleOutcome(
+            "tree_leaf_persons",
+            "refuse",
+            f"{len(small)} leaf/leaves with fewer than {tr.min_leaf_persons} distinct persons, or a class held by "
+            f"1 to {tr.min_class_count - 1} distinct persons (rows pooled over years)",
+            tuple(small[:50]),
+        )
+    return RuleOutcome("tree_leaf_persons", "pass", "every leaf and class holds enough distinct persons")
 
 
 # --- metrics from scores ------------------------------------------------------------------------------------
@@ -349,7 +385,7 @@ def _scored(
 def _score_groups(scored: pl.DataFrame, t: int, what: str) -> RuleOutcome:
     """Every distinct score must be shared by at least ``t`` persons: a score that singles out fewer persons makes
     the metrics depend on their outcomes alone (a one-person score shifts ROC-AUC by exactly 1/positives)."""
-    sizes = scored.group_by("score").len().get_column("len")
+    sizes = scored.group_by("score").agg(pl.col(PERSON).n_unique().alias("len")).get_column("len")
     small = int((sizes < t).sum())
     if small:
         return RuleOutcome(
@@ -381,7 +417,20 @@ def _metrics(spec: MetricsSpec, data: GateData, policy: ReleasePolicy) -> Materi
         outcome=spec.outcome,
     )
     t = policy.sdc.min_persons_per_cell
-    return Materialised(request, scored.get_column(PERSON), len(spec.years), (_score_groups(scored, t, "the model"),))
+    verdicts = (_score_groups(scored, t, "the model"),)
+    if len(spec.years) > 1:
+        verdicts += (_class_persons(_ids(scored), y, t, spec.outcome),)
+    return Materialised(request, scored.get_column(PERSON), len(spec.years), verdicts)
+
+
+def _class_persons(ids: np.ndarray, y: np.ndarray, t: int, outcome: str) -> RuleOutcome:
+    """Both outcome classes hold at least ``t`` distinct persons (rows pooled over years count a person once)."""
+    small = min(_persons_of(ids[y == 1]), _persons_of(ids[y == 0]))
+    if small < t:
+        return RuleOutcome(
+            "class_persons", "refuse", f"one class of {outcome} is held by {small} distinct persons (< {t})"
+        )
+    return RuleOutcome("class_persons", "pass", f"both classes of {outcome} are held by >= {t} distinct persons")
 
 
 def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> Materialised:
@@ -438,10 +487,11 @@ def _importances(spec: ImportanceSpec, data: GateData, policy: ReleasePolicy) ->
     for var in dict.fromkeys(v for key in spec.importances for v in spec.variables_for(key)):
         d = _domain(spec, var)
         col = pl.col(var)
+        persons = pl.col(PERSON)  # distinct persons: a person pooled over years has a row per year
         if d.kind == "bool":  # a flag is held by those with it, and its absence by the others: both must be many
-            n = frame.select(pl.min_horizontal(col.sum(), (~col).sum())).item()
+            n = frame.select(pl.min_horizontal(persons.filter(col).n_unique(), persons.filter(~col).n_unique())).item()
         else:
-            n = frame.select(col.is_not_null().sum()).item()
+            n = frame.select(persons.filter(col.is_not_null()).n_unique()).item()
         holders[var] = int(n or 0)
     kept: dict[str, float] = {}
     withheld: list[str] = []
@@ -501,13 +551,13 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
     y = frame.get_column(spec.outcome).cast(pl.Int8).to_numpy()
     t = policy.sdc.min_persons_per_cell
     verdicts: list[RuleOutcome] = []
-    positives = int(y.sum())
-    if min(positives, y.size - positives) < t:
+    ids = _ids(frame)  # counts are of distinct persons (a person pooled over years has a row per year)
+    if min(_persons_of(ids[y == 1]), _persons_of(ids[y == 0])) < t:
         verdicts.append(RuleOutcome("class_counts", "refuse", f"fewer than {t} persons with or without {spec.outcome}"))
         n_bins_small = 0
     else:
         bins = np.searchsorted(np.asarray(edges), x, side="right")
-        sizes = np.bincount(bins, minlength=len(edges) + 1)
+        sizes = np.array([_persons_of(ids[bins == b]) for b in range(len(edges) + 1)])
         n_bins_small = int(((sizes > 0) & (sizes < t)).sum())
     if isinstance(spec, TestSpec) and spec.test in ("binned_lr", "mutual_information") and n_bins_small:
         verdicts.append(
@@ -584,7 +634,7 @@ def materialise(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Mat
     if isinstance(spec, CountSpec | MeanSpec | QuantileSpec | HistogramSpec | ExtremesSpec):
         return _table(spec, data, policy)
     if isinstance(spec, TreeSpec):
-        return _tree(spec, data)
+        return _tree(spec, data, policy)
     if isinstance(spec, MetricsSpec):
         return _metrics(spec, data, policy)
     if isinstance(spec, ComparisonSpec):
