@@ -72,6 +72,7 @@ class Materialised:
     contributions: int
     verdicts: tuple[RuleOutcome, ...] = ()
     withheld: tuple[str, ...] = field(default=())  # keys of a model output withheld by a computation verdict
+    nodes: tuple[tuple[int, pl.Series], ...] = ()  # a tree: the persons of every node but the root (differencing)
 
 
 def _invalid(spec: ReleaseSpec, message: str, hint: str = "") -> RequestInvalid:
@@ -288,11 +289,13 @@ def _tree(spec: TreeSpec, data: GateData, policy: ReleasePolicy) -> Materialised
     counts: dict[int, tuple[int, int]] = {}
     depth: dict[int, int] = {}
     leaf_rows: dict[int, np.ndarray] = {}
+    node_rows: dict[int, np.ndarray] = {}
     stack: list[tuple[int, np.ndarray, int]] = [(0, np.arange(frame.height), 0)]
     while stack:
         node_id, rows, d = stack.pop()
         node = by_id[node_id]
         depth[node_id] = d
+        node_rows[node_id] = rows
         pos = int(y[rows].sum())
         counts[node_id] = (int(rows.size) - pos, pos)
         if node.is_leaf:
@@ -332,7 +335,9 @@ def _tree(spec: TreeSpec, data: GateData, policy: ReleasePolicy) -> Materialised
         model=spec.model,
         outcome=spec.outcome,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years), verdicts)
+    persons = frame.get_column(PERSON)
+    nodes = tuple((node_id, persons.gather(rows)) for node_id, rows in sorted(node_rows.items()) if node_id != 0)
+    return Materialised(request, persons, len(spec.years), verdicts, nodes=nodes)
 
 
 def _leaf_persons(

@@ -7,9 +7,10 @@ and hash) is kept in the ``meta`` table and mirrored to ``released/LEDGER-HEAD.j
 detected too. The budget table (``kansrijk.gate.budget``) lives in the same database so a release's budget spend
 and its ledger entry commit in one transaction.
 
-The differencing records (``table_records``: true person counts per release) and the populations they name
-(``populations``: sorted 64-bit pseudonym prefixes, stored once per distinct population) live there too; an
-entry's ``record_digest`` covers its record and the record's population digest.
+The differencing records (``table_records``: true person counts per release; ``node_records``: the class counts
+of every other node of a released tree) and the populations they name (``populations``: sorted 64-bit pseudonym
+prefixes, stored once per distinct population) live there too; an entry's ``record_digest`` covers its records
+and their population digests.
 
 ``verify_ledger`` recomputes the chain and cross-checks the budget, the differencing records and their
 populations, and every file in ``released/``; any mismatch is ``LedgerCorrupted``.
@@ -72,6 +73,15 @@ CREATE TABLE IF NOT EXISTS table_records (
     population        TEXT NOT NULL,
     cells             TEXT NOT NULL,
     population_digest TEXT REFERENCES populations(digest)
+);
+CREATE TABLE IF NOT EXISTS node_records (
+    seq               INTEGER NOT NULL REFERENCES table_records(seq),
+    node              INTEGER NOT NULL,
+    dims              TEXT NOT NULL,
+    population        TEXT NOT NULL,
+    cells             TEXT NOT NULL,
+    population_digest TEXT REFERENCES populations(digest),
+    PRIMARY KEY (seq, node)
 );
 CREATE TABLE IF NOT EXISTS populations (
     digest TEXT PRIMARY KEY,
@@ -137,6 +147,12 @@ def record_digest(dims: str, population: str, cells: str, population_digest: str
     before populations were recorded, or for a request without persons) keeps the three-part digest."""
     parts = [dims, population, cells] if population_digest is None else [dims, population, cells, population_digest]
     return sha256_prefixed(canonical(parts))
+
+
+def record_digest_with_nodes(root: str, nodes: list[tuple[int, str]]) -> str:
+    """The digest of a tree's differencing record: its root record's digest and every other node's record
+    digest (``node_records``), in node order."""
+    return sha256_prefixed(canonical([root, [[node, digest] for node, digest in sorted(nodes)]]))
 
 
 def population_digest(ids_bytes: bytes) -> str:
@@ -335,6 +351,7 @@ def verify_ledger(workspace: Path) -> LedgerReport:
             rows = [dict(r) for r in conn.execute("SELECT * FROM ledger ORDER BY rowid")]
             budget_rows = {r["dataset"]: dict(r) for r in conn.execute("SELECT * FROM budget")}
             records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
+            node_records = _read_node_records(conn)
             populations = _read_populations(conn)
             head_seq, head_hash = head(conn)
         except sqlite3.DatabaseError as exc:
@@ -363,19 +380,25 @@ def verify_ledger(workspace: Path) -> LedgerReport:
         except (ValueError, ZeroDivisionError):
             raise LedgerCorrupted(f"{where}: entry {i} has an unreadable epsilon/delta") from None
         record = records.pop(i, None)
+        nodes = node_records.pop(i, [])
         if record is not None:
-            pop = record.get("population_digest")
-            digest = record_digest(record["dims"], record["population"], record["cells"], pop)
+            pops = [record.get("population_digest"), *(n.get("population_digest") for n in nodes)]
+            digest = record_digest(record["dims"], record["population"], record["cells"], pops[0])
+            if nodes:
+                parts = [(n["node"], record_digest(n["dims"], n["population"], n["cells"], n["population_digest"]))
+                         for n in nodes]  # fmt: skip
+                digest = record_digest_with_nodes(digest, parts)
             if digest != row["record_digest"]:
                 raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was edited")
-            if pop is not None and pop not in populations:
+            if any(pop is not None and pop not in populations for pop in pops):
                 raise LedgerCorrupted(f"{where}: the population of entry {i}'s differencing record is missing")
         elif row["record_digest"]:
             raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was removed")
         for name, digest in json.loads(row["outputs"]).items():
             expected_files[name] = digest
-    if records:
-        raise LedgerCorrupted(f"{where}: differencing record(s) for entries {sorted(records)} have no ledger entry")
+    if records or node_records:
+        orphans = sorted({*records, *node_records})
+        raise LedgerCorrupted(f"{where}: differencing record(s) for entries {orphans} have no ledger entry")
     for digest, (ids, size) in populations.items():
         if population_digest(ids) != digest or size * 8 != len(ids):
             raise LedgerCorrupted(f"{where}: a recorded population ({digest[:19]}...) was edited")
@@ -402,6 +425,15 @@ def verify_ledger(workspace: Path) -> LedgerReport:
             )
     checked = _verify_files(released, expected_files)
     return LedgerReport(entries=n, head_seq=head_seq, head_hash=head_hash, files_checked=checked, epsilon_spent=spent)
+
+
+def _read_node_records(conn: sqlite3.Connection) -> dict[int, list[dict[str, Any]]]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    out: dict[int, list[dict[str, Any]]] = {}
+    if "node_records" in tables:  # a ledger from before tree nodes were recorded, opened read-only, has none
+        for r in conn.execute("SELECT * FROM node_records ORDER BY seq, node"):
+            out.setdefault(int(r["seq"]), []).append(dict(r))
+    return out
 
 
 def _read_populations(conn: sqlite3.Connection) -> dict[str, tuple[bytes, int]]:

@@ -42,7 +42,7 @@ from kansrijk.gate import budget as budget_mod
 from kansrijk.gate import dp as dp_mod
 from kansrijk.gate import dp_models as dpm
 from kansrijk.gate import ledger as ledger_mod
-from kansrijk.gate.compute import materialise
+from kansrijk.gate.compute import Materialised, materialise
 from kansrijk.gate.data import GateData
 from kansrijk.gate.ledger import (
     LEDGER_FILE,
@@ -165,13 +165,18 @@ class DifferenceRecord:
     population: str
     cells: str
     persons: Population | None = None
+    # a tree: the record of every other node (its class counts over its own persons), by node id
+    nodes: tuple[tuple[int, DifferenceRecord], ...] = ()
 
     @property
     def population_digest(self) -> str | None:
         return None if self.persons is None else self.persons.digest
 
     def digest(self) -> str:
-        return ledger_mod.record_digest(self.dims, self.population, self.cells, self.population_digest)
+        root = ledger_mod.record_digest(self.dims, self.population, self.cells, self.population_digest)
+        if not self.nodes:
+            return root
+        return ledger_mod.record_digest_with_nodes(root, [(node, rec.digest()) for node, rec in self.nodes])
 
 
 # --- the gate --------------------------------------------------------------------------------------------
@@ -314,6 +319,7 @@ class Gate:
         # the population differencing compares: the persons the gate itself selected (outside the write lock:
         # sorting them takes a moment)
         persons = Population.of(computed.persons, spec.name) if method == "sdc" else None
+        nodes = _tree_node_records(request, computed, spec.name) if method == "sdc" else ()
         with ledger_mod.immediate(self._conn):
             if spec.name in ledger_mod.released_names(self._conn):
                 verdicts.append(RuleOutcome("unique_name", "refuse", f"a release named {spec.name!r} exists already"))
@@ -322,7 +328,7 @@ class Gate:
             if method == "sdc":
                 record = _difference_record(request, check) if check is not None else _count_record(request)
             if record is not None:
-                record = dataclasses.replace(record, persons=persons)
+                record = dataclasses.replace(record, persons=persons, nodes=nodes)
                 conflict = self._differencing(record)
                 verdicts.append(conflict)
                 if conflict.verdict == "refuse":
@@ -521,43 +527,42 @@ class Gate:
     def _differencing(self, record: DifferenceRecord) -> RuleOutcome:
         """Refuse when comparing this release with an earlier one would isolate fewer than ``t`` persons.
 
-        Where both releases name their persons: identical populations isolate nobody, and populations that each
-        hold at least ``t`` persons the other lacks mix at least ``t`` persons into every difference; otherwise
-        (one nearly contains the other) the counts are compared. Where either does not, the counts are always
-        compared (the conservative rule)."""
-        dims = json.loads(record.dims)
-        cells = {tuple(k): n for k, n in json.loads(record.cells)}
+        Every record is compared with every earlier one (a tree's every node too: each is a population whose
+        class counts are released, so two trees splitting at age 22 and 23 isolate the persons aged 23). The
+        counts are compared over the shared variables and the totals; where they differ by 1 to t-1 and both
+        records name their persons, identical populations isolate nobody and populations that each hold at least
+        ``t`` persons the other lacks mix at least ``t`` persons into every difference (not a conflict); where
+        either does not, the count difference is a conflict (the conservative rule)."""
         t = self.policy.sdc.min_persons_per_cell
-        conflicts: list[str] = []
         rows = self._conn.execute(
-            "SELECT seq, dims, population, cells, population_digest FROM table_records ORDER BY seq"
+            "SELECT seq, NULL AS node, dims, population, cells, population_digest FROM table_records UNION ALL "
+            "SELECT seq, node, dims, population, cells, population_digest FROM node_records ORDER BY seq, node"
         ).fetchall()
-        for row in rows:
-            note = ""
-            if record.persons is not None and row["population_digest"] is not None:
-                only_new, only_old = self._set_difference(record.persons, row["population_digest"])
-                if only_new == only_old == 0 or (only_new >= t and only_old >= t):
+        conflicts: list[str] = []
+        for label, rec in [("", record), *((f"node {node}: ", rec) for node, rec in record.nodes)]:
+            dims = json.loads(rec.dims)
+            cells = {tuple(k): n for k, n in json.loads(rec.cells)}
+            for row in rows:
+                where = self._count_conflict(dims, cells, row, t)
+                if where is None:
                     continue
-                sides = [n for n in (only_new, only_old) if n]
-                note = (
-                    f"; population differs by {sides[0]} persons"
-                    if len(sides) == 1
-                    else f"; populations differ by {only_new} persons one way and {only_old} the other"
-                )
-            old_dims = json.loads(row["dims"])
-            old = {tuple(k): n for k, n in json.loads(row["cells"])}
-            # Compare the margins over every shared variable and, always, the totals: two tables grouped by
-            # different variables over populations that differ by a few persons isolate those persons through
-            # their totals (a tracker attack), whatever the grouping.
-            shared = [d for d in dims if d in old_dims]
-            for over in [shared, []] if shared else [[]]:
-                a = marginalise(cells, dims, over)
-                b = marginalise(old, old_dims, over)
-                hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
-                if hit is not None:
-                    where = ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
-                    conflicts.append(f"entry L{row['seq']:06d} ({where} differs by fewer than {t}{note})")
+                note = ""
+                if rec.persons is not None and row["population_digest"] is not None:
+                    only_new, only_old = self._set_difference(rec.persons, row["population_digest"])
+                    if only_new == only_old == 0 or (only_new >= t and only_old >= t):
+                        continue
+                    sides = [n for n in (only_new, only_old) if n]
+                    note = (
+                        f"; population differs by {sides[0]} persons"
+                        if len(sides) == 1
+                        else f"; populations differ by {only_new} persons one way and {only_old} the other"
+                    )
+                old = f"entry L{row['seq']:06d}" + (f" node {row['node']}" if row["node"] is not None else "")
+                conflicts.append(f"{label}{old} ({where} differs by fewer than {t}{note})")
+                if len(conflicts) >= 5:
                     break
+            if len(conflicts) >= 5:
+                break
         if conflicts:
             return RuleOutcome(
                 "differencing",
@@ -566,6 +571,22 @@ class Gate:
                 + "; ".join(conflicts[:5]),
             )
         return RuleOutcome("differencing", "pass", "no earlier release isolates a small group by differencing")
+
+    @staticmethod
+    def _count_conflict(dims: list[str], cells: Mapping[tuple[Any, ...], int], row: Any, t: int) -> str | None:
+        """Where two records' counts differ by 1 to t-1: the margins over every shared variable and, always, the
+        totals (two tables grouped by different variables over populations that differ by a few persons isolate
+        those persons through their totals: a tracker attack, whatever the grouping). None when nowhere."""
+        old_dims = json.loads(row["dims"])
+        old = {tuple(k): n for k, n in json.loads(row["cells"])}
+        shared = [d for d in dims if d in old_dims]
+        for over in [shared, []] if shared else [[]]:
+            a = marginalise(cells, dims, over)
+            b = marginalise(old, old_dims, over)
+            hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
+            if hit is not None:
+                return ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
+        return None
 
     def _record_release(
         self,
@@ -635,6 +656,18 @@ class Gate:
                 "INSERT INTO table_records(seq, dims, population, cells, population_digest) VALUES (?, ?, ?, ?, ?)",
                 (entry.seq, record.dims, record.population, record.cells, record.population_digest),
             )
+            for node, part in record.nodes:
+                if part.persons is not None:
+                    ids = part.persons.ids.astype(">u8")
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO populations(digest, ids, size) VALUES (?, ?, ?)",
+                        (part.persons.digest, ids.tobytes(), int(ids.size)),
+                    )
+                self._conn.execute(
+                    "INSERT INTO node_records(seq, node, dims, population, cells, population_digest) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry.seq, node, part.dims, part.population, part.cells, part.population_digest),
+                )
         return entry, pending, document
 
     def _refuse(self, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
@@ -715,6 +748,26 @@ def _count_record(request: ReleaseRequest) -> DifferenceRecord | None:
     if not isinstance(n, int) or isinstance(n, bool):
         return None
     return DifferenceRecord(json.dumps([]), request.population, json.dumps([[[], n]], separators=(",", ":")))
+
+
+def _tree_node_records(
+    request: ReleaseRequest, computed: Materialised, name: str
+) -> tuple[tuple[int, DifferenceRecord], ...]:
+    """The differencing record of every node of a tree but the root: its class counts over the outcome, as the
+    root's record, and the persons the gate sent to it."""
+    if not isinstance(request, TreeStructure) or not computed.nodes:
+        return ()
+    counts = {node.node_id: node.class_counts for node in request.nodes}
+    dim = json.dumps([request.outcome or "positive"])
+    out = []
+    for node_id, persons in computed.nodes:
+        c = counts[node_id]
+        if len(c) != 2:
+            continue
+        cells = json.dumps([[[False], int(c[0])], [[True], int(c[1])]], separators=(",", ":"))
+        population = f"{request.population}, tree node {node_id}"
+        out.append((node_id, DifferenceRecord(dim, population, cells, Population.of(persons, name))))
+    return tuple(out)
 
 
 def _statistics(request: ReleaseRequest) -> list[str]:
