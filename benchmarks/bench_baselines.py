@@ -32,10 +32,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from benchmarks.run import figure as _figure
-from kansrijk.stats.metrics import score_metrics
 from coordinator.analysis.plan import encode, feature_variables, load_policies
 from coordinator.analysis.run import _settings as plan_tree_settings
 from coordinator.analysis.trees import cross_validate, stable_seed
+from kansrijk.stats.metrics import score_metrics
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
