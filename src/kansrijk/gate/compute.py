@@ -68,11 +68,11 @@ class Materialised:
     """A spec computed by the gate: the internal release, its persons, and verdicts of the computation."""
 
     request: ReleaseRequest
-    persons: pl.Series
+    persons: pl.DataFrame  # the rows it describes: PERSON and YEAR of each (differencing compares person-years)
     contributions: int
     verdicts: tuple[RuleOutcome, ...] = ()
     withheld: tuple[str, ...] = field(default=())  # keys of a model output withheld by a computation verdict
-    nodes: tuple[tuple[int, pl.Series], ...] = ()  # a tree: the persons of every node but the root (differencing)
+    nodes: tuple[tuple[int, pl.DataFrame], ...] = ()  # a tree: the rows of every node but the root (differencing)
 
 
 def _invalid(spec: ReleaseSpec, message: str, hint: str = "") -> RequestInvalid:
@@ -82,6 +82,11 @@ def _invalid(spec: ReleaseSpec, message: str, hint: str = "") -> RequestInvalid:
 def _ids(frame: pl.DataFrame) -> np.ndarray:
     """Each row's person as a 64-bit id (the first 8 bytes of the pseudonym), to count distinct persons."""
     return frame.get_column(PERSON).bin.head(8).bin.reinterpret(dtype=pl.UInt64, endianness="big").to_numpy()
+
+
+def _rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The person and reference year of every row (what differencing compares)."""
+    return frame.select(PERSON, YEAR)
 
 
 def _persons_of(ids: np.ndarray) -> int:
@@ -223,7 +228,7 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
     if isinstance(spec, CountSpec):
         frame, keys = _grouping(spec, frame, by, policy)
         request: ReleaseRequest = CountTable(data=frame.select(*by, *who), by=by, keys=keys or None, **common)
-        return Materialised(request, frame.get_column(PERSON), len(spec.years))
+        return Materialised(request, _rows(frame), len(spec.years))
     value = spec.value  # type: ignore[attr-defined]
     if value in by:
         raise _invalid(spec, f"{value!r} is both the value and a grouping variable")
@@ -258,7 +263,7 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
         request = Extremes(data=frame.select(*by, expr), value=value, by=by, **common)
     else:  # pragma: no cover - every table spec is handled above
         raise TypeError(type(spec).__name__)
-    return Materialised(request, frame.get_column(PERSON), len(spec.years))
+    return Materialised(request, _rows(frame), len(spec.years))
 
 
 # --- trees --------------------------------------------------------------------------------------------------
@@ -335,8 +340,8 @@ def _tree(spec: TreeSpec, data: GateData, policy: ReleasePolicy) -> Materialised
         model=spec.model,
         outcome=spec.outcome,
     )
-    persons = frame.get_column(PERSON)
-    nodes = tuple((node_id, persons.gather(rows)) for node_id, rows in sorted(node_rows.items()) if node_id != 0)
+    persons = _rows(frame)
+    nodes = tuple((node_id, persons[rows]) for node_id, rows in sorted(node_rows.items()) if node_id != 0)
     return Materialised(request, persons, len(spec.years), verdicts, nodes=nodes)
 
 
@@ -425,7 +430,7 @@ def _metrics(spec: MetricsSpec, data: GateData, policy: ReleasePolicy) -> Materi
     verdicts = (_score_groups(scored, t, "the model"),)
     if len(spec.years) > 1:
         verdicts += (_class_persons(_ids(scored), y, t, spec.outcome),)
-    return Materialised(request, scored.get_column(PERSON), len(spec.years), verdicts)
+    return Materialised(request, _rows(scored), len(spec.years), verdicts)
 
 
 def _class_persons(ids: np.ndarray, y: np.ndarray, t: int, outcome: str) -> RuleOutcome:
@@ -452,7 +457,7 @@ def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> 
             y, a.get_column("score").to_numpy(), b.get_column("score").to_numpy(), top_k_percent=spec.top_k_percent,
             replicates=spec.replicates, confidence=spec.confidence, rng=rng,
         )  # fmt: skip
-        persons = a.get_column(PERSON)
+        persons = _rows(a)
     else:
         la, lb = a, b
         comp = unpaired_bootstrap(
@@ -460,7 +465,7 @@ def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> 
             lb.get_column(spec.outcome).cast(pl.Int64).to_numpy(), lb.get_column("score").to_numpy(),
             top_k_percent=spec.top_k_percent, replicates=spec.replicates, confidence=spec.confidence, rng=rng,
         )  # fmt: skip
-        persons = pl.concat([la.get_column(PERSON), lb.get_column(PERSON)])
+        persons = pl.concat([_rows(la), _rows(lb)], how="vertical_relaxed")
     metrics: dict[str, float] = {}
     for m, diff in comp.differences.items():
         metrics[f"{m}.{spec.labels[0]}"] = diff.a
@@ -522,7 +527,7 @@ def _importances(spec: ImportanceSpec, data: GateData, policy: ReleasePolicy) ->
         n=frame.height,
         model=spec.model,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years), (verdict,), tuple(withheld))
+    return Materialised(request, _rows(frame), len(spec.years), (verdict,), tuple(withheld))
 
 
 # --- tests and regressions, fitted by the gate ------------------------------------------------------------------
@@ -597,7 +602,7 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
             model=spec.model,
             **common,
         )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years), tuple(verdicts))
+    return Materialised(request, _rows(frame), len(spec.years), tuple(verdicts))
 
 
 # --- DP models ----------------------------------------------------------------------------------------------------
@@ -631,7 +636,7 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
         person=PERSON if pooled else None,
         learning_rate=spec.learning_rate,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years))
+    return Materialised(request, _rows(frame), len(spec.years))
 
 
 def materialise(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Materialised:

@@ -8,8 +8,8 @@ detected too. The budget table (``kansrijk.gate.budget``) lives in the same data
 and its ledger entry commit in one transaction.
 
 The differencing records (``table_records``: true person counts per release; ``node_records``: the class counts
-of every other node of a released tree) and the populations they name (``populations``: sorted 64-bit pseudonym
-prefixes, stored once per distinct population) live there too; an entry's ``record_digest`` covers its records
+of every other node of a released tree) and the populations they name (``populations``: sorted 64-bit person-year
+ids, stored once per distinct population) live there too; an entry's ``record_digest`` covers its records
 and their population digests.
 
 ``verify_ledger`` recomputes the chain and cross-checks the budget, the differencing records and their
@@ -156,7 +156,7 @@ def record_digest_with_nodes(root: str, nodes: list[tuple[int, str]]) -> str:
 
 
 def population_digest(ids_bytes: bytes) -> str:
-    """The digest of a population: SHA-256 over its sorted 64-bit person ids, one per row (big-endian bytes)."""
+    """The digest of a population: SHA-256 over its sorted unique 64-bit person-year ids (big-endian bytes)."""
     return sha256_prefixed(ids_bytes)
 
 
@@ -186,6 +186,13 @@ def initialise(conn: sqlite3.Connection) -> None:
             conn.execute("ALTER TABLE table_records ADD COLUMN population_digest TEXT REFERENCES populations(digest)")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (LEDGER_FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '1')")
+        # differencing populations are person-years from this entry on (a ledger written before holds sets of
+        # persons, which differencing treats as unknown populations)
+        head_seq = conn.execute("SELECT value FROM meta WHERE key = 'head_seq'").fetchone()
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('person_year_populations_from', ?)",
+            (str(int(head_seq[0]) + 1 if head_seq is not None else 1),),
+        )
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_seq', '0')")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_hash', ?)", (GENESIS,))
 
@@ -263,6 +270,12 @@ def append_entry(
     conn.execute("UPDATE meta SET value = ? WHERE key = 'head_seq'", (str(row["seq"]),))
     conn.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (h,))
     return _entry({**row, "prev_hash": head_hash, "entry_hash": h})
+
+
+def person_year_populations_from(conn: sqlite3.Connection) -> int:
+    """The first entry whose differencing populations are person-years (1 for a ledger created since)."""
+    value = _meta(conn, "person_year_populations_from")
+    return int(value) if value is not None else 1
 
 
 def next_seq(conn: sqlite3.Connection) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -128,16 +129,19 @@ ReleaseResult = Released | Suppressed | Refused
 # --- differencing records ----------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Population:
-    """The rows a release describes: the sorted 64-bit ids of their persons (the first 8 bytes of each person
-    key), one per row, so a person pooled over k reference years appears k times. Comparing persons only would
-    take a pooled table and a table of one of its years for the same population, and their difference (the
-    other year's table, never checked) would go unnoticed."""
+    """The rows a release describes, one sorted 64-bit id per person-year: the first 8 bytes of the person key,
+    mixed (XOR) with a constant of the reference year. A person pooled over two years is two elements, so a
+    pooled table and a table of one of its years differ by the other year's rows and their counts are compared
+    (comparing persons alone would take them for the same population and leave the other year's table, never
+    checked, open to subtraction); and releases of different years about the same persons share no element."""
 
     digest: str
     ids: np.ndarray
 
     @classmethod
-    def of(cls, persons: pl.Series, release_name: str) -> Population:
+    def of(cls, rows: pl.DataFrame | pl.Series, release_name: str) -> Population:
+        """From the rows' ``pseudonym`` and ``year`` columns (or a series of person ids, years unknown)."""
+        persons = rows.get_column("pseudonym") if isinstance(rows, pl.DataFrame) else rows
         ids: pl.Series | None = None
         if persons.dtype == pl.Binary:
             ids = persons.bin.head(8).bin.reinterpret(dtype=pl.UInt64, endianness="big")
@@ -148,8 +152,13 @@ class Population:
                 f"release {release_name!r}: persons must be the pseudonym column (binary keys of at least 8 bytes, "
                 f"no missing values) or non-negative integer ids"
             )
-        rows = np.sort(ids.to_numpy()).astype(">u8")
-        return cls(ledger_mod.population_digest(rows.tobytes()), rows.astype(np.uint64))
+        values = ids.to_numpy().astype(np.uint64)
+        if isinstance(rows, pl.DataFrame) and "year" in rows.columns:
+            years = rows.get_column("year").to_numpy()
+            for year in np.unique(years):
+                values[years == year] ^= _year_constant(int(year))
+        unique = np.unique(values).astype(">u8")
+        return cls(ledger_mod.population_digest(unique.tobytes()), unique.astype(np.uint64))
 
     @classmethod
     def from_blob(cls, digest: str, blob: bytes) -> Population:
@@ -511,17 +520,15 @@ class Gate:
         return self._populations[digest]
 
     def _set_difference(self, new: Population, old_digest: str) -> tuple[int, int]:
-        """(|new \\ old|, |old \\ new|): how many rows (person-years) each population has that the other
-        lacks, counting a person as often as they appear (a multiset difference)."""
+        """(|new \\ old|, |old \\ new|): how many person-years each population has that the other lacks."""
         key = (new.digest, old_digest)
         if key not in self._set_differences:
             self._populations.setdefault(new.digest, new)
             old = self._population(old_digest).ids
-            new_ids, new_n = np.unique(new.ids, return_counts=True)
-            old_ids, old_n = np.unique(old, return_counts=True)
-            _, i, j = np.intersect1d(new_ids, old_ids, assume_unique=True, return_indices=True)
-            shared = int(np.minimum(new_n[i], old_n[j]).sum())
-            self._set_differences[key] = (int(new.ids.size) - shared, int(old.size) - shared)
+            self._set_differences[key] = (
+                int(np.setdiff1d(new.ids, old, assume_unique=True).size),
+                int(np.setdiff1d(old, new.ids, assume_unique=True).size),
+            )
         return self._set_differences[key]
 
     def _differencing(self, record: DifferenceRecord) -> RuleOutcome:
@@ -534,20 +541,26 @@ class Gate:
         ``t`` persons the other lacks mix at least ``t`` persons into every difference (not a conflict); where
         either does not, the count difference is a conflict (the conservative rule)."""
         t = self.policy.sdc.min_persons_per_cell
-        rows = self._conn.execute(
-            "SELECT seq, NULL AS node, dims, population, cells, population_digest FROM table_records UNION ALL "
-            "SELECT seq, node, dims, population, cells, population_digest FROM node_records ORDER BY seq, node"
-        ).fetchall()
+        # populations recorded before they were person-years (sets of persons) cannot be compared with these:
+        # their counts are always compared, as for a record without a population
+        since = ledger_mod.person_year_populations_from(self._conn)
+        rows = [
+            (row, json.loads(row["dims"]), {tuple(k): n for k, n in json.loads(row["cells"])})
+            for row in self._conn.execute(
+                "SELECT seq, NULL AS node, dims, cells, population_digest FROM table_records UNION ALL "
+                "SELECT seq, node, dims, cells, population_digest FROM node_records ORDER BY seq, node"
+            )
+        ]
         conflicts: list[str] = []
         for label, rec in [("", record), *((f"node {node}: ", rec) for node, rec in record.nodes)]:
             dims = json.loads(rec.dims)
             cells = {tuple(k): n for k, n in json.loads(rec.cells)}
-            for row in rows:
-                where = self._count_conflict(dims, cells, row, t)
+            for row, old_dims, old in rows:
+                where = _count_conflict(dims, cells, old_dims, old, t)
                 if where is None:
                     continue
                 note = ""
-                if rec.persons is not None and row["population_digest"] is not None:
+                if rec.persons is not None and row["population_digest"] is not None and row["seq"] >= since:
                     only_new, only_old = self._set_difference(rec.persons, row["population_digest"])
                     if only_new == only_old == 0 or (only_new >= t and only_old >= t):
                         continue
@@ -557,8 +570,8 @@ class Gate:
                         if len(sides) == 1
                         else f"; populations differ by {only_new} persons one way and {only_old} the other"
                     )
-                old = f"entry L{row['seq']:06d}" + (f" node {row['node']}" if row["node"] is not None else "")
-                conflicts.append(f"{label}{old} ({where} differs by fewer than {t}{note})")
+                earlier = f"entry L{row['seq']:06d}" + (f" node {row['node']}" if row["node"] is not None else "")
+                conflicts.append(f"{label}{earlier} ({where} differs by fewer than {t}{note})")
                 if len(conflicts) >= 5:
                     break
             if len(conflicts) >= 5:
@@ -571,22 +584,6 @@ class Gate:
                 + "; ".join(conflicts[:5]),
             )
         return RuleOutcome("differencing", "pass", "no earlier release isolates a small group by differencing")
-
-    @staticmethod
-    def _count_conflict(dims: list[str], cells: Mapping[tuple[Any, ...], int], row: Any, t: int) -> str | None:
-        """Where two records' counts differ by 1 to t-1: the margins over every shared variable and, always, the
-        totals (two tables grouped by different variables over populations that differ by a few persons isolate
-        those persons through their totals: a tracker attack, whatever the grouping). None when nowhere."""
-        old_dims = json.loads(row["dims"])
-        old = {tuple(k): n for k, n in json.loads(row["cells"])}
-        shared = [d for d in dims if d in old_dims]
-        for over in [shared, []] if shared else [[]]:
-            a = marginalise(cells, dims, over)
-            b = marginalise(old, old_dims, over)
-            hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
-            if hit is not None:
-                return ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
-        return None
 
     def _record_release(
         self,
@@ -748,6 +745,31 @@ def _count_record(request: ReleaseRequest) -> DifferenceRecord | None:
     if not isinstance(n, int) or isinstance(n, bool):
         return None
     return DifferenceRecord(json.dumps([]), request.population, json.dumps([[[], n]], separators=(",", ":")))
+
+
+def _year_constant(year: int) -> np.uint64:
+    """A reference year's 64-bit constant, XORed into its rows' person ids (see ``Population``)."""
+    return np.uint64(int.from_bytes(hashlib.sha256(b"kansrijk population year %d" % year).digest()[:8], "big"))
+
+
+def _count_conflict(
+    dims: list[str],
+    cells: Mapping[tuple[Any, ...], int],
+    old_dims: list[str],
+    old: Mapping[tuple[Any, ...], int],
+    t: int,
+) -> str | None:
+    """Where two records' counts differ by 1 to t-1: the margins over every shared variable and, always, the totals
+    (two tables grouped by different variables over populations that differ by a few persons isolate those
+    persons through their totals: a tracker attack, whatever the grouping). None when nowhere."""
+    shared = [d for d in dims if d in old_dims]
+    for over in [shared, []] if shared else [[]]:
+        a = marginalise(cells, dims, over)
+        b = marginalise(old, old_dims, over)
+        hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
+        if hit is not None:
+            return ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
+    return None
 
 
 def _tree_node_records(
