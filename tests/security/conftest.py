@@ -7,6 +7,10 @@ per category, how many attacks were tried and stopped and how many faults were i
 
 A test that records nothing counts as one case of its module's category (passed = stopped). A test marked
 ``xfail(strict=True)`` documents a missing defence: its cases show up in the "known gaps" column.
+
+An attack may also name its *attack class* (``tally.attack(..., attack_class=..., how=...)``): the summary then
+prints a second table, one row per class, with the verdict (stopped or not) and how the gate stopped it
+(``RequestInvalid``, a refusal naming its rules, suppression, noise); ``test_spec_attacks.py`` does this.
 """
 
 from __future__ import annotations
@@ -30,8 +34,22 @@ CATEGORIES = {
     "test_faults": "faults",
     "test_fuzz_parsers": "fuzz",
     "test_gate_service_attacks": "service",
+    "test_spec_attacks": "specs",
 }
-ORDER = ("bundles", "extracts", "secrets", "gate", "service", "fuzz", "faults")
+ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "service", "fuzz", "faults")
+# The attack classes of test_spec_attacks.py, in the order of the attack -> verdict table.
+ATTACK_CLASSES = (
+    "population differencing",
+    "smuggled rows or persons",
+    "pooled years",
+    "tree structure",
+    "scores and models",
+    "isolating parameters",
+    "transformed values",
+    "extremes",
+    "conditions and names",
+    "random specs (hypothesis)",
+)
 
 
 @dataclass
@@ -42,15 +60,29 @@ class Tally:
     category: str
     cases: list[dict[str, Any]] = field(default_factory=list)
 
-    def _record(self, kind: str, name: str, held: bool, category: str | None, count: int) -> bool:
+    def _record(
+        self, kind: str, name: str, held: bool, category: str | None, count: int, extra: dict[str, str] | None = None
+    ) -> bool:
         case = {"kind": kind, "category": category or self.category, "name": name, "held": bool(held), "n": count}
+        case.update(extra or {})
         self.cases.append(case)
         self.node.user_properties.append((PROPERTY, case))
         return bool(held)
 
-    def attack(self, name: str, stopped: bool, *, category: str | None = None, count: int = 1) -> bool:
-        """Record ``count`` attack case(s) called ``name``; ``stopped`` says whether the defence held."""
-        return self._record("attack", name, stopped, category, count)
+    def attack(
+        self,
+        name: str,
+        stopped: bool,
+        *,
+        category: str | None = None,
+        count: int = 1,
+        attack_class: str | None = None,
+        how: str = "",
+    ) -> bool:
+        """Record ``count`` attack case(s) called ``name``; ``stopped`` says whether the defence held. With
+        ``attack_class``, the case also counts in the attack -> verdict table (``how``: how it was stopped)."""
+        extra = {"attack_class": attack_class, "how": how} if attack_class else None
+        return self._record("attack", name, stopped, category, count, extra)
 
     def fault(self, name: str, survived: bool, *, category: str | None = None, count: int = 1) -> bool:
         """Record ``count`` injected fault(s) called ``name``; ``survived`` says whether state stayed consistent."""
@@ -93,6 +125,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _results:
         return
     rows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    classes: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     for nodeid, entry in _results.items():
         module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
@@ -109,6 +142,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for case in cases:
             row = rows[case["category"]]
             kind, n = case["kind"], int(case["n"])
+            if case.get("attack_class"):
+                _count_class(classes, case, n, entry)
             if entry["xfail"]:
                 row[f"{kind}_gap"] += n
                 continue
@@ -137,6 +172,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.write_line(_line("total", total))
     for text in _measures:
         tr.write_line(f"measured: {text}")
+    if classes:
+        _class_table(tr, classes)
     if failures:
         tr.write_line(f"NOT STOPPED / NOT SURVIVED ({len(failures)}):", red=True, bold=True)
         for line in failures[:40]:
@@ -151,3 +188,31 @@ def _line(name: str, row: dict[str, int]) -> str:
         f"{name:<10} {row.get('attack_tried', 0):>13} {row.get('attack_held', 0):>8} "
         f"{row.get('fault_tried', 0):>15} {row.get('fault_held', 0):>9} {gaps:>18}"
     )
+
+
+def _count_class(classes: dict[str, dict[str, Any]], case: dict[str, Any], n: int, entry: dict[str, Any]) -> None:
+    row = classes.setdefault(case["attack_class"], {"tried": 0, "stopped": 0, "gaps": 0, "how": defaultdict(int)})
+    if entry["xfail"]:
+        row["gaps"] += n
+        return
+    row["tried"] += n
+    if case["held"] and entry["outcome"] == "passed":
+        row["stopped"] += n
+        for how in filter(None, str(case.get("how", "")).split("; ")):
+            row["how"][how] += n
+
+
+def _class_table(tr: Any, classes: dict[str, dict[str, Any]]) -> None:
+    """The attack -> verdict table: one row per attack class, with how its attacks were stopped (most often
+    first) and any known gap."""
+    tr.write_sep("=", "release specs: attack -> verdict")
+    header = f"{'attack class':<27} {'tried':>5} {'stopped':>7}  verdict"
+    tr.write_line(header)
+    tr.write_line("-" * 118)
+    for name in [*(c for c in ATTACK_CLASSES if c in classes), *sorted(set(classes) - set(ATTACK_CLASSES))]:
+        row = classes[name]
+        hows = sorted(row["how"].items(), key=lambda kv: (-kv[1], kv[0]))
+        verdict = "STOPPED" if row["tried"] == row["stopped"] else f"NOT STOPPED ({row['tried'] - row['stopped']})"
+        detail = ", ".join(h for h, _ in hows)
+        gap = f"; known gap(s) (xfail): {row['gaps']}" if row["gaps"] else ""
+        tr.write_line(f"{name:<27} {row['tried']:>5} {row['stopped']:>7}  {verdict}: {detail}{gap}"[:400])

@@ -7,20 +7,18 @@ The unit suite covers the partners' own fault kinds (``tests/unit/test_node_prep
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from gate_kit import gate_workspace
+from gate_kit import gate_workspace, signed_policy
 
 from kansrijk import bundle, crypto
 from kansrijk.errors import InputError
 from kansrijk.gate.release import Gate
-from kansrijk.gate.requests import CountTable
-from kansrijk.policy.signing import sign_policy
+from kansrijk.gate.specs import CountSpec
 from kansrijk.synth.city import generate_city
 from node_agent.prepare import prepare_extract
 
@@ -144,21 +142,18 @@ def test_formula_injection_in_the_free_text_remark_is_never_shared(node: Node, t
 
 
 def test_released_csv_escapes_formula_cells(tmp_path: Path, tally) -> None:
-    sk, pk = crypto.generate_signing_key()
-    pub = tmp_path / "officer.pub"
-    crypto.write_public_key(pub, "ed25519-signing", pk, label="officer")
-    policy = tmp_path / "sdc-only.toml"
-    shutil.copy(REPO / "policies" / "release" / "sdc-only.toml", policy)
-    sign_policy(policy, sk)
-    ws = gate_workspace(tmp_path)
+    """The gate takes a code variable's categories (buurt codes) from its own data, so a formula that reached the
+    linked dataset (the node agent checks the pattern; assume a partner's value slipped through) would become a
+    cell of a released CSV: it is written with a leading apostrophe."""
+    policy, pub, _ = signed_policy(tmp_path, "sdc-only")
     rng = np.random.default_rng(1)
-    frame = pl.DataFrame({"label": rng.choice(FORMULAS[:4], 2000)})
+    ws = gate_workspace(tmp_path, pl.DataFrame({"buurt_code": rng.choice(FORMULAS[:4], 2000)}))
     with Gate.open(ws, policy, [pub]) as gate:
-        gate.release(CountTable(name="labels", data=frame, by=("label",)), requested_by="analysis")
-    cells = pl.read_csv(ws / "released" / "labels.csv", infer_schema=False)["label"].to_list()
+        gate.release(CountSpec(name="labels", years=(2023,), by=("buurt_code",)), requested_by="analysis")
+    cells = pl.read_csv(ws / "released" / "labels.csv", infer_schema=False)["buurt_code"].to_list()
     raw = [c for c in cells if c.startswith(SPREADSHEET_TRIGGERS)]
-    tally.attack("formula category label in a released CSV", not raw, count=len(cells))
-    assert not raw, raw
+    tally.attack("formula category label in a released CSV", not raw and len(cells) == 4, count=len(cells))
+    assert not raw and len(cells) == 4, cells
 
 
 # --- malformed CSV -----------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ _CHILD = textwrap.dedent(
                 kill()
     elif step == "link":
         link.link_workspace(Path(ws), release=link.gate_release_hook(Path(policy), [Path(pub)]))
-    elif step == "release":
+    elif step == "release":  # DP counts over the workspace's linked dataset
         from kansrijk.gate.specs import CountSpec
         with release.Gate.open(Path(ws), Path(policy), [Path(pub)]) as gate:
             gate.release(CountSpec(name="first", years=(2023,), by=("sex",)), requested_by="analysis")
@@ -203,6 +203,13 @@ def _ingested(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Coordina
     return c, bundles, policy, pub
 
 
+def _linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Coordinator, list[Path], Path, Path]:
+    """Ingested and linked (without releasing the linkage report): the gate reads WS/dataset/<year>.parquet."""
+    c, bundles, policy, pub = _ingested(tmp_path, monkeypatch)
+    link_workspace(c.ws)
+    return c, bundles, policy, pub
+
+
 @pytest.mark.parametrize("point", LINK_POINTS)
 def test_kill_9_during_link_then_relink_leaves_a_verified_ledger_and_no_orphans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tally, point: str
@@ -229,9 +236,7 @@ def test_kill_9_during_a_release_leaves_budget_equal_to_the_recorded_releases(
     from kansrijk.gate.ledger import verify_ledger
     from kansrijk.gate.release import Gate
 
-    c, bundles, policy, pub = _setup(tmp_path, monkeypatch)
-    _ingest_all(c, bundles)
-    link_workspace(c.ws)  # the gate reads the linked dataset itself
+    c, bundles, policy, pub = _linked(tmp_path, monkeypatch)
     _kill("release", point, c, bundles, policy, pub)
     with Gate.open(c.ws, policy, [pub]) as gate:  # the next open recovers
         state = gate.budget()
@@ -258,16 +263,15 @@ _RELEASER = textwrap.dedent(
     import numpy as np
     import polars as pl
     from kansrijk.gate.release import Gate
-    from kansrijk.gate.requests import CountTable
+    from kansrijk.gate.specs import CountSpec, where
     ws, policy, pub, tag = sys.argv[1:]
-    rng = np.random.default_rng(len(tag))
-    df = pl.DataFrame({"sex": rng.choice(["M", "F"], 2000), "buurt": rng.choice(list("abcd"), 2000)})
     with Gate.open(Path(ws), Path(policy), [Path(pub)]) as gate:
         print("open", flush=True)
         for i in range(10_000):
-            by = ("sex",) if i % 2 else ("sex", "buurt")
-            keys = {"sex": ("F", "M"), "buurt": tuple("abcd")}
-            gate.release(CountTable(name=f"{tag}_{i}", data=df, by=by, keys={k: keys[k] for k in by}),
+            by = ("sex",) if i % 2 else ("sex", "low_income")
+            years = (2023,) if i % 3 else (2023, 2024)
+            population = (where("birth_year", ">=", 2005 + i % 5),)
+            gate.release(CountSpec(name=f"{tag}_{i}", years=years, population=population, by=by),
                          requested_by="analysis")
     """
 )
@@ -277,9 +281,10 @@ _RELEASER = textwrap.dedent(
 def test_kill_9_of_concurrent_releasers_at_random_moments_keeps_ledger_and_budget_consistent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tally, seed: int
 ) -> None:
-    """Three processes release DP tables into one workspace at once; each is SIGKILLed at a random moment (a
-    seeded delay after its gate opened, so somewhere inside a release, its commit or its file renames). Whenever
-    the kills land, the next open must recover a ledger whose chain, budget and files agree."""
+    """Three processes release DP tables (count specs over the workspace's linked datasets of 2023 and 2024,
+    single and pooled years, varying populations) into one workspace at once; each is SIGKILLed at a random
+    moment (a seeded delay after its gate opened, so somewhere inside a release, its commit or its file renames).
+    Whenever the kills land, the next open must recover a ledger whose chain, budget and files agree."""
     import random
     import time
     from fractions import Fraction
@@ -287,7 +292,7 @@ def test_kill_9_of_concurrent_releasers_at_random_moments_keeps_ledger_and_budge
     from kansrijk.gate.ledger import verify_ledger
     from kansrijk.gate.release import Gate
 
-    c, _, policy, pub = _setup(tmp_path, monkeypatch)
+    c, _, policy, pub = _linked(tmp_path, monkeypatch)
     script = c.tmp / "releaser.py"
     script.write_text(_RELEASER)
     rng = random.Random(seed)

@@ -2,6 +2,11 @@
 averaging repeated DP answers, complementary cells (checked with the attacker's own linear program), a tree
 whose leaves isolate a few persons, path-like release names, and editing the signed policy's budget.
 
+Every request is a release spec over the workspace's own linked dataset (the gate selects the persons and
+computes every count). The attacker cannot name persons: "everyone but three" is a population condition that
+leaves out the three persons with a rare value (``sdq_total == 40``). More attacks through specs, with the
+attack -> verdict table: ``test_spec_attacks.py``.
+
 Already proven elsewhere (and counted in the report, not repeated): one differencing pair, the allow-list,
 unique names and DP needing public keys (``tests/unit/test_gate_release.py``); secondary suppression never leaving
 a cell determined, as a hypothesis property (``tests/unit/test_gate_sdc.py``); 8 processes never overspending
@@ -24,25 +29,36 @@ from sklearn.tree import DecisionTreeClassifier
 from kansrijk.errors import PolicyNotSigned
 from kansrijk.gate.ledger import verify_ledger
 from kansrijk.gate.release import Gate, Refused, Released
-from kansrijk.gate.requests import CountTable, RequestInvalid, TreeNode, TreeStructure
+from kansrijk.gate.requests import RequestInvalid
+from kansrijk.gate.specs import CountSpec, SplitNode, TreeSpec, parse_spec, where
+from kansrijk.schema import SCHOOL_ADVICE
 
 REPO = Path(__file__).resolve().parents[2]
 DP_TIGHT = (REPO / "policies/release/dp-sdc.toml").read_text().replace('epsilon_total = "4"', 'epsilon_total = "1"')
+BUURTS = ("BU05990001", "BU05990002", "BU05990003", "BU05990004")
+ORIGINS = ("dutch", "western", "non_western")
 
 
-def _gate(tmp: Path, policy: str = "sdc-only", text: str | None = None) -> tuple[Path, Path, Path, bytes]:
+def _gate(
+    tmp: Path, frame: pl.DataFrame | None = None, policy: str = "sdc-only", text: str | None = None
+) -> tuple[Path, Path, Path, bytes]:
+    """A workspace holding ``frame`` (default: ``_people()``) as its 2023 linked dataset, and a signed policy."""
     target, pub, sk = signed_policy(tmp, policy, text)
-    return gate_workspace(tmp), target, pub, sk
+    ws = gate_workspace(tmp, _people() if frame is None else frame)
+    return ws, target, pub, sk
 
 
-def _people(n: int = 3000, seed: int = 1) -> pl.DataFrame:
+def _people(n: int = 3000, seed: int = 1, rare: int = 3) -> pl.DataFrame:
+    """``n`` persons; the first ``rare`` have sdq_total 40, which nobody else has."""
     rng = np.random.default_rng(seed)
+    sdq = rng.integers(0, 40, n)
+    sdq[:rare] = 40
     return pl.DataFrame(
         {
             "sex": rng.choice(["M", "F"], n),
-            "buurt": rng.choice(list("abcd"), n),
-            "flag": rng.random(n) < 0.3,
-            "id": np.arange(n),
+            "buurt_code": rng.choice(BUURTS, n),
+            "low_income": rng.random(n) < 0.3,
+            "sdq_total": sdq.astype(np.int32),
         }
     )
 
@@ -51,21 +67,28 @@ def _rules(result) -> set[str]:
     return {v.rule for v in result.verdicts if v.verdict == "refuse"}
 
 
+def _released(ws: Path) -> set[str]:
+    return {p.name for p in (ws / "released").iterdir() if not p.name.startswith("LEDGER")}
+
+
 def test_differencing_two_overlapping_tables_is_refused(tmp_path: Path, tally) -> None:
+    """The attacker wants the buurt and sex of the three persons with sdq_total 40: everyone, then everyone but
+    them, by the same, a coarser and another grouping."""
     ws, policy, pub, _ = _gate(tmp_path)
-    people = _people()
-    target = people.filter(pl.col("id") < 3)  # the attacker wants these three persons' buurt and sex
-    rest = people.filter(pl.col("id") >= 3)
+    rest = (where("sdq_total", "!=", 40),)
     with Gate.open(ws, policy, [pub]) as gate:
-        first = gate.release(CountTable(name="all", data=people, by=("sex", "buurt")), requested_by="analysis")
+        first = gate.release(CountSpec(name="all", years=(2023,), by=("sex", "buurt_code")), requested_by="analysis")
         assert isinstance(first, Released)
         same_dims = gate.release(
-            CountTable(name="all_but_3", data=rest, by=("sex", "buurt"), population="cohort minus three"),
+            CountSpec(name="all_but_3", years=(2023,), population=rest, by=("sex", "buurt_code")),
             requested_by="analysis",
         )
-        coarser = gate.release(CountTable(name="all_but_3_sex", data=rest, by=("sex",)), requested_by="analysis")
+        coarser = gate.release(
+            CountSpec(name="all_but_3_sex", years=(2023,), population=rest, by=("sex",)), requested_by="analysis"
+        )
         finer = gate.release(
-            CountTable(name="all_but_3_buurt_flag", data=rest, by=("buurt", "flag")), requested_by="analysis"
+            CountSpec(name="all_but_3_buurt_flag", years=(2023,), population=rest, by=("buurt_code", "low_income")),
+            requested_by="analysis",
         )
     for name, result in (("same grouping", same_dims), ("coarser grouping", coarser), ("other grouping", finer)):
         tally.attack(
@@ -73,56 +96,52 @@ def test_differencing_two_overlapping_tables_is_refused(tmp_path: Path, tally) -
             isinstance(result, Refused) and "differencing" in _rules(result),
         )
     assert all(isinstance(r, Refused) and "differencing" in _rules(r) for r in (same_dims, coarser, finer))
-    assert target.height == 3
+    assert _released(ws) == {"all.json", "all.csv"}
     verify_ledger(ws)
 
 
 def test_tracker_over_a_different_grouping_is_refused(tmp_path: Path, tally) -> None:
     ws, policy, pub, _ = _gate(tmp_path)
-    people = _people()
-    rest = people.filter(pl.col("id") >= 3)
     with Gate.open(ws, policy, [pub]) as gate:
-        gate.release(CountTable(name="by_sex", data=people, by=("sex",)), requested_by="analysis")
-        tracker = gate.release(CountTable(name="by_buurt", data=rest, by=("buurt",)), requested_by="analysis")
+        gate.release(CountSpec(name="by_sex", years=(2023,), by=("sex",)), requested_by="analysis")
+        tracker = gate.release(
+            CountSpec(name="by_buurt", years=(2023,), population=(where("sdq_total", "<", 40),), by=("buurt_code",)),
+            requested_by="analysis",
+        )
     tally.attack("tracker: totals of two groupings over populations differing by 3", isinstance(tracker, Refused))
     assert isinstance(tracker, Refused)
 
 
-def test_all_but_four_with_the_analysts_own_population_is_refused(tmp_path: Path, tally) -> None:
-    """The analyst names the persons of each release (as the analysis does) hoping the population-aware rule
-    lets "everyone" and "everyone but 4" pass: one population nearly contains the other, so the counts are
-    compared and the 4 persons' difference is refused, under another grouping too (a tracker)."""
-    ws, policy, pub, _ = _gate(tmp_path)
-    people = _people().with_columns(pl.col("id").cast(pl.UInt64).alias("pseudonym"))
-    rest = people.filter(pl.col("id") >= 4)
+def test_all_but_four_of_the_gates_own_population_is_refused(tmp_path: Path, tally) -> None:
+    """Formerly the analyst named the persons of each release, hoping the population-aware rule let "everyone"
+    and "everyone but 4" pass. Persons can no longer be named; the same disclosure is now aimed at with a
+    condition that leaves out 4 persons. The gate's own persons make one population nearly contain the other,
+    so the counts are compared and the 4 persons' difference is refused, under another grouping too."""
+    ws, policy, pub, _ = _gate(tmp_path, _people(rare=4))
+    rest = (where("sdq_total", "<=", 39),)
     with Gate.open(ws, policy, [pub]) as gate:
-        first = gate.release(
-            CountTable(name="all", data=people, by=("sex",), persons=people["pseudonym"]), requested_by="analysis"
-        )
+        first = gate.release(CountSpec(name="all", years=(2023,), by=("sex",)), requested_by="analysis")
         same = gate.release(
-            CountTable(name="all_but_4", data=rest, by=("sex",), persons=rest["pseudonym"]), requested_by="analysis"
+            CountSpec(name="all_but_4", years=(2023,), population=rest, by=("sex",)), requested_by="analysis"
         )
         tracker = gate.release(
-            CountTable(name="all_but_4_buurt", data=rest, by=("buurt",), persons=rest["pseudonym"]),
+            CountSpec(name="all_but_4_buurt", years=(2023,), population=rest, by=("buurt_code",)),
             requested_by="analysis",
         )
     stopped = [isinstance(r, Refused) and "differencing" in _rules(r) for r in (same, tracker)]
-    tally.attack("difference of a population and all but 4 of it, both named to the gate", all(stopped))
+    tally.attack("difference of a population and all but 4 of it, persons selected by the gate", all(stopped))
     assert isinstance(first, Released) and all(stopped)
     assert all("population differs by 4 persons" in " ".join(r.reasons) for r in (same, tracker))
     verify_ledger(ws)
 
 
 def test_averaging_repeated_dp_answers_is_stopped_by_the_budget(tmp_path: Path, tally) -> None:
-    ws, policy, pub, _ = _gate(tmp_path, "dp-sdc", DP_TIGHT)  # epsilon_total 1, 1/10 per frequency table
     people = _people()
+    ws, policy, pub, _ = _gate(tmp_path, people, "dp-sdc", DP_TIGHT)  # epsilon_total 1, 1/10 per frequency table
     answers, refused = [], []
     with Gate.open(ws, policy, [pub]) as gate:
         for i in range(14):
-            r = gate.release(
-                CountTable(name=f"same_question_{i}", data=people, by=("sex",), keys={"sex": ("F", "M")}),
-                requested_by="analysis",
-            )
+            r = gate.release(CountSpec(name=f"same_question_{i}", years=(2023,), by=("sex",)), requested_by="analysis")
             (answers if isinstance(r, Released) else refused).append(r)
         spent = gate.budget()
     truth = people.filter(pl.col("sex") == "F").height
@@ -143,7 +162,7 @@ def test_averaging_repeated_dp_answers_is_stopped_by_the_budget(tmp_path: Path, 
 
 
 def test_editing_the_signed_policy_to_raise_the_budget_is_refused(tmp_path: Path, tally) -> None:
-    ws, policy, pub, _ = _gate(tmp_path, "dp-sdc", DP_TIGHT)
+    ws, policy, pub, _ = _gate(tmp_path, None, "dp-sdc", DP_TIGHT)
     policy.write_text(policy.read_text().replace('epsilon_total = "1"', 'epsilon_total = "1000"'))
     with pytest.raises(PolicyNotSigned):
         Gate.open(ws, policy, [pub])
@@ -174,100 +193,120 @@ def _attacker_interval(table: np.ndarray, suppressed: np.ndarray, cell: tuple[in
     return low.fun, -high.fun
 
 
+def _table_frame(table: np.ndarray) -> pl.DataFrame:
+    """One person per unit of ``table``: rows are migration backgrounds, columns school advices (both public)."""
+    rows = [(o, a) for i, o in enumerate(ORIGINS) for j, a in enumerate(SCHOOL_ADVICE) for _ in range(table[i, j])]
+    return pl.DataFrame(rows, schema=["migration_background", "school_advice"], orient="row")
+
+
+def _suppressed(result, table: np.ndarray) -> np.ndarray:
+    released = {(row[0], row[1]): row[2] for row in result.document["values"]["rows"]}
+    return np.array([[released[(o, a)] is None for a in SCHOOL_ADVICE] for o in ORIGINS])
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(st.integers(0, 40), min_size=4, max_size=4), min_size=3, max_size=3), st.integers(0, 9999))
-@example([[10, 0, 0, 0], [10, 0, 0, 1], [10, 10, 10, 10]], 0)  # zeros pinned the 1 before the LP audit (CI, #9)
+@given(st.lists(st.lists(st.integers(0, 40), min_size=5, max_size=5), min_size=3, max_size=3), st.integers(0, 9999))
+@example([[10, 0, 0, 0, 0], [10, 0, 0, 0, 1], [10, 10, 10, 10, 10]], 0)  # zeros pinned the 1 before the LP audit (#9)
 def test_complementary_cells_never_pin_down_a_suppressed_cell(tmp_path_factory, counts, seed) -> None:
     table = np.array(counts)
-    if not ((table > 0) & (table < 10)).any():
+    if not ((table > 0) & (table < 10)).any() or table.sum() == 0:
         return
-    rows = [(s, b) for i, s in enumerate("xyz") for j, b in enumerate("abcd") for _ in range(table[i, j])]
-    frame = pl.DataFrame(rows, schema=["sex", "buurt"], orient="row")
-    ws, policy, pub, _ = _gate(tmp_path_factory.mktemp(f"cc{seed}"))
-    keys = {"sex": tuple("xyz"), "buurt": tuple("abcd")}
+    ws, policy, pub, _ = _gate(tmp_path_factory.mktemp(f"cc{seed}"), _table_frame(table))
     with Gate.open(ws, policy, [pub]) as gate:
-        r = gate.release(CountTable(name="t", data=frame, by=("sex", "buurt"), keys=keys), requested_by="analysis")
+        r = gate.release(
+            CountSpec(name="t", years=(2023,), by=("migration_background", "school_advice")), requested_by="analysis"
+        )
     if isinstance(r, Refused):
         return  # nothing released: nothing to combine
-    released = {(row[0], row[1]): row[2] for row in r.document["values"]["rows"]}
-    suppressed = np.array([[released[(s, b)] is None for b in "abcd"] for s in "xyz"])
+    suppressed = _suppressed(r, table)
     for cell in zip(*np.nonzero(suppressed), strict=True):
         low, high = _attacker_interval(table, suppressed, cell)
         assert high - low > 0.5, f"cell {cell} of {table.tolist()} pinned to {low}..{high}"
 
 
 def test_complementary_cells_of_a_known_table_leave_the_small_cell_open(tmp_path: Path, tally) -> None:
-    table = np.array([[3, 40, 50, 60], [45, 55, 65, 75], [30, 20, 25, 35]])
-    rows = [(s, b) for i, s in enumerate("xyz") for j, b in enumerate("abcd") for _ in range(table[i, j])]
-    ws, policy, pub, _ = _gate(tmp_path)
+    table = np.array([[3, 40, 50, 60, 70], [45, 55, 65, 75, 80], [30, 20, 25, 35, 90]])
+    ws, policy, pub, _ = _gate(tmp_path, _table_frame(table))
     with Gate.open(ws, policy, [pub]) as gate:
         r = gate.release(
-            CountTable(name="t", data=pl.DataFrame(rows, schema=["s", "b"], orient="row"), by=("s", "b")),
-            requested_by="analysis",
+            CountSpec(name="t", years=(2023,), by=("migration_background", "school_advice")), requested_by="analysis"
         )
-    released = {(row[0], row[1]): row[2] for row in r.document["values"]["rows"]}
-    suppressed = np.array([[released[(s, b)] is None for b in "abcd"] for s in "xyz"])
+    suppressed = _suppressed(r, table)
     low, high = _attacker_interval(table, suppressed, (0, 0))
     ok = bool(suppressed[0, 0]) and suppressed.sum() >= 4 and high - low >= 3
     tally.attack(f"complementary cells + margins + LP bound the cell of 3 only to [{low:g}, {high:g}]", ok)
     assert ok
 
 
-def _tree_request(
-    model: DecisionTreeClassifier, x: np.ndarray, y: np.ndarray, *, name: str, min_samples_leaf: int
-) -> TreeStructure:
+FEATURES = ("sdq_total", "woz_eur", "age_years", "bmi")
+
+
+def _tree_spec(model: DecisionTreeClassifier, *, name: str, min_samples_leaf: int) -> TreeSpec:
+    """The fitted tree's structure as a spec: the gate sends every person down it and counts the leaves itself."""
     t = model.tree_
-    path = model.decision_path(x)
-    counts = np.column_stack([path[y == 0].sum(axis=0).A1, path[y == 1].sum(axis=0).A1]).astype(int)
-    depth = np.zeros(t.node_count, dtype=int)
-    for node in range(t.node_count):
-        for child in (t.children_left[node], t.children_right[node]):
-            if child >= 0:
-                depth[child] = depth[node] + 1
     nodes = [
-        TreeNode(
+        SplitNode(node_id=i)
+        if t.children_left[i] < 0
+        else SplitNode(
             node_id=i,
-            depth=int(depth[i]),
-            class_counts=(int(counts[i, 0]), int(counts[i, 1])),
-            feature=None if t.children_left[i] < 0 else f"x{t.feature[i]}",
-            threshold=None if t.children_left[i] < 0 else float(t.threshold[i]),
-            left=None if t.children_left[i] < 0 else int(t.children_left[i]),
-            right=None if t.children_left[i] < 0 else int(t.children_right[i]),
+            var=FEATURES[t.feature[i]],
+            threshold=float(t.threshold[i]),
+            left=int(t.children_left[i]),
+            right=int(t.children_right[i]),
         )
         for i in range(t.node_count)
     ]
-    return TreeStructure(
-        name=name, nodes=tuple(nodes), classes=("0", "1"), min_samples_leaf=min_samples_leaf, max_depth=model.max_depth
-    )
+    return TreeSpec(
+        name=name, years=(2023,), outcome="psychosocial_risk", features=FEATURES, nodes=tuple(nodes),
+        min_samples_leaf=min_samples_leaf, max_depth=model.max_depth,
+    )  # fmt: skip
 
 
 def test_a_tree_whose_leaves_isolate_a_few_persons_is_refused(tmp_path: Path, tally) -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(600, 4))
-    y = (x[:, 0] + rng.normal(scale=0.7, size=600) > 0).astype(int)
-    ws, policy, pub, _ = _gate(tmp_path)
+    y = x[:, 0] + rng.normal(scale=0.7, size=600) > 0
+    frame = pl.DataFrame(
+        {
+            "sdq_total": np.clip(np.round(20 + 5 * x[:, 0]), 0, 40).astype(np.int32),
+            "woz_eur": np.round(300_000 + 50_000 * x[:, 1]).astype(np.int32),
+            "age_years": np.clip(np.round(12 + 3 * x[:, 2]), 0, 30).astype(np.int32),
+            "bmi": np.round(20 + 2 * x[:, 3], 1),
+            "psychosocial_risk": y,
+        }
+    )
+    features = frame.select(FEATURES).to_numpy()
+    ws, policy, pub, _ = _gate(tmp_path, frame)
     results = {}
     with Gate.open(ws, policy, [pub]) as gate:
         for leaf in (5, 6, 8):  # allowed as a training rule, but leaves of 5..9 persons isolate them
-            model = DecisionTreeClassifier(min_samples_leaf=leaf, max_depth=6, random_state=0).fit(x, y)
-            request = _tree_request(model, x, y, name=f"tree_leaf_{leaf}", min_samples_leaf=leaf)
-            assert min(sum(n.class_counts) for n in request.leaves) < 10
-            results[leaf] = gate.release(request, requested_by="analysis")
-        model = DecisionTreeClassifier(min_samples_leaf=60, max_depth=3, random_state=0).fit(x, y)
-        safe = gate.release(_tree_request(model, x, y, name="tree_safe", min_samples_leaf=60), requested_by="analysis")
+            model = DecisionTreeClassifier(min_samples_leaf=leaf, max_depth=6, random_state=0).fit(features, y)
+            assert model.tree_.n_node_samples[model.tree_.children_left < 0].min() < 10
+            spec = _tree_spec(model, name=f"tree_leaf_{leaf}", min_samples_leaf=leaf)
+            results[leaf] = gate.release(spec, requested_by="analysis")
+        model = DecisionTreeClassifier(min_samples_leaf=60, max_depth=3, random_state=0).fit(features, y)
+        safe = gate.release(_tree_spec(model, name="tree_safe", min_samples_leaf=60), requested_by="analysis")
     for leaf, r in results.items():
         tally.attack(f"tree with min_samples_leaf={leaf}", isinstance(r, Refused) and "tree_leaf_size" in _rules(r))
     assert all(isinstance(r, Refused) and "tree_leaf_size" in _rules(r) for r in results.values())
     assert not isinstance(safe, Refused) or "tree_leaf_size" not in _rules(safe)  # the control gets past leaf size
+    assert not any(name.startswith("tree_leaf_") for name in _released(ws))
 
 
 @pytest.mark.parametrize("name", ["../../x", "..", "a/../../b", "/etc/passwd", "x\\..\\y", "ok..no", "", "A", "é"])
 def test_path_like_release_names_are_refused_before_anything_is_written(tmp_path: Path, tally, name: str) -> None:
+    """The name arrives in a spec's JSON, or in a spec copied past its checks (model_construct): both are
+    RequestInvalid before anything is written."""
     ws, policy, pub, _ = _gate(tmp_path)
     with Gate.open(ws, policy, [pub]) as gate:
         before = sorted(p.name for p in (ws / "released").iterdir())
         with pytest.raises(RequestInvalid):
-            gate.release(CountTable(name=name, data=_people(), by=("sex",)), requested_by="analysis")
+            gate.release(
+                parse_spec({"spec": "count", "name": name, "years": [2023], "by": ["sex"]}), requested_by="analysis"
+            )
+        constructed = CountSpec.model_construct(name=name, years=(2023,), by=("sex",), population=(), table="linked")
+        with pytest.raises(RequestInvalid):
+            gate.release(constructed, requested_by="analysis")
         assert sorted(p.name for p in (ws / "released").iterdir()) == before
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.json").exists()
     tally.attack(f"release name {name!r}", True)

@@ -68,10 +68,11 @@ class Materialised:
     """A spec computed by the gate: the internal release, its persons, and verdicts of the computation."""
 
     request: ReleaseRequest
-    persons: pl.Series
+    persons: pl.DataFrame  # the rows it describes: PERSON and YEAR of each (differencing compares person-years)
     contributions: int
     verdicts: tuple[RuleOutcome, ...] = ()
     withheld: tuple[str, ...] = field(default=())  # keys of a model output withheld by a computation verdict
+    nodes: tuple[tuple[int, pl.DataFrame], ...] = ()  # a tree: the rows of every node but the root (differencing)
 
 
 def _labels(spec: ReleaseSpec) -> dict[str, str]:
@@ -81,6 +82,20 @@ def _labels(spec: ReleaseSpec) -> dict[str, str]:
 
 def _invalid(spec: ReleaseSpec, message: str, hint: str = "") -> RequestInvalid:
     return RequestInvalid(f"{spec.kind} spec {spec.name!r}: {message}", hint=hint or None)
+
+
+def _ids(frame: pl.DataFrame) -> np.ndarray:
+    """Each row's person as a 64-bit id (the first 8 bytes of the pseudonym), to count distinct persons."""
+    return frame.get_column(PERSON).bin.head(8).bin.reinterpret(dtype=pl.UInt64, endianness="big").to_numpy()
+
+
+def _rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The person and reference year of every row (what differencing compares)."""
+    return frame.select(PERSON, YEAR)
+
+
+def _persons_of(ids: np.ndarray) -> int:
+    return int(np.unique(ids).size)
 
 
 # --- variables and the population ---------------------------------------------------------------------------
@@ -109,12 +124,11 @@ def _check_value(spec: ReleaseSpec, d: Domain, value: Any, where: str) -> Any:
     return value
 
 
-def _is_in(col: pl.Expr, d: Domain, values: list[Any]) -> pl.Expr:
-    """Membership of checked values; numbers compare as floats (a list may mix 1 and 2.5, an integer variable
-    may be compared with 2.0)."""
+def _is_in(d: Domain, col: pl.Expr, values: Sequence[Any]) -> pl.Expr:
+    """Membership in validated values (numbers compared as floats: a list may mix 3 and 4.5)."""
     if d.numeric:
         return col.cast(pl.Float64).is_in(pl.Series(values, dtype=pl.Float64).implode())
-    return col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else None).implode())
+    return col.is_in(pl.Series(values, dtype=pl.Boolean if d.kind == "bool" else pl.String).implode())
 
 
 def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
@@ -128,7 +142,7 @@ def condition_expr(spec: ReleaseSpec, cond: Condition) -> pl.Expr:
         return col.is_not_null()
     if cond.op in ("in", "not_in"):
         values = [_check_value(spec, d, v, where) for v in cond.values]
-        inside = _is_in(col, d, values)
+        inside = _is_in(d, col, values)
         return (inside if cond.op == "in" else ~inside) & col.is_not_null()
     value = _check_value(spec, d, cond.value, where)
     if cond.op in ("<", "<=", ">", ">=") and not d.numeric:
@@ -214,10 +228,12 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
     frame = population(spec, data)
     by = tuple(getattr(spec, "by", ()))
     common = _labels(spec)
+    # pooled years: a person has a row per year, so the rules need the person key to count persons, not rows
+    who = (PERSON,) if len(spec.years) > 1 else ()
     if isinstance(spec, CountSpec):
         frame, keys = _grouping(spec, frame, by, policy)
-        request: ReleaseRequest = CountTable(data=frame.select(*by), by=by, keys=keys or None, **common)
-        return Materialised(request, frame.get_column(PERSON), len(spec.years))
+        request: ReleaseRequest = CountTable(data=frame.select(*by, *who), by=by, keys=keys or None, **common)
+        return Materialised(request, _rows(frame), len(spec.years))
     value = spec.value  # type: ignore[attr-defined]
     if value in by:
         raise _invalid(spec, f"{value!r} is both the value and a grouping variable")
@@ -226,7 +242,9 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
     if isinstance(spec, MeanSpec):  # and SumSpec
         expr, bounds = _value(spec, value, policy, clip=True)
         cls = SumTable if isinstance(spec, SumSpec) else MeanTable
-        request = cls(data=frame.select(*by, expr), value=value, by=by, keys=keys or None, bounds=bounds, **common)
+        request = cls(
+            data=frame.select(*by, expr, *who), value=value, by=by, keys=keys or None, bounds=bounds, **common
+        )
     elif isinstance(spec, QuantileSpec):
         grid = policy.grids.quantile_levels
         outside = [q for q in spec.levels if q not in grid]
@@ -234,21 +252,23 @@ def _table(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Material
             raise _invalid(spec, f"levels {outside} are not in the release policy's grids.quantile_levels {list(grid)}")
         expr, bounds = _value(spec, value, policy, clip=False)
         request = QuantileRequest(
-            data=frame.select(*by, expr), value=value, quantiles=spec.levels, by=by, keys=keys or None, bounds=bounds,
-            **common,
+            data=frame.select(*by, expr, *who), value=value, quantiles=spec.levels, by=by, keys=keys or None,
+            bounds=bounds, **common,
         )  # fmt: skip
     elif isinstance(spec, HistogramSpec):
         edges = policy.grids.histogram_edges.get(value)
         if edges is None:
             raise _invalid(spec, f"no public edges for {value!r}: the release policy's grids.histogram_edges.{value}")
         expr, _ = _value(spec, value, policy, clip=False)
-        request = Histogram(data=frame.select(*by, expr), value=value, edges=edges, by=by, keys=keys or None, **common)
+        request = Histogram(
+            data=frame.select(*by, expr, *who), value=value, edges=edges, by=by, keys=keys or None, **common
+        )
     elif isinstance(spec, ExtremesSpec):
         expr, _ = _value(spec, value, policy, clip=False)
         request = Extremes(data=frame.select(*by, expr), value=value, by=by, **common)
     else:  # pragma: no cover - every table spec is handled above
         raise TypeError(type(spec).__name__)
-    return Materialised(request, frame.get_column(PERSON), len(spec.years))
+    return Materialised(request, _rows(frame), len(spec.years))
 
 
 # --- trees --------------------------------------------------------------------------------------------------
@@ -264,12 +284,12 @@ def _split_mask(spec: TreeSpec, node: Any, frame: pl.DataFrame) -> np.ndarray:
         goes_left = col.cast(pl.Float32) <= node.threshold
     else:
         values = [_check_value(spec, d, v, f"node {node.node_id}") for v in node.categories]
-        goes_left = _is_in(col, d, values)
+        goes_left = _is_in(d, col, values)
     expr = pl.when(col.is_null()).then(pl.lit(node.missing_left)).otherwise(goes_left)
     return frame.select(expr).to_series().to_numpy().astype(bool)
 
 
-def _tree(spec: TreeSpec, data: GateData) -> Materialised:
+def _tree(spec: TreeSpec, data: GateData, policy: ReleasePolicy) -> Materialised:
     outcome = _domain(spec, spec.outcome)
     if outcome.kind != "bool":
         raise _invalid(spec, f"outcome {spec.outcome!r} is not a true/false variable")
@@ -278,16 +298,24 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
     by_id = {n.node_id: n for n in spec.nodes}
     counts: dict[int, tuple[int, int]] = {}
     depth: dict[int, int] = {}
+    leaf_rows: dict[int, np.ndarray] = {}
+    node_rows: dict[int, np.ndarray] = {}
     stack: list[tuple[int, np.ndarray, int]] = [(0, np.arange(frame.height), 0)]
     while stack:
         node_id, rows, d = stack.pop()
         node = by_id[node_id]
         depth[node_id] = d
+        node_rows[node_id] = rows
         pos = int(y[rows].sum())
         counts[node_id] = (int(rows.size) - pos, pos)
-        if not node.is_leaf:
+        if node.is_leaf:
+            leaf_rows[node_id] = rows
+        else:
             left = _split_mask(spec, node, frame)[rows]
             stack += [(node.left, rows[left], d + 1), (node.right, rows[~left], d + 1)]
+    verdicts: tuple[RuleOutcome, ...] = ()
+    if len(spec.years) > 1:  # pooled: the class counts are person-years; the leaf rules need persons too
+        verdicts = (_leaf_persons(_ids(frame), y, leaf_rows, policy),)
     nodes = tuple(
         TreeNode(
             node_id=n.node_id,
@@ -315,7 +343,30 @@ def _tree(spec: TreeSpec, data: GateData) -> Materialised:
         model=spec.model,
         outcome=spec.outcome,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years))
+    persons = _rows(frame)
+    nodes = tuple((node_id, persons[rows]) for node_id, rows in sorted(node_rows.items()) if node_id != 0)
+    return Materialised(request, persons, len(spec.years), verdicts, nodes=nodes)
+
+
+def _leaf_persons(
+    ids: np.ndarray, y: np.ndarray, leaves: Mapping[int, np.ndarray], policy: ReleasePolicy
+) -> RuleOutcome:
+    """The leaf rules in distinct persons (a person pooled over years has a row per year in a leaf)."""
+    tr = policy.sdc.tree
+    small = []
+    for node_id, rows in sorted(leaves.items()):
+        classes = [_persons_of(ids[rows][y[rows] == c]) for c in (0, 1)]
+        if _persons_of(ids[rows]) < tr.min_leaf_persons or any(0 < n < tr.min_class_count for n in classes):
+            small.append(f"node {node_id}")
+    if small:
+        return RuleOutcome(
+            "tree_leaf_persons",
+            "refuse",
+            f"{len(small)} leaf/leaves with fewer than {tr.min_leaf_persons} distinct persons, or a class held by "
+            f"1 to {tr.min_class_count - 1} distinct persons (rows pooled over years)",
+            tuple(small[:50]),
+        )
+    return RuleOutcome("tree_leaf_persons", "pass", "every leaf and class holds enough distinct persons")
 
 
 # --- metrics from scores ------------------------------------------------------------------------------------
@@ -347,7 +398,7 @@ def _scored(
 def _score_groups(scored: pl.DataFrame, t: int, what: str) -> RuleOutcome:
     """Every distinct score must be shared by at least ``t`` persons: a score that singles out fewer persons makes
     the metrics depend on their outcomes alone (a one-person score shifts ROC-AUC by exactly 1/positives)."""
-    sizes = scored.group_by("score").len().get_column("len")
+    sizes = scored.group_by("score").agg(pl.col(PERSON).n_unique().alias("len")).get_column("len")
     small = int((sizes < t).sum())
     if small:
         return RuleOutcome(
@@ -377,7 +428,20 @@ def _metrics(spec: MetricsSpec, data: GateData, policy: ReleasePolicy) -> Materi
         outcome=spec.outcome,
     )
     t = policy.sdc.min_persons_per_cell
-    return Materialised(request, scored.get_column(PERSON), len(spec.years), (_score_groups(scored, t, "the model"),))
+    verdicts = (_score_groups(scored, t, "the model"),)
+    if len(spec.years) > 1:
+        verdicts += (_class_persons(_ids(scored), y, t, spec.outcome),)
+    return Materialised(request, _rows(scored), len(spec.years), verdicts)
+
+
+def _class_persons(ids: np.ndarray, y: np.ndarray, t: int, outcome: str) -> RuleOutcome:
+    """Both outcome classes hold at least ``t`` distinct persons (rows pooled over years count a person once)."""
+    small = min(_persons_of(ids[y == 1]), _persons_of(ids[y == 0]))
+    if small < t:
+        return RuleOutcome(
+            "class_persons", "refuse", f"one class of {outcome} is held by {small} distinct persons (< {t})"
+        )
+    return RuleOutcome("class_persons", "pass", f"both classes of {outcome} are held by >= {t} distinct persons")
 
 
 def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> Materialised:
@@ -394,7 +458,7 @@ def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> 
             y, a.get_column("score").to_numpy(), b.get_column("score").to_numpy(), top_k_percent=spec.top_k_percent,
             replicates=spec.replicates, confidence=spec.confidence, rng=rng,
         )  # fmt: skip
-        persons = a.get_column(PERSON)
+        persons = _rows(a)
     else:
         la, lb = a, b
         comp = unpaired_bootstrap(
@@ -402,7 +466,7 @@ def _comparison(spec: ComparisonSpec, data: GateData, policy: ReleasePolicy) -> 
             lb.get_column(spec.outcome).cast(pl.Int64).to_numpy(), lb.get_column("score").to_numpy(),
             top_k_percent=spec.top_k_percent, replicates=spec.replicates, confidence=spec.confidence, rng=rng,
         )  # fmt: skip
-        persons = pl.concat([la.get_column(PERSON), lb.get_column(PERSON)])
+        persons = pl.concat([_rows(la), _rows(lb)], how="vertical_relaxed")
     metrics: dict[str, float] = {}
     for m, diff in comp.differences.items():
         metrics[f"{m}.{spec.labels[0]}"] = diff.a
@@ -432,10 +496,11 @@ def _importances(spec: ImportanceSpec, data: GateData, policy: ReleasePolicy) ->
     for var in dict.fromkeys(v for key in spec.importances for v in spec.variables_for(key)):
         d = _domain(spec, var)
         col = pl.col(var)
+        persons = pl.col(PERSON)  # distinct persons: a person pooled over years has a row per year
         if d.kind == "bool":  # a flag is held by those with it, and its absence by the others: both must be many
-            n = frame.select(pl.min_horizontal(col.sum(), (~col).sum())).item()
+            n = frame.select(pl.min_horizontal(persons.filter(col).n_unique(), persons.filter(~col).n_unique())).item()
         else:
-            n = frame.select(col.is_not_null().sum()).item()
+            n = frame.select(persons.filter(col.is_not_null()).n_unique()).item()
         holders[var] = int(n or 0)
     kept: dict[str, float] = {}
     withheld: list[str] = []
@@ -459,7 +524,7 @@ def _importances(spec: ImportanceSpec, data: GateData, policy: ReleasePolicy) ->
         n=frame.height,
         model=spec.model,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years), (verdict,), tuple(withheld))
+    return Materialised(request, _rows(frame), len(spec.years), (verdict,), tuple(withheld))
 
 
 # --- tests and regressions, fitted by the gate ------------------------------------------------------------------
@@ -493,13 +558,13 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
     y = frame.get_column(spec.outcome).cast(pl.Int8).to_numpy()
     t = policy.sdc.min_persons_per_cell
     verdicts: list[RuleOutcome] = []
-    positives = int(y.sum())
-    if min(positives, y.size - positives) < t:
+    ids = _ids(frame)  # counts are of distinct persons (a person pooled over years has a row per year)
+    if min(_persons_of(ids[y == 1]), _persons_of(ids[y == 0])) < t:
         verdicts.append(RuleOutcome("class_counts", "refuse", f"fewer than {t} persons with or without {spec.outcome}"))
         n_bins_small = 0
     else:
         bins = np.searchsorted(np.asarray(edges), x, side="right")
-        sizes = np.bincount(bins, minlength=len(edges) + 1)
+        sizes = np.array([_persons_of(ids[bins == b]) for b in range(len(edges) + 1)])
         n_bins_small = int(((sizes > 0) & (sizes < t)).sum())
     if isinstance(spec, TestSpec) and spec.test in ("binned_lr", "mutual_information") and n_bins_small:
         verdicts.append(
@@ -534,7 +599,7 @@ def _association(spec: TestSpec | RegressionSpec, data: GateData, policy: Releas
             model=spec.model,
             **common,
         )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years), tuple(verdicts))
+    return Materialised(request, _rows(frame), len(spec.years), tuple(verdicts))
 
 
 # --- DP models ----------------------------------------------------------------------------------------------------
@@ -574,7 +639,7 @@ def _dp_model(spec: DpModelSpec, data: GateData) -> Materialised:
         person=None,
         learning_rate=spec.learning_rate,
     )
-    return Materialised(request, frame.get_column(PERSON), len(spec.years))
+    return Materialised(request, _rows(frame), len(spec.years))
 
 
 def materialise(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Materialised:
@@ -582,7 +647,7 @@ def materialise(spec: ReleaseSpec, data: GateData, policy: ReleasePolicy) -> Mat
     if isinstance(spec, CountSpec | MeanSpec | QuantileSpec | HistogramSpec | ExtremesSpec):
         return _table(spec, data, policy)
     if isinstance(spec, TreeSpec):
-        return _tree(spec, data)
+        return _tree(spec, data, policy)
     if isinstance(spec, MetricsSpec):
         return _metrics(spec, data, policy)
     if isinstance(spec, ComparisonSpec):

@@ -50,7 +50,8 @@ class DatasetInvalid(GateError):
 
 
 class UnknownVariable(RequestInvalid):
-    """A spec names a variable or reference year the gate's data does not hold."""
+    """A spec names a reference year or a variable the gate's data does not hold: an invalid request (nothing is
+    released, recorded or spent)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ other field and the previous entry. The gate key's fingerprint is kept in ``meta
 The budget table (``kansrijk.gate.budget``) lives in the same database so a release's budget spend and its ledger
 entry commit in one transaction.
 
-The differencing records (``table_records``: true person counts per release) and the populations they name
-(``populations``: sorted 64-bit pseudonym prefixes, stored once per distinct population) live there too; an
-entry's ``record_digest`` covers its record and the record's population digest.
+The differencing records (``table_records``: true person counts per release; ``node_records``: the class counts
+of every other node of a released tree) and the populations they name (``populations``: sorted 64-bit person-year
+ids, stored once per distinct population) live there too; an entry's ``record_digest`` covers its records
+and their population digests.
 
 ``verify_ledger`` recomputes the chain, checks every signature against the workspace's gate public key (and,
 when given, that this key is a pinned one), and cross-checks the budget, the differencing records and their
@@ -87,6 +88,15 @@ CREATE TABLE IF NOT EXISTS table_records (
     cells             TEXT NOT NULL,
     population_digest TEXT REFERENCES populations(digest)
 );
+CREATE TABLE IF NOT EXISTS node_records (
+    seq               INTEGER NOT NULL REFERENCES table_records(seq),
+    node              INTEGER NOT NULL,
+    dims              TEXT NOT NULL,
+    population        TEXT NOT NULL,
+    cells             TEXT NOT NULL,
+    population_digest TEXT REFERENCES populations(digest),
+    PRIMARY KEY (seq, node)
+);
 CREATE TABLE IF NOT EXISTS populations (
     digest TEXT PRIMARY KEY,
     ids    BLOB NOT NULL,
@@ -155,8 +165,14 @@ def record_digest(dims: str, population: str, cells: str, population_digest: str
     return sha256_prefixed(canonical(parts))
 
 
+def record_digest_with_nodes(root: str, nodes: list[tuple[int, str]]) -> str:
+    """The digest of a tree's differencing record: its root record's digest and every other node's record
+    digest (``node_records``), in node order."""
+    return sha256_prefixed(canonical([root, [[node, digest] for node, digest in sorted(nodes)]]))
+
+
 def population_digest(ids_bytes: bytes) -> str:
-    """The digest of a population: SHA-256 over its sorted unique 64-bit person ids (big-endian bytes)."""
+    """The digest of a population: SHA-256 over its sorted unique 64-bit person-year ids (big-endian bytes)."""
     return sha256_prefixed(ids_bytes)
 
 
@@ -197,6 +213,13 @@ def initialise(conn: sqlite3.Connection, *, gate_key: str | None = None) -> None
             conn.execute("ALTER TABLE ledger ADD COLUMN signature TEXT NOT NULL DEFAULT ''")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?)", (LEDGER_FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '1')")
+        # differencing populations are person-years from this entry on (a ledger written before holds sets of
+        # persons, which differencing treats as unknown populations)
+        head_seq = conn.execute("SELECT value FROM meta WHERE key = 'head_seq'").fetchone()
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('person_year_populations_from', ?)",
+            (str(int(head_seq[0]) + 1 if head_seq is not None else 1),),
+        )
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_seq', '0')")
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('head_hash', ?)", (GENESIS,))
         if gate_key is not None:
@@ -294,6 +317,12 @@ def append_entry(
     return _entry({**row, "prev_hash": head_hash, "entry_hash": h, "signature": signature})
 
 
+def person_year_populations_from(conn: sqlite3.Connection) -> int:
+    """The first entry whose differencing populations are person-years (1 for a ledger created since)."""
+    value = _meta(conn, "person_year_populations_from")
+    return int(value) if value is not None else 1
+
+
 def next_seq(conn: sqlite3.Connection) -> int:
     return head(conn)[0] + 1
 
@@ -387,6 +416,7 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             rows = [dict(r) for r in conn.execute("SELECT * FROM ledger ORDER BY rowid")]
             budget_rows = {r["dataset"]: dict(r) for r in conn.execute("SELECT * FROM budget")}
             records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
+            node_records = _read_node_records(conn)
             populations = _read_populations(conn)
             head_seq, head_hash = head(conn)
             recorded_gate_key = _meta(conn, "gate_key")
@@ -424,12 +454,17 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
         except (ValueError, ZeroDivisionError):
             raise LedgerCorrupted(f"{where}: entry {i} has an unreadable epsilon/delta") from None
         record = records.pop(i, None)
+        nodes = node_records.pop(i, [])
         if record is not None:
-            pop = record.get("population_digest")
-            digest = record_digest(record["dims"], record["population"], record["cells"], pop)
+            pops = [record.get("population_digest"), *(n.get("population_digest") for n in nodes)]
+            digest = record_digest(record["dims"], record["population"], record["cells"], pops[0])
+            if nodes:
+                parts = [(n["node"], record_digest(n["dims"], n["population"], n["cells"], n["population_digest"]))
+                         for n in nodes]  # fmt: skip
+                digest = record_digest_with_nodes(digest, parts)
             if digest != row["record_digest"]:
                 raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was edited")
-            if pop is not None and pop not in populations:
+            if any(pop is not None and pop not in populations for pop in pops):
                 raise LedgerCorrupted(f"{where}: the population of entry {i}'s differencing record is missing")
         elif row["record_digest"]:
             raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was removed")
@@ -441,8 +476,9 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             raise LedgerCorrupted(f"{where}: entry {i} has unreadable outputs")
         for name, digest in outputs.items():
             expected_files[name] = digest
-    if records:
-        raise LedgerCorrupted(f"{where}: differencing record(s) for entries {sorted(records)} have no ledger entry")
+    if records or node_records:
+        orphans = sorted({*records, *node_records})
+        raise LedgerCorrupted(f"{where}: differencing record(s) for entries {orphans} have no ledger entry")
     for digest, (ids, size) in populations.items():
         if population_digest(ids) != digest or size * 8 != len(ids):
             raise LedgerCorrupted(f"{where}: a recorded population ({digest[:19]}...) was edited")
@@ -521,6 +557,15 @@ def _check_signature(row: dict[str, Any], i: int, public: crypto.PublicKeyFile, 
             f"{public.fingerprint} ({pub_path}); the entry was not written by this workspace's gate",
             hint="restore the ledger from its last verified backup and report the incident",
         )
+
+
+def _read_node_records(conn: sqlite3.Connection) -> dict[int, list[dict[str, Any]]]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    out: dict[int, list[dict[str, Any]]] = {}
+    if "node_records" in tables:  # a ledger from before tree nodes were recorded, opened read-only, has none
+        for r in conn.execute("SELECT * FROM node_records ORDER BY seq, node"):
+            out.setdefault(int(r["seq"]), []).append(dict(r))
+    return out
 
 
 def _read_populations(conn: sqlite3.Connection) -> dict[str, tuple[bytes, int]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from kansrijk.gate import budget as budget_mod
 from kansrijk.gate import dp as dp_mod
 from kansrijk.gate import dp_models as dpm
 from kansrijk.gate import ledger as ledger_mod
-from kansrijk.gate.compute import materialise
+from kansrijk.gate.compute import Materialised, materialise
 from kansrijk.gate.data import GateData
 from kansrijk.gate.document import RELEASE_FORMAT, RELEASE_VERSION, ReleaseDocument
 from kansrijk.gate.keys import GateSigner, load_gate_signer
@@ -74,7 +75,7 @@ from kansrijk.gate.sdc import (
     marginalise,
     worst,
 )
-from kansrijk.gate.specs import ReleaseSpec
+from kansrijk.gate.specs import ReleaseSpec, revalidated
 from kansrijk.policy.release import DpBudget, ReleasePolicy
 from kansrijk.policy.signing import OfficerKey, load_signed_policy
 
@@ -128,13 +129,19 @@ ReleaseResult = Released | Suppressed | Refused
 # --- differencing records ----------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Population:
-    """The persons a release describes: sorted unique 64-bit ids (the first 8 bytes of each person key)."""
+    """The rows a release describes, one sorted 64-bit id per person-year: the first 8 bytes of the person key,
+    mixed (XOR) with a constant of the reference year. A person pooled over two years is two elements, so a
+    pooled table and a table of one of its years differ by the other year's rows and their counts are compared
+    (comparing persons alone would take them for the same population and leave the other year's table, never
+    checked, open to subtraction); and releases of different years about the same persons share no element."""
 
     digest: str
     ids: np.ndarray
 
     @classmethod
-    def of(cls, persons: pl.Series, release_name: str) -> Population:
+    def of(cls, rows: pl.DataFrame | pl.Series, release_name: str) -> Population:
+        """From the rows' ``pseudonym`` and ``year`` columns (or a series of person ids, years unknown)."""
+        persons = rows.get_column("pseudonym") if isinstance(rows, pl.DataFrame) else rows
         ids: pl.Series | None = None
         if persons.dtype == pl.Binary:
             ids = persons.bin.head(8).bin.reinterpret(dtype=pl.UInt64, endianness="big")
@@ -145,9 +152,13 @@ class Population:
                 f"release {release_name!r}: persons must be the pseudonym column (binary keys of at least 8 bytes, "
                 f"no missing values) or non-negative integer ids"
             )
-        unique = np.unique(ids.to_numpy()).astype(">u8")
-        data = unique.tobytes()
-        return cls(ledger_mod.population_digest(data), unique.astype(np.uint64))
+        values = ids.to_numpy().astype(np.uint64)
+        if isinstance(rows, pl.DataFrame) and "year" in rows.columns:
+            years = rows.get_column("year").to_numpy()
+            for year in np.unique(years):
+                values[years == year] ^= _year_constant(int(year))
+        unique = np.unique(values).astype(">u8")
+        return cls(ledger_mod.population_digest(unique.tobytes()), unique.astype(np.uint64))
 
     @classmethod
     def from_blob(cls, digest: str, blob: bytes) -> Population:
@@ -163,13 +174,18 @@ class DifferenceRecord:
     population: str
     cells: str
     persons: Population | None = None
+    # a tree: the record of every other node (its class counts over its own persons), by node id
+    nodes: tuple[tuple[int, DifferenceRecord], ...] = ()
 
     @property
     def population_digest(self) -> str | None:
         return None if self.persons is None else self.persons.digest
 
     def digest(self) -> str:
-        return ledger_mod.record_digest(self.dims, self.population, self.cells, self.population_digest)
+        root = ledger_mod.record_digest(self.dims, self.population, self.cells, self.population_digest)
+        if not self.nodes:
+            return root
+        return ledger_mod.record_digest_with_nodes(root, [(node, rec.digest()) for node, rec in self.nodes])
 
 
 # --- the gate --------------------------------------------------------------------------------------------
@@ -289,6 +305,7 @@ class Gate:
                 f"the gate takes release specs only, not {type(spec).__name__}: a request never carries data, "
                 f"persons or counts (kansrijk.gate.specs)"
             )
+        spec = revalidated(spec)  # copies made with model_copy/model_construct skip the spec's checks
         result = self._release(spec, requested_by)
         ledger_mod.write_head_file(self.released_dir, *ledger_mod.head(self._conn))
         return result
@@ -337,10 +354,11 @@ class Gate:
         # the population differencing compares: the persons the gate itself selected (outside the write lock:
         # sorting them takes a moment)
         persons = Population.of(computed.persons, spec.name) if method == "sdc" else None
+        nodes = _tree_node_records(request, computed, spec.name) if method == "sdc" else ()
         record = None
         if method == "sdc":
             record = _difference_record(request, check) if check is not None else _count_record(request)
-            record = dataclasses.replace(record, persons=persons) if record is not None else None
+            record = dataclasses.replace(record, persons=persons, nodes=nodes) if record is not None else None
 
         def produce() -> tuple[Any, Any]:
             if method == "sdc":
@@ -543,7 +561,7 @@ class Gate:
         return self._populations[digest]
 
     def _set_difference(self, new: Population, old_digest: str) -> tuple[int, int]:
-        """(|new \\ old|, |old \\ new|): how many persons each population has that the other lacks."""
+        """(|new \\ old|, |old \\ new|): how many person-years each population has that the other lacks."""
         key = (new.digest, old_digest)
         if key not in self._set_differences:
             self._populations.setdefault(new.digest, new)
@@ -557,43 +575,48 @@ class Gate:
     def _differencing(self, record: DifferenceRecord) -> RuleOutcome:
         """Refuse when comparing this release with an earlier one would isolate fewer than ``t`` persons.
 
-        Where both releases name their persons: identical populations isolate nobody, and populations that each
-        hold at least ``t`` persons the other lacks mix at least ``t`` persons into every difference; otherwise
-        (one nearly contains the other) the counts are compared. Where either does not, the counts are always
-        compared (the conservative rule)."""
-        dims = json.loads(record.dims)
-        cells = {tuple(k): n for k, n in json.loads(record.cells)}
+        Every record is compared with every earlier one (a tree's every node too: each is a population whose
+        class counts are released, so two trees splitting at age 22 and 23 isolate the persons aged 23). The
+        counts are compared over the shared variables and the totals; where they differ by 1 to t-1 and both
+        records name their persons, identical populations isolate nobody and populations that each hold at least
+        ``t`` persons the other lacks mix at least ``t`` persons into every difference (not a conflict); where
+        either does not, the count difference is a conflict (the conservative rule)."""
         t = self.policy.sdc.min_persons_per_cell
+        # populations recorded before they were person-years (sets of persons) cannot be compared with these:
+        # their counts are always compared, as for a record without a population
+        since = ledger_mod.person_year_populations_from(self._conn)
+        rows = [
+            (row, json.loads(row["dims"]), {tuple(k): n for k, n in json.loads(row["cells"])})
+            for row in self._conn.execute(
+                "SELECT seq, NULL AS node, dims, cells, population_digest FROM table_records UNION ALL "
+                "SELECT seq, node, dims, cells, population_digest FROM node_records ORDER BY seq, node"
+            )
+        ]
         conflicts: list[str] = []
-        rows = self._conn.execute(
-            "SELECT seq, dims, population, cells, population_digest FROM table_records ORDER BY seq"
-        ).fetchall()
-        for row in rows:
-            note = ""
-            if record.persons is not None and row["population_digest"] is not None:
-                only_new, only_old = self._set_difference(record.persons, row["population_digest"])
-                if only_new == only_old == 0 or (only_new >= t and only_old >= t):
+        for label, rec in [("", record), *((f"node {node}: ", rec) for node, rec in record.nodes)]:
+            dims = json.loads(rec.dims)
+            cells = {tuple(k): n for k, n in json.loads(rec.cells)}
+            for row, old_dims, old in rows:
+                where = _count_conflict(dims, cells, old_dims, old, t)
+                if where is None:
                     continue
-                sides = [n for n in (only_new, only_old) if n]
-                note = (
-                    f"; population differs by {sides[0]} persons"
-                    if len(sides) == 1
-                    else f"; populations differ by {only_new} persons one way and {only_old} the other"
-                )
-            old_dims = json.loads(row["dims"])
-            old = {tuple(k): n for k, n in json.loads(row["cells"])}
-            # Compare the margins over every shared variable and, always, the totals: two tables grouped by
-            # different variables over populations that differ by a few persons isolate those persons through
-            # their totals (a tracker attack), whatever the grouping.
-            shared = [d for d in dims if d in old_dims]
-            for over in [shared, []] if shared else [[]]:
-                a = marginalise(cells, dims, over)
-                b = marginalise(old, old_dims, over)
-                hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
-                if hit is not None:
-                    where = ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
-                    conflicts.append(f"entry L{row['seq']:06d} ({where} differs by fewer than {t}{note})")
+                note = ""
+                if rec.persons is not None and row["population_digest"] is not None and row["seq"] >= since:
+                    only_new, only_old = self._set_difference(rec.persons, row["population_digest"])
+                    if only_new == only_old == 0 or (only_new >= t and only_old >= t):
+                        continue
+                    sides = [n for n in (only_new, only_old) if n]
+                    note = (
+                        f"; population differs by {sides[0]} persons"
+                        if len(sides) == 1
+                        else f"; populations differ by {only_new} persons one way and {only_old} the other"
+                    )
+                earlier = f"entry L{row['seq']:06d}" + (f" node {row['node']}" if row["node"] is not None else "")
+                conflicts.append(f"{label}{earlier} ({where} differs by fewer than {t}{note})")
+                if len(conflicts) >= 5:
                     break
+            if len(conflicts) >= 5:
+                break
         if conflicts:
             return RuleOutcome(
                 "differencing",
@@ -674,6 +697,18 @@ class Gate:
                 "INSERT INTO table_records(seq, dims, population, cells, population_digest) VALUES (?, ?, ?, ?, ?)",
                 (entry.seq, record.dims, record.population, record.cells, record.population_digest),
             )
+            for node, part in record.nodes:
+                if part.persons is not None:
+                    ids = part.persons.ids.astype(">u8")
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO populations(digest, ids, size) VALUES (?, ?, ?)",
+                        (part.persons.digest, ids.tobytes(), int(ids.size)),
+                    )
+                self._conn.execute(
+                    "INSERT INTO node_records(seq, node, dims, population, cells, population_digest) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry.seq, node, part.dims, part.population, part.cells, part.population_digest),
+                )
         return entry, pending, document
 
     def _refuse(self, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]) -> Refused:
@@ -755,6 +790,51 @@ def _count_record(request: ReleaseRequest) -> DifferenceRecord | None:
     if not isinstance(n, int) or isinstance(n, bool):
         return None
     return DifferenceRecord(json.dumps([]), request.population, json.dumps([[[], n]], separators=(",", ":")))
+
+
+def _year_constant(year: int) -> np.uint64:
+    """A reference year's 64-bit constant, XORed into its rows' person ids (see ``Population``)."""
+    return np.uint64(int.from_bytes(hashlib.sha256(b"kansrijk population year %d" % year).digest()[:8], "big"))
+
+
+def _count_conflict(
+    dims: list[str],
+    cells: Mapping[tuple[Any, ...], int],
+    old_dims: list[str],
+    old: Mapping[tuple[Any, ...], int],
+    t: int,
+) -> str | None:
+    """Where two records' counts differ by 1 to t-1: the margins over every shared variable and, always, the totals
+    (two tables grouped by different variables over populations that differ by a few persons isolate those
+    persons through their totals: a tracker attack, whatever the grouping). None when nowhere."""
+    shared = [d for d in dims if d in old_dims]
+    for over in [shared, []] if shared else [[]]:
+        a = marginalise(cells, dims, over)
+        b = marginalise(old, old_dims, over)
+        hit = next((key for key in a.keys() | b.keys() if 0 < abs(a.get(key, 0) - b.get(key, 0)) < t), None)
+        if hit is not None:
+            return ", ".join(f"{d}={v}" for d, v in zip(over, hit, strict=True)) or "the total"
+    return None
+
+
+def _tree_node_records(
+    request: ReleaseRequest, computed: Materialised, name: str
+) -> tuple[tuple[int, DifferenceRecord], ...]:
+    """The differencing record of every node of a tree but the root: its class counts over the outcome, as the
+    root's record, and the persons the gate sent to it."""
+    if not isinstance(request, TreeStructure) or not computed.nodes:
+        return ()
+    counts = {node.node_id: node.class_counts for node in request.nodes}
+    dim = json.dumps([request.outcome or "positive"])
+    out = []
+    for node_id, persons in computed.nodes:
+        c = counts[node_id]
+        if len(c) != 2:
+            continue
+        cells = json.dumps([[[False], int(c[0])], [[True], int(c[1])]], separators=(",", ":"))
+        population = f"{request.population}, tree node {node_id}"
+        out.append((node_id, DifferenceRecord(dim, population, cells, Population.of(persons, name))))
+    return tuple(out)
 
 
 def _statistics(request: ReleaseRequest) -> list[str]:

@@ -50,6 +50,9 @@ Verdict = Literal["pass", "suppress", "refuse"]
 _ORDER = {"pass": 0, "suppress": 1, "refuse": 2}
 BIN = "bin"
 _IDX = "__cell"
+# A table pooled over several reference years has one row per person and year; its data then carries the
+# person key, and the rules count persons (not rows) and take a person's rows in a cell as one contribution.
+PERSON = "pseudonym"
 # The attacker's linear program (bounds of every withheld cell) is run for patterns of at most this many
 # suppressed cells; larger patterns get the exact linear-algebra check (no cell determined by the margins
 # alone) and the per-line rule (documented in docs/privacy-officer.md).
@@ -171,41 +174,66 @@ def histogram_keys(request: Histogram) -> dict[str, tuple[Any, ...]]:
     return {BIN: tuple(labels)}
 
 
+def _pooled(request: ReleaseRequest) -> bool:
+    """Whether the request's data has one row per person and year (it carries the person key)."""
+    return PERSON in request.data.columns and PERSON not in getattr(request, "by", ())  # type: ignore[attr-defined]
+
+
+def _persons() -> list[pl.Expr]:
+    return [pl.col(PERSON).n_unique().alias("persons")]
+
+
 def compute_cells(request: ReleaseRequest, rules: SdcRules) -> tuple[pl.DataFrame, tuple[str, ...], tuple[int, ...]]:
-    """The true table of a tabular request: (cells, dims, shape). Cells carry what the rules need."""
+    """The true table of a tabular request: (cells, dims, shape). Cells carry what the rules need, ``persons``
+    (distinct persons, which the threshold rules count) among them: for one reference year the rows, for a pooled
+    request the distinct person keys."""
+    cells, dims, shape = _compute_cells(request, rules)
+    if "persons" not in cells.columns:
+        cells = cells.with_columns(pl.col("n").alias("persons"))
+    return cells, dims, shape
+
+
+def _compute_cells(
+    request: ReleaseRequest, rules: SdcRules
+) -> tuple[pl.DataFrame, tuple[str, ...], tuple[int, ...]]:
+    pooled = _pooled(request)
     if isinstance(request, CountTable):
-        cells, shape = _aggregate(request.data, request.by, [], request.keys)
+        cells, shape = _aggregate(request.data, request.by, _persons() if pooled else [], request.keys)
         return cells, request.by, shape
     if isinstance(request, Histogram):
         frame = histogram_frame(request).filter(pl.col(BIN).is_not_null())
         keys = {**(request.keys or {}), **histogram_keys(request)}
         dims = (*request.by, BIN)
-        cells, shape = _aggregate(frame, dims, [], keys)
+        cells, shape = _aggregate(frame, dims, _persons() if pooled else [], keys)
         return cells, dims, shape
     if isinstance(request, MeanTable):  # and SumTable
         v = pl.col(request.value).cast(pl.Float64)
         frame = request.data.filter(pl.col(request.value).is_not_null())
-        aggs = [
-            v.sum().alias("sum"),
-            v.mean().alias("mean"),
-            v.max().alias("top1"),
-            v.top_k(2).sum().alias("top2_sum"),
-            v.top_k(rules.nk_n).sum().alias("topn_sum"),
-            (v < 0).sum().alias("negatives"),
-            (v.n_unique() == 1).alias("all_same"),
-        ]
+        aggs = [v.sum().alias("sum"), v.mean().alias("mean"), (v < 0).sum().alias("negatives"),
+                (v.n_unique() == 1).alias("all_same")]  # fmt: skip
+        top = [v.max().alias("top1"), v.top_k(2).sum().alias("top2_sum"), v.top_k(rules.nk_n).sum().alias("topn_sum")]
+        if not pooled:
+            cells, shape = _aggregate(frame, request.by, [*aggs, *top], request.keys)
+            return cells, request.by, shape
+        # pooled: a contribution (p% and (n,k) dominance) is a person's total in the cell, over their rows
         cells, shape = _aggregate(frame, request.by, aggs, request.keys)
-        return cells, request.by, shape
+        per_person = frame.group_by([*request.by, PERSON]).agg(v.sum().alias(request.value))
+        tops, _ = _aggregate(per_person, request.by, [*top, *_persons()], request.keys)
+        return cells.with_columns(tops.drop(_IDX, "n", *request.by)), request.by, shape
     if isinstance(request, QuantileRequest):
         v = pl.col(request.value).cast(pl.Float64)
         frame = request.data.filter(pl.col(request.value).is_not_null())
-        # one list of sorted values per cell (imploded: a table without groups is one cell too)
-        aggs = [v.sort().implode().alias("__values"), (v.n_unique() == 1).alias("all_same")]
+        aggs = [v.sort().alias("__values"), (v.n_unique() == 1).alias("all_same")]
+        if pooled:
+            aggs += [pl.col(PERSON).sort_by(v).alias("__persons"), *_persons()]
+        if not request.by:  # one group: lists, as a grouped aggregation gives them
+            aggs = [a.implode() if a.meta.output_name().startswith("__") else a for a in aggs]
         cells, shape = _aggregate(frame, request.by, aggs, request.keys)
         t = max(rules.min_persons_per_cell, rules.min_quantile_contributors)
-        windows = [quantile_windows(np.asarray(vals or [], dtype=np.float64), request.quantiles, t)
-                   for vals in cells.get_column("__values").to_list()]  # fmt: skip
-        cells = cells.drop("__values").with_columns(
+        who = cells.get_column("__persons").to_list() if pooled else [None] * cells.height
+        windows = [quantile_windows(np.asarray(vals or [], dtype=np.float64), request.quantiles, t, persons)
+                   for vals, persons in zip(cells.get_column("__values").to_list(), who, strict=True)]  # fmt: skip
+        cells = cells.drop("__values", *(["__persons"] if pooled else [])).with_columns(
             *[
                 pl.Series(f"q{q:g}", [w[i] if w is not None else None for w in windows], dtype=pl.Float64)
                 for i, q in enumerate(request.quantiles)
@@ -216,19 +244,35 @@ def compute_cells(request: ReleaseRequest, rules: SdcRules) -> tuple[pl.DataFram
     raise TypeError(f"not a tabular request: {type(request).__name__}")
 
 
-def quantile_windows(values: np.ndarray, levels: Sequence[float], t: int) -> list[float] | None:
+def quantile_windows(
+    values: np.ndarray, levels: Sequence[float], t: int, persons: Sequence[Any] | None = None
+) -> list[float] | None:
     """Each level's released value: the mean of the ``t`` sorted values nearest the quantile, or None for the
     whole group when any level's window has fewer than ``t`` persons below or above it, or two windows share a
     person. An exact quantile is one person's value; the mean of ``t`` neighbours with ``t`` more on each side
-    is not, and disjoint windows keep two levels from being differenced into one person's value."""
+    is not, and disjoint windows keep two levels from being differenced into one person's value.
+
+    ``persons`` (the person of each sorted value, for data pooled over years, where a person has several
+    values): each window is widened until it holds ``t`` distinct persons, each side must hold ``t`` persons
+    who are not in the window, and no person is in two windows."""
     n = values.size
     out: list[float] = []
     taken: list[tuple[int, int]] = []
+    seen: set[Any] = set()
     for q in levels:
         start = round(q * (n - 1) - (t - 1) / 2)
         end = start + t  # exclusive
+        if persons is not None:
+            while end < n and len(set(persons[start:end])) < t:
+                end += 1
         if start < t or n - end < t or any(start < b and a < end for a, b in taken):
             return None
+        if persons is not None:
+            window = set(persons[start:end])
+            below, above = set(persons[:start]) - window, set(persons[end:]) - window
+            if len(window) < t or len(below) < t or len(above) < t or window & seen:
+                return None
+            seen |= window
         taken.append((start, end))
         out.append(float(values[start:end].mean()))
     return out

@@ -63,9 +63,11 @@ class SpecModel(BaseModel):
     """Immutable; unknown fields are errors (a typo must not widen a population silently). Invalid input raises
     ``RequestInvalid`` naming every problem by field path."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # revalidate_instances: a nested condition or node made with model_construct/model_copy (which skip every
+    # check) is checked again whenever the spec holding it is validated
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, revalidate_instances="always")
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, /, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -305,7 +307,15 @@ class TreeSpec(ReleaseSpec):
                 parents[child] = n.node_id
             if n.var is not None and n.var not in self.features:
                 raise ValueError(f"node {n.node_id}: split variable {n.var!r} is not among the features")
-        unreachable = set(ids) - {0} - set(parents)
+        # walk from the root: a node that only a detached cycle points to has a parent but is never reached
+        reached, todo = {0}, [0]
+        while todo:
+            node = by_id[todo.pop()]
+            for child in (node.left, node.right):
+                if child is not None and child not in reached:
+                    reached.add(child)
+                    todo.append(child)
+        unreachable = set(ids) - reached
         if unreachable:
             raise ValueError(f"node(s) {sorted(unreachable)[:5]} are not reachable from the root")
         if self.outcome in self.features:
@@ -523,6 +533,34 @@ SOCKET_SPECS: dict[str, type[ReleaseSpec]] = {
 }
 
 
+SPEC_TYPES: tuple[type[ReleaseSpec], ...] = (
+    *TABLE_SPECS,
+    TreeSpec,
+    TestSpec,
+    RegressionSpec,
+    DpModelSpec,
+    MetricsSpec,
+    ComparisonSpec,
+    ImportanceSpec,
+)
+
+
+def revalidated(spec: ReleaseSpec) -> ReleaseSpec:
+    """A fully checked copy of ``spec``, as the gate releases it. ``model_copy(update=...)`` and
+    ``model_construct`` skip validation (a copy with years (2023, 2023) would count every person twice), and a
+    subclass could change what a spec means: only the spec types themselves are taken, and every field is
+    checked again."""
+    cls = type(spec)
+    if cls not in SPEC_TYPES:
+        raise RequestInvalid(
+            f"the gate takes the release specs of kansrijk.gate.specs only, not {cls.__name__} (no subclasses)"
+        )
+    fields = {name: getattr(spec, name, None) for name in cls.model_fields}
+    # a score set is checked in its constructor, which validation does not run again
+    fields = {k: ScoreSet(v.frame) if isinstance(v, ScoreSet) else v for k, v in fields.items()}
+    return build(cls, **fields)
+
+
 def parse_spec(obj: Any) -> ReleaseSpec:
     """A spec from JSON-like data (the socket, a file): ``{"spec": "count", "name": ..., ...}``.
 
@@ -530,6 +568,8 @@ def parse_spec(obj: Any) -> ReleaseSpec:
     if not isinstance(obj, Mapping):
         raise RequestInvalid("a spec must be a JSON object with a 'spec' field")
     body = dict(obj)
+    if not all(isinstance(key, str) for key in body):
+        raise RequestInvalid("a spec's field names must be text (a JSON object's keys)")
     which = body.pop("spec", None)
     cls = SOCKET_SPECS.get(which) if isinstance(which, str) else None
     if cls is None:
@@ -545,13 +585,14 @@ def spec_to_json(spec: ReleaseSpec) -> dict[str, Any]:
     return {"spec": alias, **spec.model_dump(mode="json")}
 
 
-def build(cls: type[ReleaseSpec], **fields: Any) -> Any:
+def build(cls: type[ReleaseSpec], /, **fields: Any) -> Any:
     """Construct a spec (``RequestInvalid`` names every problem by field path)."""
     return cls(**fields)
 
 
 __all__ = [
     "SOCKET_SPECS",
+    "SPEC_TYPES",
     "TABLE_SPECS",
     "ComparisonSpec",
     "Condition",
@@ -572,6 +613,7 @@ __all__ = [
     "TreeSpec",
     "build",
     "parse_spec",
+    "revalidated",
     "spec_to_json",
     "where",
 ]

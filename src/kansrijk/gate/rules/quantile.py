@@ -17,10 +17,10 @@ from kansrijk.policy.release import SdcRules
 class QuantileContributors:
     name: str = "quantile_contributors"
     kinds: frozenset[str] = QUANTILE_KINDS
-    needs: tuple[str, ...] = ("n",)
+    needs: tuple[str, ...] = ("persons",)
 
     def mask(self, rules: SdcRules) -> pl.Expr:
-        return pl.col("n") < max(rules.min_persons_per_cell, rules.min_quantile_contributors)
+        return pl.col("persons").fill_null(0) < max(rules.min_persons_per_cell, rules.min_quantile_contributors)
 
     def reason(self, count: int, rules: SdcRules) -> str:
         return f"{count} group(s) with fewer than {rules.min_quantile_contributors} contributors"

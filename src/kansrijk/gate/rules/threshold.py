@@ -17,10 +17,11 @@ from kansrijk.policy.release import SdcRules
 class Threshold:
     name: str = "threshold"
     kinds: frozenset[str] = COUNT_KINDS | VALUE_KINDS
-    needs: tuple[str, ...] = ("n",)
+    needs: tuple[str, ...] = ("persons",)
 
     def mask(self, rules: SdcRules) -> pl.Expr:
-        return pl.col("n") < rules.min_persons_per_cell
+        # distinct persons, not rows: over pooled years a person has a row per year (an empty cell holds none)
+        return pl.col("persons").fill_null(0) < rules.min_persons_per_cell
 
     def reason(self, count: int, rules: SdcRules) -> str:
         return f"{count} cell(s) with fewer than {rules.min_persons_per_cell} persons (zeros included)"
