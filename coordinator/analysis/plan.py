@@ -21,6 +21,8 @@ Importances are always reported per canonical variable (one-hot columns summed, 
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +178,11 @@ class Encoding:
     def split(self, threshold: float) -> dict[str, object]:
         """The canonical rule of ``column <= threshold`` (what the gate re-applies to its own data)."""
         if self.how == "numeric":
-            return {"var": self.variable, "threshold": float(threshold)}
+            # a split that only separates missing values has an infinite threshold: every known value goes left
+            return {
+                "var": self.variable,
+                "threshold": float(threshold) if math.isfinite(threshold) else sys.float_info.max,
+            }
         if self.how == "bool":
             return {"var": self.variable, "categories": tuple(v for v in (False, True) if float(v) <= threshold)}
         if self.how == "onehot":  # the column is 1 for the category and 0 for every other one

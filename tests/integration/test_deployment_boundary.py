@@ -198,7 +198,8 @@ def test_the_gate_user_alone_reaches_the_data_and_the_operator_works_through_the
     for name, home in homes.items():
         home.mkdir(mode=0o700)
         os.chown(home, pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid)
-    gate_env, op_env = _env(homes[GATE_USER]), _env(homes[OPERATOR])
+    # the gate alone knows the workspace's key passphrase (its signing key); the operator never does
+    gate_env, op_env = {**_env(homes[GATE_USER]), "KANSRIJK_PASSPHRASE": PASS}, _env(homes[OPERATOR])
     _accessible(operator, op_env)
     _accessible(gate, gate_env)
     timings: dict[str, float] = {}
