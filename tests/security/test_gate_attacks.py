@@ -152,7 +152,7 @@ def test_averaging_repeated_dp_answers_is_stopped_by_the_budget(tmp_path: Path, 
         and all("dp_budget" in _rules(r) for r in refused)
         and spent is not None
         and spent.epsilon_spent == Fraction(1)
-        and report.epsilon_spent["rotterdam-groeit"] == Fraction(1)
+        and list(report.epsilon_spent.values()) == [Fraction(1)]
         and len(set(noisy)) > 1
     )
     tally.attack("averaging 14 repeats of one DP count", stopped)
