@@ -51,6 +51,6 @@ def test_every_rule_has_a_unique_name_and_a_reason_that_names_the_count() -> Non
 
 
 def test_the_threshold_rule_withholds_exactly_the_cells_below_the_floor() -> None:
-    cells = pl.DataFrame({"n": [0, 1, 9, 10, 11]})
+    cells = pl.DataFrame({"n": [0, 1, 9, 10, 11], "persons": [0, 1, 9, 10, 11]})
     rule = next(r for r in TABLE_RULES if r.name == "threshold")
     assert cells.select(rule.mask(RULES)).to_series().to_list() == [True, True, True, False, False]

@@ -129,14 +129,21 @@ ReleaseResult = Released | Suppressed | Refused
 # --- differencing records ----------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Population:
-    """The rows a release describes, one sorted 64-bit id per person-year: the first 8 bytes of the person key,
-    mixed (XOR) with a constant of the reference year. A person pooled over two years is two elements, so a
-    pooled table and a table of one of its years differ by the other year's rows and their counts are compared
-    (comparing persons alone would take them for the same population and leave the other year's table, never
-    checked, open to subtraction); and releases of different years about the same persons share no element."""
+    """The rows a release describes, in two views that differencing checks both:
+
+    - ``ids``, one sorted 64-bit id per person-year: the first 8 bytes of the person key mixed (XOR) with a
+      constant of the reference year. A person pooled over two years is two elements, so a pooled table and a
+      table of one of its years differ by the other year's rows and their counts are compared (persons alone
+      would take them for one population and leave the other year's table open to subtraction);
+    - ``persons``, one sorted id per person (years dropped): two releases of different years about nearly the
+      same persons (everyone in 2022, everyone but 5 in 2024) differ by those 5 persons, whose stable attributes
+      (sex, birth year) the difference of counts would give away.
+
+    Stored as one blob: the number of person-year ids, the person-year ids, the person ids (big-endian u64)."""
 
     digest: str
     ids: np.ndarray
+    persons: np.ndarray
 
     @classmethod
     def of(cls, rows: pl.DataFrame | pl.Series, release_name: str) -> Population:
@@ -153,16 +160,25 @@ class Population:
                 f"no missing values) or non-negative integer ids"
             )
         values = ids.to_numpy().astype(np.uint64)
+        persons_only = np.unique(values)
         if isinstance(rows, pl.DataFrame) and "year" in rows.columns:
             years = rows.get_column("year").to_numpy()
             for year in np.unique(years):
                 values[years == year] ^= _year_constant(int(year))
-        unique = np.unique(values).astype(">u8")
-        return cls(ledger_mod.population_digest(unique.tobytes()), unique.astype(np.uint64))
+        unique = np.unique(values)
+        blob = np.concatenate([np.array([unique.size], dtype=np.uint64), unique, persons_only]).astype(">u8")
+        return cls(ledger_mod.population_digest(blob.tobytes()), unique, persons_only)
+
+    def blob(self) -> bytes:
+        """What the ledger stores (its digest is ``digest``)."""
+        head = np.array([self.ids.size], dtype=np.uint64)
+        return np.concatenate([head, self.ids, self.persons]).astype(">u8").tobytes()
 
     @classmethod
     def from_blob(cls, digest: str, blob: bytes) -> Population:
-        return cls(digest, np.frombuffer(blob, dtype=">u8").astype(np.uint64))
+        values = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+        n = int(values[0]) if values.size else 0
+        return cls(digest, values[1 : 1 + n], values[1 + n :])
 
 
 @dataclass(frozen=True, eq=False)
@@ -560,16 +576,23 @@ class Gate:
             self._populations[digest] = Population.from_blob(digest, bytes(row[0]))
         return self._populations[digest]
 
-    def _set_difference(self, new: Population, old_digest: str) -> tuple[int, int]:
-        """(|new \\ old|, |old \\ new|): how many person-years each population has that the other lacks."""
+    def _set_difference(self, new: Population, old_digest: str) -> tuple[int, int, str]:
+        """(|new \\ old|, |old \\ new|, view) in the first view that isolates fewer than ``t``: persons, then
+        person-years (``Population``); the persons view when neither does (not a conflict then)."""
         key = (new.digest, old_digest)
         if key not in self._set_differences:
             self._populations.setdefault(new.digest, new)
-            old = self._population(old_digest).ids
-            self._set_differences[key] = (
-                int(np.setdiff1d(new.ids, old, assume_unique=True).size),
-                int(np.setdiff1d(old, new.ids, assume_unique=True).size),
-            )
+            old = self._population(old_digest)
+            t = self.policy.sdc.min_persons_per_cell
+            views = []
+            for view, a, b in (("persons", new.persons, old.persons), ("person-years", new.ids, old.ids)):
+                views.append((
+                    int(np.setdiff1d(a, b, assume_unique=True).size),
+                    int(np.setdiff1d(b, a, assume_unique=True).size),
+                    view,
+                ))  # fmt: skip
+            unsafe = [v for v in views if not (v[0] == v[1] == 0 or (v[0] >= t and v[1] >= t))]
+            self._set_differences[key] = unsafe[0] if unsafe else views[0]
         return self._set_differences[key]
 
     def _differencing(self, record: DifferenceRecord) -> RuleOutcome:
@@ -602,14 +625,15 @@ class Gate:
                     continue
                 note = ""
                 if rec.persons is not None and row["population_digest"] is not None and row["seq"] >= since:
-                    only_new, only_old = self._set_difference(rec.persons, row["population_digest"])
+                    only_new, only_old, view = self._set_difference(rec.persons, row["population_digest"])
                     if only_new == only_old == 0 or (only_new >= t and only_old >= t):
                         continue
                     sides = [n for n in (only_new, only_old) if n]
+                    unit = "persons" if view == "persons" else "person-years"
                     note = (
-                        f"; population differs by {sides[0]} persons"
+                        f"; population differs by {sides[0]} {unit}"
                         if len(sides) == 1
-                        else f"; populations differ by {only_new} persons one way and {only_old} the other"
+                        else f"; populations differ by {only_new} {unit} one way and {only_old} the other"
                     )
                 earlier = f"entry L{row['seq']:06d}" + (f" node {row['node']}" if row["node"] is not None else "")
                 conflicts.append(f"{label}{earlier} ({where} differs by fewer than {t}{note})")
@@ -688,10 +712,10 @@ class Gate:
         )
         if record is not None:
             if record.persons is not None:
-                ids = record.persons.ids.astype(">u8")
+                blob = record.persons.blob()
                 self._conn.execute(
                     "INSERT OR IGNORE INTO populations(digest, ids, size) VALUES (?, ?, ?)",
-                    (record.persons.digest, ids.tobytes(), int(ids.size)),
+                    (record.persons.digest, blob, len(blob) // 8),
                 )
             self._conn.execute(
                 "INSERT INTO table_records(seq, dims, population, cells, population_digest) VALUES (?, ?, ?, ?, ?)",
@@ -699,10 +723,10 @@ class Gate:
             )
             for node, part in record.nodes:
                 if part.persons is not None:
-                    ids = part.persons.ids.astype(">u8")
+                    blob = part.persons.blob()
                     self._conn.execute(
                         "INSERT OR IGNORE INTO populations(digest, ids, size) VALUES (?, ?, ?)",
-                        (part.persons.digest, ids.tobytes(), int(ids.size)),
+                        (part.persons.digest, blob, len(blob) // 8),
                     )
                 self._conn.execute(
                     "INSERT INTO node_records(seq, node, dims, population, cells, population_digest) "
