@@ -35,8 +35,9 @@ CATEGORIES = {
     "test_fuzz_parsers": "fuzz",
     "test_gate_service_attacks": "service",
     "test_spec_attacks": "specs",
+    "test_history_audit": "history",
 }
-ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "service", "fuzz", "faults")
+ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "history", "service", "fuzz", "faults")
 # The attack classes of test_spec_attacks.py, in the order of the attack -> verdict table.
 ATTACK_CLASSES = (
     "population differencing",
@@ -49,6 +50,11 @@ ATTACK_CLASSES = (
     "extremes",
     "conditions and names",
     "random specs (hypothesis)",
+    "linked tables (history)",
+    "chains of releases",
+    "tree and model counts (history)",
+    "value differencing (history)",
+    "random sequences (history)",
 )
 
 

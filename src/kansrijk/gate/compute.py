@@ -73,6 +73,9 @@ class Materialised:
     verdicts: tuple[RuleOutcome, ...] = ()
     withheld: tuple[str, ...] = field(default=())  # keys of a model output withheld by a computation verdict
     nodes: tuple[tuple[int, pl.DataFrame], ...] = ()  # a tree: the rows of every node but the root (differencing)
+    # the release-history audit: each row's outcome (trees, metrics) and each row's leaf (trees)
+    outcome: np.ndarray | None = None
+    leaf_of: np.ndarray | None = None
 
 
 def _labels(spec: ReleaseSpec) -> dict[str, str]:
@@ -345,7 +348,10 @@ def _tree(spec: TreeSpec, data: GateData, policy: ReleasePolicy) -> Materialised
     )
     persons = _rows(frame)
     nodes = tuple((node_id, persons[rows]) for node_id, rows in sorted(node_rows.items()) if node_id != 0)
-    return Materialised(request, persons, len(spec.years), verdicts, nodes=nodes)
+    leaf_of = np.zeros(frame.height, dtype=np.int64)
+    for node_id, rows in leaf_rows.items():
+        leaf_of[rows] = node_id
+    return Materialised(request, persons, len(spec.years), verdicts, nodes=nodes, outcome=y, leaf_of=leaf_of)
 
 
 def _leaf_persons(
@@ -463,7 +469,7 @@ def _metrics(spec: MetricsSpec, data: GateData, policy: ReleasePolicy) -> Materi
     verdicts = (groups,)
     if len(spec.years) > 1:
         verdicts += (_class_persons(_ids(scored), y, t, spec.outcome),)
-    return Materialised(request, _rows(scored), len(spec.years), verdicts)
+    return Materialised(request, _rows(scored), len(spec.years), verdicts, outcome=y)
 
 
 def _class_persons(ids: np.ndarray, y: np.ndarray, t: int, outcome: str) -> RuleOutcome:

@@ -102,6 +102,12 @@ CREATE TABLE IF NOT EXISTS populations (
     ids    BLOB NOT NULL,
     size   INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq    INTEGER NOT NULL REFERENCES ledger(seq),
+    part   INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (seq, part)
+);
 """
 
 _HASHED_FIELDS = (

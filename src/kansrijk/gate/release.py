@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -42,7 +41,9 @@ from kansrijk.fsutil import sweep_stale_temp_files
 from kansrijk.gate import budget as budget_mod
 from kansrijk.gate import dp as dp_mod
 from kansrijk.gate import dp_models as dpm
+from kansrijk.gate import history as history_mod
 from kansrijk.gate import ledger as ledger_mod
+from kansrijk.gate.audit import AuditRecord
 from kansrijk.gate.compute import Materialised, materialise
 from kansrijk.gate.data import GateData
 from kansrijk.gate.document import RELEASE_FORMAT, RELEASE_VERSION, ReleaseDocument
@@ -164,7 +165,7 @@ class Population:
         if isinstance(rows, pl.DataFrame) and "year" in rows.columns:
             years = rows.get_column("year").to_numpy()
             for year in np.unique(years):
-                values[years == year] ^= _year_constant(int(year))
+                values[years == year] ^= history_mod.year_constant(int(year))
         unique = np.unique(values)
         blob = np.concatenate([np.array([unique.size], dtype=np.uint64), unique, persons_only]).astype(">u8")
         return cls(ledger_mod.population_digest(blob.tobytes()), unique, persons_only)
@@ -229,6 +230,9 @@ class Gate:
         # populations are immutable once stored (keyed by digest): cache them and the sizes of their differences
         self._populations: dict[str, Population] = {}
         self._set_differences: dict[tuple[str, str], tuple[int, int]] = {}
+        # the release-history audit's records, as stored (immutable once committed), loaded as the ledger grows
+        self._audit_records: list[AuditRecord] = []
+        self._audit_loaded = 0
 
     @classmethod
     def open(
@@ -372,13 +376,32 @@ class Gate:
         persons = Population.of(computed.persons, spec.name) if method == "sdc" else None
         nodes = _tree_node_records(request, computed, spec.name) if method == "sdc" else ()
         record = None
+        audited: Callable[[], tuple[RuleOutcome, list[AuditRecord]]] | None = None
+        state = {"check": check}
         if method == "sdc":
             record = _difference_record(request, check) if check is not None else _count_record(request)
             record = dataclasses.replace(record, persons=persons, nodes=nodes) if record is not None else None
+            new = history_mod.records_for(request, computed, check)
+
+            def audit_new() -> tuple[RuleOutcome, list[AuditRecord]]:
+                """Inside the write lock: the new numbers against every exact number released before."""
+                earlier = self._audit_history()
+                table = state["check"]
+                if table is None or not new or (table.dims == () and table.cells.height == 1):
+                    result = history_mod.run(earlier, new, self.policy.sdc)
+                    return history_mod.outcome(result), new
+                result, state["check"], withheld = history_mod.suppress_against_history(
+                    earlier, new, table, self.policy.sdc
+                )
+                kept = {int(i) for i in np.flatnonzero(~state["check"].cells.get_column("suppressed").to_numpy())}
+                final = [r.with_cells(c for c in r.cells if c.codes[0] in kept) for r in new]
+                return history_mod.outcome(result, withheld), final
+
+            audited = audit_new if new else None
 
         def produce() -> tuple[Any, Any]:
             if method == "sdc":
-                return _sdc_values(request, check, verdicts, computed.withheld), None
+                return _sdc_values(request, state["check"], verdicts, computed.withheld), None
             assert self.policy.dp is not None
             dp_result = dp_mod.measure(
                 request,
@@ -399,6 +422,7 @@ class Gate:
             record=record,
             produce=produce,
             debited="epsilon {epsilon} debited before measuring",
+            audited=audited,
         )
 
     # -- the one commit path of every release -----------------------------------------------------------------
@@ -414,6 +438,7 @@ class Gate:
         record: DifferenceRecord | None,
         produce: Callable[[], tuple[Any, Any]],
         debited: str,
+        audited: Callable[[], tuple[RuleOutcome, list[AuditRecord]]] | None = None,
     ) -> ReleaseResult:
         """In one ``BEGIN IMMEDIATE`` transaction: the name is new, differencing against every earlier record,
         the budget checked and debited *before* ``produce`` computes the released values (OpenDP runs there),
@@ -429,6 +454,12 @@ class Gate:
                 conflict = self._differencing(record)
                 verdicts.append(conflict)
                 if conflict.verdict == "refuse":
+                    return self._record_refusal(spec, requested_by, verdicts)
+            audit_records: list[AuditRecord] = []
+            if audited is not None:
+                verdict, audit_records = audited()
+                verdicts.append(verdict)
+                if verdict.verdict == "refuse":
                     return self._record_refusal(spec, requested_by, verdicts)
             if epsilon > 0:
                 assert budget is not None
@@ -450,6 +481,7 @@ class Gate:
                 values=values,
                 verdicts=verdicts,
                 record=record,
+                audit_records=audit_records,
             )
             _fault_point("before_commit")
         _fault_point("after_commit")
@@ -568,6 +600,15 @@ class Gate:
             out.append((tmp, self.released_dir / name))
         return out
 
+    def _audit_history(self) -> list[AuditRecord]:
+        """Every stored audit record (in ledger order), loading only those added since the last call."""
+        for seq, blob in self._conn.execute(
+            "SELECT seq, record FROM audit_records WHERE seq > ? ORDER BY seq, part", (self._audit_loaded,)
+        ):
+            self._audit_records.append(AuditRecord.from_blob(bytes(blob), seq))
+            self._audit_loaded = max(self._audit_loaded, seq)
+        return self._audit_records
+
     def _population(self, digest: str) -> Population:
         if digest not in self._populations:
             row = self._conn.execute("SELECT ids FROM populations WHERE digest = ?", (digest,)).fetchone()
@@ -662,6 +703,7 @@ class Gate:
         values: Any,
         verdicts: list[RuleOutcome],
         record: DifferenceRecord | None = None,
+        audit_records: Sequence[AuditRecord] = (),
     ) -> tuple[ledger_mod.LedgerEntry, list[tuple[Path, Path]], dict[str, Any]]:
         """Inside the open write transaction: write the release files under pending names and append the
         ledger entry (and the differencing record). The caller commits, then renames the pending files."""
@@ -710,6 +752,10 @@ class Gate:
             record_digest=record.digest() if record is not None else "",
             seq=seq,
         )
+        for part, audit_record in enumerate(audit_records):
+            self._conn.execute(
+                "INSERT INTO audit_records(seq, part, record) VALUES (?, ?, ?)", (entry.seq, part, audit_record.blob())
+            )
         if record is not None:
             if record.persons is not None:
                 blob = record.persons.blob()
@@ -814,11 +860,6 @@ def _count_record(request: ReleaseRequest) -> DifferenceRecord | None:
     if not isinstance(n, int) or isinstance(n, bool):
         return None
     return DifferenceRecord(json.dumps([]), request.population, json.dumps([[[], n]], separators=(",", ":")))
-
-
-def _year_constant(year: int) -> np.uint64:
-    """A reference year's 64-bit constant, XORed into its rows' person ids (see ``Population``)."""
-    return np.uint64(int.from_bytes(hashlib.sha256(b"kansrijk population year %d" % year).digest()[:8], "big"))
 
 
 def _count_conflict(

@@ -44,6 +44,10 @@ FLOOR_MIN_SAMPLES_LEAF = 5
 FLOOR_MIN_LEAF_PERSONS = 10
 FLOOR_MIN_CLASS_COUNT = 10
 FLOOR_QUANTILE_CONTRIBUTORS = 10
+# The release-history audit (kansrijk.gate.audit): a group below the threshold must stay uncertain to an interval of
+# at least this many persons under every release together (1: never exactly; tau-Argus's protection interval).
+FLOOR_AUDIT_INTERVAL = 1
+DEFAULT_AUDIT_INTERVAL = 2
 # A table with more than half its cells withheld is refused: the blanks and the cells left say too much together
 # and the table has no analytical value (our stricter-than-ACRO rule 3, docs/privacy-officer.md; the ACRO
 # comparison suite refuses 16 small pivot tables on it). A higher share would quietly switch the rule off.
@@ -120,6 +124,12 @@ LIMITS: tuple[Limit, ...] = (
         "floor",
         _f(FLOOR_QUANTILE_CONTRIBUTORS),
         "contributors per quantile group: ABS DataLab",
+    ),
+    Limit(
+        "sdc.audit_interval",
+        "floor",
+        _f(FLOOR_AUDIT_INTERVAL),
+        "persons of uncertainty the release-history audit keeps on every group below the threshold",
     ),
     Limit(
         "sdc.max_suppressed_share",
@@ -296,6 +306,12 @@ class SdcRules(PolicyModel):
     allow_extremes: Literal[False] = Field(default=False, description="Raw minimum and maximum are never released.")
     secondary_suppression: Literal[True] = True
     differencing: Literal[True] = True
+    audit_interval: int = Field(
+        default=DEFAULT_AUDIT_INTERVAL,
+        ge=FLOOR_AUDIT_INTERVAL,
+        description="The release-history audit refuses (or withholds cells of a table) when all exact releases "
+        "together pin a group of fewer than min_persons_per_cell persons to an interval narrower than this.",
+    )
     max_suppressed_share: float = Field(
         default=CEILING_MAX_SUPPRESSED_SHARE,
         gt=0.0,
