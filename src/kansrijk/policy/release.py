@@ -527,6 +527,10 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
         "from the row, column and other margins (checked by linear algebra).",
         f"- Differencing: a table is refused if, compared with an earlier released table over shared variables, "
         f"any cell or total differs by 1..{s.min_persons_per_cell - 1} persons.",
+        f"- Release history: before every exact release, all exact numbers released about the same persons are "
+        f"audited together; if they would determine a group of 1..{s.min_persons_per_cell - 1} persons to fewer "
+        f"than {s.audit_interval} whole persons (or a small group's value total to within "
+        f"{s.p_percent:.0%}), a table withholds further cells and any other output is refused.",
         f"- A table is refused when more than {s.max_suppressed_share:.0%} of its cells would be withheld.",
         f"- Models and tests need at least {s.min_dof} residual degrees of freedom; model metrics need at least "
         f"{s.min_persons_per_cell} persons in each outcome class.",
