@@ -3,13 +3,22 @@ incremental audit against a full re-audit and an independent brute-force attacke
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 import scipy.optimize
+from gate_kit import gate_workspace, signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kansrijk.gate.audit import COUNT, PERSON_YEARS, AuditCell, AuditRecord, audit, build_system
+from kansrijk.gate.ledger import LedgerCorrupted, verify_ledger
+from kansrijk.gate.release import Gate, Refused, Released, Suppressed
+from kansrijk.gate.specs import CountSpec, where
 
 T = 10
 
@@ -167,3 +176,55 @@ def test_the_incremental_audit_agrees_with_an_independent_attacker(seq: list[Aud
             assert not brute_force(accepted, interval)
         else:
             assert brute_force([*accepted, rec], interval)
+
+
+# --- the gate keeps its audit records, and the ledger covers them ------------------------------------------------
+def test_the_audit_record_digest_vector() -> None:
+    """The entry's record digest with audit records: SHA-256 over canonical JSON [record digest, [SHA-256 of each
+    audit record's bytes]] (a format the gate signs: fixed here)."""
+    from kansrijk.gate.ledger import record_digest_with_audit
+
+    got = record_digest_with_audit("sha256:" + "ab" * 32, [b"first", b"second"])
+    assert got == "sha256:" + hashlib.sha256(
+        b'["sha256:' + b"ab" * 32 + b'",["sha256:'
+        + hashlib.sha256(b"first").hexdigest().encode() + b'","sha256:'
+        + hashlib.sha256(b"second").hexdigest().encode() + b'"]]'
+    ).hexdigest()  # fmt: skip
+
+
+def _city(n: int = 300) -> pl.DataFrame:
+    rng = np.random.default_rng(3)
+    ages = rng.integers(4, 23, n)
+    ages[:2] = 23
+    return pl.DataFrame({"sex": rng.choice(["M", "F"], n).tolist(), "age_years": ages.astype(np.int32)})
+
+
+def test_the_audit_remembers_across_a_restart_and_the_ledger_covers_its_records(tmp_path: Path) -> None:
+    ws = gate_workspace(tmp_path, _city())
+    policy, pub, _ = signed_policy(tmp_path, "sdc-only")
+    with Gate.open(ws, policy, [pub]) as gate:
+        first, second = (
+            gate.release(CountSpec(name=n, years=(2023,), population=p, by=("sex",)), requested_by="analysis")
+            for n, p in (("g", (where("age_years", "<=", 23),)),
+                         ("g_minus", (where("age_years", ">=", 7), where("age_years", "<=", 22))))
+        )  # fmt: skip
+        assert isinstance(first, Released) and isinstance(second, Released)
+    with Gate.open(ws, policy, [pub]) as gate:  # a new process: the history comes from the ledger database
+        third = gate.release(
+            CountSpec(name="r", years=(2023,), population=(where("age_years", "<=", 6),), by=("sex",)),
+            requested_by="analysis",
+        )
+    assert isinstance(third, Suppressed | Refused)
+    assert any(v.rule == "history_audit" and v.verdict != "pass" for v in third.verdicts)
+    verify_ledger(ws)
+    conn = sqlite3.connect(ws / "ledger.sqlite")
+    with conn:
+        (blob,) = conn.execute("SELECT record FROM audit_records WHERE seq = 1").fetchone()
+        conn.execute("UPDATE audit_records SET record = ? WHERE seq = 1", (bytes(blob) + b"\0",))
+    with pytest.raises(LedgerCorrupted, match="entry 1"):
+        verify_ledger(ws)
+    with conn:
+        conn.execute("DELETE FROM audit_records WHERE seq = 1")
+    with pytest.raises(LedgerCorrupted, match="entry 1"):
+        verify_ledger(ws)
+    conn.close()

@@ -59,8 +59,11 @@ def _table_codes(request: ReleaseRequest, check: TableCheck) -> np.ndarray:
     return joined.sort("__row").get_column(_CODE).fill_null(-1).to_numpy()
 
 
-def records_for(request: ReleaseRequest, computed: Materialised, check: TableCheck | None) -> list[AuditRecord]:
-    """The audit records of an exact (SDC) release: its released counts, and its released sums of a value."""
+def records_for(
+    request: ReleaseRequest, computed: Materialised, check: TableCheck | None, verdicts: Sequence[RuleOutcome] = ()
+) -> list[AuditRecord]:
+    """The audit records of an exact (SDC) release: its released counts, and its released sums of a value. A
+    tree whose class counts the tree rules withhold, and a model output's withheld keys, release nothing here."""
     rows = computed.persons
     if rows.height == 0:
         return []
@@ -87,8 +90,8 @@ def records_for(request: ReleaseRequest, computed: Materialised, check: TableChe
             )  # fmt: skip
         return records
     if isinstance(request, TreeStructure) and computed.leaf_of is not None and computed.outcome is not None:
-        if any(n.class_counts is None for n in request.nodes):
-            return []
+        if any(v.rule.startswith("tree_") and v.verdict == "suppress" for v in verdicts):
+            return []  # the class counts are withheld (kansrijk.gate.release._sdc_values)
         codes = computed.leaf_of * 2 + computed.outcome
         children = {n.node_id: (n.left, n.right) for n in request.nodes if n.left is not None}
         cells = []
@@ -99,8 +102,8 @@ def records_for(request: ReleaseRequest, computed: Materialised, check: TableChe
                 cells.append(AuditCell(part, float(node.class_counts[c]), f"node {node.node_id} class {c}"))
         return [AuditRecord(COUNT, PERSON_YEARS, ids, codes.astype(np.int64), tuple(cells))]
     if isinstance(request, ModelMetrics) and computed.outcome is not None:
-        cells = [AuditCell((0, 1), float(request.n), "n")]
-        if request.n_positive is not None:
+        cells = [AuditCell((0, 1), float(request.n), "n")] if "n" not in computed.withheld else []
+        if request.n_positive is not None and "n_positive" not in computed.withheld:
             cells.append(AuditCell((1,), float(request.n_positive), "n_positive"))
         return [AuditRecord(COUNT, PERSON_YEARS, ids, computed.outcome.astype(np.int64), tuple(cells))]
     n = getattr(request, "n", None)

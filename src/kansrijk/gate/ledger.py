@@ -177,6 +177,13 @@ def record_digest_with_nodes(root: str, nodes: list[tuple[int, str]]) -> str:
     return sha256_prefixed(canonical([root, [[node, digest] for node, digest in sorted(nodes)]]))
 
 
+def record_digest_with_audit(record: str, audit_blobs: list[bytes]) -> str:
+    """An entry's record digest when the release also left audit records (``audit_records``, the release-history
+    audit's): the differencing record's digest and each audit record's SHA-256, in part order. Editing, removing
+    or adding an audit record (weakening what later releases are audited against) fails ``ledger verify``."""
+    return sha256_prefixed(canonical([record, [sha256_prefixed(blob) for blob in audit_blobs]]))
+
+
 def population_digest(ids_bytes: bytes) -> str:
     """The digest of a population: SHA-256 over its sorted unique 64-bit person-year ids (big-endian bytes)."""
     return sha256_prefixed(ids_bytes)
@@ -423,6 +430,9 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             budget_rows = {r["dataset"]: dict(r) for r in conn.execute("SELECT * FROM budget")}
             records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
             node_records = _read_node_records(conn)
+            audit_blobs: dict[int, list[bytes]] = {}
+            for seq, blob in conn.execute("SELECT seq, record FROM audit_records ORDER BY seq, part"):
+                audit_blobs.setdefault(seq, []).append(bytes(blob))
             populations = _read_populations(conn)
             head_seq, head_hash = head(conn)
             recorded_gate_key = _meta(conn, "gate_key")
@@ -468,6 +478,9 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
                 parts = [(n["node"], record_digest(n["dims"], n["population"], n["cells"], n["population_digest"]))
                          for n in nodes]  # fmt: skip
                 digest = record_digest_with_nodes(digest, parts)
+            blobs = audit_blobs.pop(i, [])
+            if blobs:
+                digest = record_digest_with_audit(digest, blobs)
             if digest != row["record_digest"]:
                 raise LedgerCorrupted(f"{where}: the differencing record of entry {i} was edited")
             if any(pop is not None and pop not in populations for pop in pops):
@@ -482,8 +495,8 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             raise LedgerCorrupted(f"{where}: entry {i} has unreadable outputs")
         for name, digest in outputs.items():
             expected_files[name] = digest
-    if records or node_records:
-        orphans = sorted({*records, *node_records})
+    if records or node_records or audit_blobs:
+        orphans = sorted({*records, *node_records, *audit_blobs})
         raise LedgerCorrupted(f"{where}: differencing record(s) for entries {orphans} have no ledger entry")
     for digest, (ids, size) in populations.items():
         if population_digest(ids) != digest or size * 8 != len(ids):

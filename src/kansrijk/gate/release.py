@@ -381,7 +381,7 @@ class Gate:
         if method == "sdc":
             record = _difference_record(request, check) if check is not None else _count_record(request)
             record = dataclasses.replace(record, persons=persons, nodes=nodes) if record is not None else None
-            new = history_mod.records_for(request, computed, check)
+            new = history_mod.records_for(request, computed, check, verdicts)
 
             def audit_new() -> tuple[RuleOutcome, list[AuditRecord]]:
                 """Inside the write lock: the new numbers against every exact number released before."""
@@ -731,6 +731,9 @@ class Gate:
         document = _finite(document)
         ReleaseDocument.model_validate(document)  # the one schema the report reads back; never write another
         files = {f"{spec.name}.json": (json.dumps(document, indent=2) + "\n").encode()}
+        audit_blobs = [r.blob() for r in audit_records]
+        if audit_blobs and record is None:
+            raise RuntimeError(f"release {spec.name!r}: audit records without a differencing record")
         if isinstance(values, dict) and "rows" in values:
             files[f"{spec.name}.csv"] = _csv(values)
         pending = self._write_pending(seq, files)
@@ -749,13 +752,11 @@ class Gate:
             delta=Fraction(0),
             verdicts=[v.to_json() for v in verdicts],
             outputs={name: sha256_prefixed(data) for name, data in files.items()},
-            record_digest=record.digest() if record is not None else "",
+            record_digest=_entry_record_digest(record, audit_blobs),
             seq=seq,
         )
-        for part, audit_record in enumerate(audit_records):
-            self._conn.execute(
-                "INSERT INTO audit_records(seq, part, record) VALUES (?, ?, ?)", (entry.seq, part, audit_record.blob())
-            )
+        for part, blob in enumerate(audit_blobs):
+            self._conn.execute("INSERT INTO audit_records(seq, part, record) VALUES (?, ?, ?)", (entry.seq, part, blob))
         if record is not None:
             if record.persons is not None:
                 blob = record.persons.blob()
@@ -803,6 +804,14 @@ class Gate:
             outputs={},
         )
         return Refused(name=spec.name, kind=spec.kind, verdicts=tuple(verdicts), entry_id=entry.entry_id)
+
+
+def _entry_record_digest(record: DifferenceRecord | None, audit_blobs: list[bytes]) -> str:
+    """What the ledger entry's ``record_digest`` covers: the differencing record and the audit records."""
+    if record is None:
+        return ""
+    digest = record.digest()
+    return ledger_mod.record_digest_with_audit(digest, audit_blobs) if audit_blobs else digest
 
 
 def _replace(tmp: Path, final: Path) -> None:
