@@ -133,6 +133,10 @@ def _replay(ledger: Path) -> tuple[int, float, float, int]:
     return len(by_seq), incremental, full, atoms
 
 
+def _say(what: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} audit bench: {what}", file=sys.stderr, flush=True)
+
+
 def run(scale: str) -> list[dict]:
     persons = PERSONS[scale]
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,8 +144,11 @@ def run(scale: str) -> list[dict]:
         frames = {y: stacked.filter(pl.col("year") == y) for y in YEARS}
         with_audit = Path(tmp) / "with"
         with_audit.mkdir()
+        _say(f"{persons:,} persons, two years: the plan through the gate with the audit")
         ledger, outcomes, released, withheld, seconds = _release_plan(with_audit, frames)
+        _say(f"done in {seconds:.1f} s; replaying the audit records, incremental and full")
         releases, incremental, full, atoms = _replay(ledger)
+        _say(f"replayed: incremental {incremental:.1f} s, full {full:.1f} s; the plan without the audit")
         without = Path(tmp) / "without"
         without.mkdir()
         with _audit_off():

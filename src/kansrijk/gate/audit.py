@@ -33,15 +33,17 @@ persons (pooled tables count persons). A single-year release is in both systems.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-import math
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import highspy
 import numpy as np
 import polars as pl
-import scipy.optimize
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
@@ -230,32 +232,30 @@ def build_system(records: Sequence[AuditRecord]) -> System:
         hi = max(r.bounds[1] for r in records if r.bounds)  # type: ignore[index]
         bounds = (lo, hi)
 
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
+    blocks: list[sp.csr_matrix] = []
     rhs: list[float] = []
     entry: list[int] = []
-    n_cells = 0
     for r in records:
         if not r.cells:
             continue
-        pos = np.searchsorted(person_ids, r.ids.astype(np.uint64))
-        atoms_here = atom_of_person[pos]
-        pairs = pl.DataFrame({"code": r.codes.astype(np.int64), "atom": atoms_here.astype(np.int64)}).unique()
-        cell_codes = pl.DataFrame(
-            {
-                "cell": np.repeat(np.arange(len(r.cells)), [len(c.codes) for c in r.cells]).astype(np.int64),
-                "code": np.concatenate([np.asarray(c.codes, dtype=np.int64) for c in r.cells]),
-            }
-        )
-        hits = cell_codes.join(pairs, on="code").unique(["cell", "atom"])
-        rows.append(hits.get_column("cell").to_numpy() + n_cells)
-        cols.append(hits.get_column("atom").to_numpy())
+        atoms_here = atom_of_person[np.searchsorted(person_ids, r.ids.astype(np.uint64))]
+        codes, code_of = np.unique(r.codes, return_inverse=True)
+        parts = sp.csr_matrix(
+            (np.ones(code_of.size), (code_of.ravel(), atoms_here)), shape=(codes.size, n_atoms)
+        )  # codes x atoms
+        cell_of = np.repeat(np.arange(len(r.cells)), [len(c.codes) for c in r.cells])
+        wanted = np.concatenate([np.asarray(c.codes, dtype=np.int64) for c in r.cells])
+        pos = np.searchsorted(codes, wanted)
+        present = (pos < codes.size) & (codes[np.minimum(pos, codes.size - 1)] == wanted)
+        cells = sp.csr_matrix(
+            (np.ones(int(present.sum())), (cell_of[present], pos[present])), shape=(len(r.cells), codes.size)
+        )  # cells x codes
+        block = (cells @ parts).tocsr()
+        block.data[:] = 1.0
+        blocks.append(block)
         rhs.extend(c.value for c in r.cells)
         entry.extend([r.seq] * len(r.cells))
-        n_cells += len(r.cells)
-    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    matrix = sp.csr_matrix((np.ones(row.size), (row, col)), shape=(n_cells, n_atoms))
+    matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_atoms))
     if values is None:
         truth = sizes.astype(np.float64)
         lower, upper = np.zeros(n_atoms), np.full(n_atoms, np.inf)
@@ -280,11 +280,56 @@ def _width(low: np.ndarray, high: np.ndarray, quantity: str) -> np.ndarray:
     return high - low
 
 
-def _solve(c: np.ndarray, a: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
-    bounds = np.column_stack([lo, np.where(np.isinf(hi), np.nan, hi)])
-    bounds_list = [(float(x), None if math.isnan(y) else float(y)) for x, y in bounds]
-    res = scipy.optimize.linprog(c, A_eq=a, b_eq=b, bounds=bounds_list, method="highs")
-    return res.x if res.status == 0 else None  # unbounded (status 3): the value is not pinned from that side
+@functools.cache
+def _highs_banner_silenced() -> None:
+    """HiGHS prints a banner to the process's standard output the first time a solver is made (before any option
+    can switch it off): make that first solver with file descriptor 1 pointed at /dev/null, so the gate's
+    service, the CLI's JSON output and the demo stay clean."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class _Program:
+    """The attacker's linear program over one component, built once: only the objective changes between solves,
+    so HiGHS starts every solve from the last optimal basis (a few pivots instead of a fresh solve)."""
+
+    def __init__(self, a: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.n = a.shape[1]
+        csc = sp.csc_matrix(a)
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = self.n, a.shape[0]
+        lp.col_cost_ = np.zeros(self.n)
+        lp.col_lower_ = lo.astype(np.float64)
+        lp.col_upper_ = np.where(np.isinf(hi), highspy.kHighsInf, hi).astype(np.float64)
+        lp.row_lower_ = lp.row_upper_ = b.astype(np.float64)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = csc.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = csc.indices.astype(np.int32)
+        lp.a_matrix_.value_ = csc.data.astype(np.float64)
+        _highs_banner_silenced()
+        self.h = highspy.Highs()
+        self.h.setOptionValue("output_flag", False)
+        self.h.setOptionValue("log_to_console", False)
+        self.h.passModel(lp)
+        self.cost = np.zeros(self.n)
+
+    def solve(self, cost: np.ndarray) -> np.ndarray | None:
+        """A minimiser of ``cost @ x``; None when unbounded (or infeasible: never for a true history)."""
+        changed = np.flatnonzero(cost != self.cost)
+        if changed.size:
+            self.h.changeColsCost(changed.size, changed.astype(np.int32), cost[changed].astype(np.float64))
+            self.cost = cost.copy()
+        self.h.run()
+        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return None
+        return np.asarray(self.h.getSolution().col_value)
 
 
 def _audit_component(
@@ -304,6 +349,7 @@ def _audit_component(
     open_ = np.ones(cand.size, dtype=bool)
     rng = np.random.default_rng(seed)
     programs = 0
+    program = _Program(a, b, lo, hi)
 
     def update(x: np.ndarray | None, idx: np.ndarray) -> None:
         if x is None:
@@ -322,22 +368,24 @@ def _audit_component(
             c = np.zeros(atoms.size)
             c[cand[idx]] = sign * rng.uniform(1.0, 2.0, idx.size)
             programs += 1
-            update(_solve(c, a, b, lo, hi), idx)  # None when unbounded: the one-by-one programs will say
+            update(program.solve(c), np.flatnonzero(open_))  # None when unbounded: the one-by-one will say
             idx = np.flatnonzero(open_)
             if idx.size == 0:
                 break
     # the rest, one by one: its own maximum, then its own minimum
     pinned: dict[int, tuple[float, float]] = {}
     for i in np.flatnonzero(open_):
+        if not open_[i]:  # cleared meanwhile by another atom's solution
+            continue
         for sign in (-1.0, 1.0):
             c = np.zeros(atoms.size)
             c[cand[i]] = sign
             programs += 1
-            x = _solve(c, a, b, lo, hi)
+            x = program.solve(c)
             if x is None:  # unbounded: not pinned
                 open_[i] = False
                 break
-            update(x, np.array([i]))
+            update(x, np.flatnonzero(open_))  # every solution may clear other atoms too
             if not open_[i]:
                 break
         if open_[i]:
