@@ -278,7 +278,7 @@ def _cannot(n: OutcomeNumbers) -> list[str]:
             f"{'it matters' if one else 'they matter'}."
         )
     if nothing:
-        out.append(f"{_count(len(nothing), 'further variable')} show{'s' if len(nothing) == 1 else ''} no measurable "
+        out.append(f"{_count(len(nothing), 'other variable')} show{'s' if len(nothing) == 1 else ''} no measurable "
                    f"importance (below {fmt_importance(MIN_IMPORTANCE)}).")  # fmt: skip
     if n.uncovered_factors:
         factors = join_and([label(f) for f in n.uncovered_factors])

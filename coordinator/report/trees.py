@@ -361,7 +361,7 @@ class _Box:
     cut: bool
 
 
-def tree_svg(tree: Tree, *, outcome: str, unit: str = "persons", ident: str = "tree") -> Markup:
+def tree_svg(tree: Tree, *, outcome: str, unit: str = "persons") -> Markup:
     """The tree as an SVG diagram (see the module docstring)."""
     depth = cut_depth(tree)
     shown: list[tuple[Node, bool]] = []  # (node, drawn as a box without children)
@@ -475,20 +475,18 @@ def tree_svg(tree: Tree, *, outcome: str, unit: str = "persons", ident: str = "t
             f'<text x="{box.x:.1f}" y="{ty:.1f}" text-anchor="middle" fill="{box.ink}" font-size="10">'
             f"{escape(box.stats)}</text></g>"
         )
-    # legend: the colour ramp from 0% to the highest leaf rate drawn
+    # legend: the colour ramp from 0% to the highest leaf rate drawn, as swatches (no gradient: no url() reference)
     ly = height - legend_h + 10
-    gid = f"ramp-{escape(ident)}"
-    stops = "".join(
-        f'<stop offset="{i / (len(_RAMP) - 1):.2f}" stop-color="#{r:02x}{g:02x}{b:02x}"/>'
-        for i, (r, g, b) in enumerate(_RAMP)
-    )
-    parts.append(f'<defs><linearGradient id="{gid}">{stops}</linearGradient></defs>')
     caption = f"share with {outcome}:"
     ramp_x = round(len(caption) * 5.7) + 30  # after the caption (10 px DejaVu Sans) and the "0%" label
+    swatches = "".join(
+        f'<rect x="{ramp_x + 24 * i}" y="{ly:.1f}" width="24" height="14" fill="{_colour(i / 4)[0]}"/>'
+        for i in range(5)
+    )
     parts.append(
         f'<g class="legend"><text x="0" y="{ly + 11:.1f}" font-size="10" fill="#4a5568">{escape(caption)}</text>'
         f'<text x="{ramp_x - 4}" y="{ly + 11:.1f}" font-size="10" text-anchor="end" fill="#4a5568">0%</text>'
-        f'<rect x="{ramp_x}" y="{ly:.1f}" width="120" height="14" fill="url(#{gid})" stroke="#cbd5e0"/>'
+        f'{swatches}<rect x="{ramp_x}" y="{ly:.1f}" width="120" height="14" fill="none" stroke="#cbd5e0"/>'
         f'<text x="{ramp_x + 126}" y="{ly + 11:.1f}" font-size="10" fill="#4a5568">'
         f"{escape(fmt_percent(top))}</text></g>"
     )

@@ -109,8 +109,8 @@ def _item(scope, outcome: str, variable: str, group: Sequence[Release]) -> Item:
             lin, nonlin = p_values["linear_lr"], p_values["nonlinearity_lr"]
             paragraphs.insert(
                 0,
-                f"Reading at significance level {alpha.group(1)}: {reading} (linear trend p = {fmt_p(lin)}, "
-                f"non-linearity p = {fmt_p(nonlin)}).",
+                f"Reading at significance level {alpha.group(1)}: {reading} (linear trend {_p(lin)}, "
+                f"non-linearity {_p(nonlin)}).",
             )
     tables.extend(_regression_table(r) for r in group if r.kind == "regression")
     return Item(
@@ -122,6 +122,11 @@ def _item(scope, outcome: str, variable: str, group: Sequence[Release]) -> Item:
         badges=group_badges(group),
         sources=tuple(r.name for r in group),
     )
+
+
+def _p(value: float | None) -> str:
+    text = fmt_p(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def _regression_table(r: Release) -> TableView:

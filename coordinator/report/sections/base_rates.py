@@ -50,7 +50,8 @@ def positives_of(r: Release) -> Positives:
 def not_modelled_reason(r: Release) -> str:
     """The analysis' reason for not modelling the outcome, as its positives release states it."""
     text = r.description
-    return (text.split("; ", 1)[1] if "; " in text else "no model was released for it").rstrip(".")
+    reason = text.split("; ", 1)[1] if "; " in text else "no model was released for it"
+    return reason.removeprefix("outcome not modelled: ").rstrip(".")
 
 
 def base_rate_section(catalogue: Catalogue) -> Section:

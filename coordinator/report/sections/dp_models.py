@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from ..figures import importance_figure
-from ..fmt import as_float, feature_set_label, fmt_fraction, fmt_number, fmt_share, label
+from ..fmt import as_float, capitalise, feature_set_label, fmt_fraction, fmt_number, fmt_share, label
 from ..released import Release
 from ..view import Cell, Figure, Item, Section, TableView, anchor, badges, value_cell
 
@@ -35,7 +35,7 @@ def _eval_epsilon(r: Release) -> Fraction | None:
 
 def _title(r: Release) -> str:
     model = DP_MODEL_LABEL.get(str(r.values.get("model")), label(str(r.values.get("model") or "DP model")))
-    return f"{label(r.outcome or '')} — {feature_set_label(r.feature_set)}, {model}, {r.scope.label}"
+    return f"{capitalise(label(r.outcome or ''))} — {feature_set_label(r.feature_set)}, {model}, {r.scope.label}"
 
 
 def _int_or_none(value: float | None) -> int | None:

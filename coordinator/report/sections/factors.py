@@ -97,8 +97,11 @@ def _item(catalogue: Catalogue, scope, group: Sequence[Release]) -> Item:  # typ
     def weight(f: str) -> float:
         return max((c.factor_importance.get(f) or 0.0) + (c.proxy_importance.get(f) or 0.0) for c in coverages)
 
+    def covered(f: str) -> bool:
+        return any(f in c.factor_importance or f in c.proxies for c in coverages)
+
     rows: list[tuple[Cell, ...]] = []
-    for factor in sorted(factors, key=lambda f: (-weight(f), f)):
+    for factor in sorted(factors, key=lambda f: (not covered(f), -weight(f), f)):
         indicators = sorted({v for c in coverages for v in c.indicators.get(factor, ())})
         cells = [Cell(label(factor)), Cell(", ".join(label(v) for v in indicators) or "none")]
         for c in coverages:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from ..catalogue import Catalogue
 from ..figures import importance_figure
 from ..findings import MIN_IMPORTANCE, NOISE_FACTOR, Importance
-from ..fmt import MISSING, as_float, feature_set_label, fmt_importance, fmt_pm, label
+from ..fmt import MISSING, as_float, capitalise, feature_set_label, fmt_importance, fmt_pm, label
 from ..released import Release
 from ..view import Cell, Figure, Item, Section, TableView, group_badges
 
@@ -119,7 +119,7 @@ def _item(scope, outcome: str, fs: str, methods: dict[str, Release]) -> Item:  #
     )
     group: Sequence[Release] = list(methods.values())
     return Item(
-        title=f"{label(outcome)} — {feature_set_label(fs)}, {scope.label}",
+        title=f"{capitalise(label(outcome))} — {feature_set_label(fs)}, {scope.label}",
         anchor=f"importance-{scope.key}-{outcome}-{fs}",
         tables=(table,),
         figures=figures,

@@ -57,7 +57,7 @@ def _rule_summary(row: LedgerRow) -> str:
     if deciding:
         return rules_text(deciding, details=row.release is not None)
     rules = [v.rule for v in row.verdicts]
-    return f"all {len(rules)} rules passed ({', '.join(rules)})" if rules else "no rule recorded"
+    return f"all {len(rules)} rules passed" if rules else "no rule recorded"
 
 
 def ledger_table(rows: Sequence[LedgerRow], shown_at: dict[str, str]) -> TableView:
@@ -77,7 +77,7 @@ def ledger_table(rows: Sequence[LedgerRow], shown_at: dict[str, str]) -> TableVi
                 Cell(_DECISION[decision], css),
                 Cell(_METHOD.get(r.method, r.method) if r is not None else MISSING),
                 Cell(fmt_fraction(row.epsilon) if row.epsilon is not None else MISSING, "num"),
-                Cell(_rule_summary(row)),
+                Cell(_rule_summary(row), title=", ".join(v.rule for v in row.verdicts)),
             )
         )
     return TableView(

@@ -64,7 +64,7 @@ def refusals_section(
             tuple(
                 (
                     _entry_cell(r.entry_id),
-                    Cell(r.name or "", breaks=True),
+                    Cell(r.name or "", title=r.name or "", breaks=True),
                     Cell((r.kind or "").replace("_", " ")),
                     Cell(r.entry.requested_by if r.entry else ""),
                     Cell(rules_text(r.deciding, details=False)),
@@ -138,7 +138,7 @@ def refusals_section(
             tuple(
                 (
                     _entry_cell(r.ledger_entry),
-                    Cell(r.name, breaks=True, href=shown_at.get(r.name, "")),
+                    Cell(r.name, title=r.name, breaks=True, href=shown_at.get(r.name, "")),
                     Cell(what or "some values"),
                     Cell(rules_text([v for v in r.verdicts if v.verdict != "pass"])),
                 )

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 
 from ..catalogue import Catalogue
-from ..fmt import MISSING, feature_set_label, fmt_number, fmt_percent, label
+from ..fmt import MISSING, capitalise, feature_set_label, fmt_number, fmt_percent, label
 from ..released import Release
 from ..trees import Tree, leaf_rules, rules_rows, shown_depth, tree_svg
 from ..view import Cell, Figure, Item, Section, TableView, anchor, badges, by_scope, group_badges
@@ -70,7 +70,7 @@ def tree_item(r: Release) -> Item:
     """One tree: a sentence on its size, the diagram, and its leaves as rules."""
     outcome = label(r.outcome or "the outcome")
     unit = "persons" if r.scope.single else "person-years"
-    title = f"{label(r.outcome or '')} — {feature_set_label(r.feature_set)}, {r.scope.label}"
+    title = f"{capitalise(label(r.outcome or ''))} — {feature_set_label(r.feature_set)}, {r.scope.label}"
     tree = Tree.from_values(r.values)
     if tree is None:
         return Item(
@@ -98,7 +98,7 @@ def tree_item(r: Release) -> Item:
     if tree.withheld:
         text += " The gate withheld some counts (a tree rule); they are shown as withheld."
     figure = Figure(
-        svg=tree_svg(tree, outcome=outcome, unit=unit, ident=anchor(r.name)),
+        svg=tree_svg(tree, outcome=outcome, unit=unit),
         caption=f"Decision tree for {outcome} ({feature_set_label(r.feature_set)}, {r.scope.label})",
         alt=f"Diagram of the decision tree for {outcome}: every split with its question, persons and share with "
         f"{outcome}, and the leaves coloured by that share. The table below gives every leaf as a rule.",
