@@ -132,6 +132,8 @@ def _environment() -> jinja2.Environment:
     env.filters["fraction"] = fmt_fraction
     env.filters["number"] = fmt_number
     env.filters["breakable"] = _breakable
+    # a header never breaks at a hyphen either ("p-value", "all-variables"): U+2011 is a non-breaking hyphen
+    env.filters["nobreak_hyphen"] = lambda text: str(text).replace("-", "\u2011")
     return env
 
 

@@ -269,7 +269,7 @@ def line_figure(
     x_type: str = "ordinal",
 ) -> Figure:
     spec = {
-        "width": 520,
+        "width": 640,
         "height": 260,
         "data": {"values": list(rows)},
         "mark": {"type": "line", "point": {"filled": True, "size": 60}, "color": "#2b6cb0"},
@@ -279,7 +279,7 @@ def line_figure(
                 "type": x_type,
                 "title": x_title,
                 "sort": None,
-                "axis": {"labelAngle": -35},
+                "axis": {"labelAngle": 0},
             },
             "y": {"field": y, "type": "quantitative", "title": y_title, "scale": {"zero": False}},
             "tooltip": [{"field": x}, {"field": y, "format": ".3f"}],

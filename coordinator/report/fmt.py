@@ -166,6 +166,35 @@ def fmt_threshold(variable: str, value: float) -> str:
     return f"{value:,.{places}f}".rstrip("0").rstrip(".")
 
 
+def _compact(number: str, unit: str) -> str:
+    try:
+        x = float(number)
+    except ValueError:
+        return number
+    if abs(x) >= 1_000_000:
+        text = f"{x / 1_000_000:g}M"
+    elif abs(x) >= 1000:
+        text = f"{x / 1000:g}k"
+    else:
+        text = f"{x:g}"
+    return _CURRENCY.get(unit, "") + text
+
+
+def band_label(variable: str, band: Any) -> str:
+    """A public band as a plot's axis says it: "[100000,150000)" → "€100k–150k", "<100000" → "< €100k",
+    ">=500000" → "≥ €500k" (the tables keep the released label)."""
+    text = str(band)
+    unit = getattr(VARIABLES.get(variable), "unit", None) or ""
+    if text.startswith("[") and text.endswith(")") and "," in text:
+        low, high = text[1:-1].split(",", 1)
+        return f"{_compact(low, unit)}–{_compact(high, '')}"
+    if text.startswith(">="):
+        return f"≥ {_compact(text[2:], unit)}"
+    if text.startswith("<"):
+        return f"< {_compact(text[1:], unit)}"
+    return text
+
+
 def category(value: Any) -> str:
     """A category as a table cell shows it."""
     if value is None:
@@ -213,6 +242,7 @@ __all__ = [
     "METRIC_ORDER",
     "MISSING",
     "as_float",
+    "band_label",
     "capitalise",
     "category",
     "category_label",

@@ -13,7 +13,7 @@ from kansrijk.stats.association import reading as association_reading
 
 from ..catalogue import Catalogue
 from ..figures import line_figure
-from ..fmt import as_float, capitalise, category, fmt_number, fmt_p, fmt_percent, join_and, label
+from ..fmt import as_float, band_label, capitalise, category, fmt_number, fmt_p, fmt_percent, join_and, label
 from ..released import Release
 from ..view import (
     Cell,
@@ -158,7 +158,7 @@ def _curve(r: Release, outcome: str, variable: str) -> tuple[Figure | None, str]
         return None, ""
     x = dims[-1]
     points = [
-        {x: category(row[x]), stat: as_float(row.get(stat))}
+        {x: band_label(variable, category(row[x])), stat: as_float(row.get(stat))}
         for row in table_rows(r)
         if not is_suppressed(row) and as_float(row.get(stat)) is not None
     ]
