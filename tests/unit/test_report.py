@@ -746,3 +746,4 @@ def test_an_output_is_placed_by_its_kind_and_spec_not_its_name(released_ws, tmp_
     html = _report(ws, tmp_path)
     assert MISNAMED not in _section(html, "association").replace("<wbr>", "")
     assert MISNAMED in _section(html, "other").replace("<wbr>", "")
+
