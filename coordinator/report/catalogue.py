@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .released import Release, Scope
@@ -51,7 +51,7 @@ class Catalogue:
     def of(cls, releases: Sequence[Release]) -> Catalogue:
         taken: set[str] = set()
 
-        def take(match) -> tuple[Release, ...]:  # type: ignore[no-untyped-def]
+        def take(match: Callable[[Release], bool]) -> tuple[Release, ...]:
             picked = tuple(r for r in releases if r.name not in taken and match(r))
             taken.update(r.name for r in picked)
             return picked

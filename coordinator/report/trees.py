@@ -123,7 +123,8 @@ class Tree:
             out[node_id] = d
             node = self.nodes[node_id]
             if not node.is_leaf:
-                stack += [(node.left, d + 1), (node.right, d + 1)]  # type: ignore[list-item]
+                left, right = self.children(node)
+                stack += [(left.node_id, d + 1), (right.node_id, d + 1)]
         return out
 
     @property

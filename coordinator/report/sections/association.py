@@ -14,7 +14,7 @@ from kansrijk.stats.association import reading as association_reading
 from ..catalogue import Catalogue
 from ..figures import line_figure
 from ..fmt import as_float, band_label, capitalise, category, fmt_number, fmt_p, fmt_percent, join_and, label
-from ..released import Release
+from ..released import Release, Scope
 from ..view import (
     Cell,
     Figure,
@@ -74,7 +74,7 @@ def association_section(catalogue: Catalogue) -> Section:
     )
 
 
-def _item(scope, outcome: str, variable: str, group: Sequence[Release]) -> Item:  # type: ignore[no-untyped-def]
+def _item(scope: Scope, outcome: str, variable: str, group: Sequence[Release]) -> Item:
     figures: list[Figure] = []
     tables: list[TableView] = []
     paragraphs: list[str] = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..catalogue import Catalogue
 from ..figures import bar_figure
-from ..fmt import label
+from ..fmt import as_float, label
 from ..released import Release
 from ..view import Cell, Item, Section, TableView, by_scope, group_badges, is_suppressed, table_rows, value_cell
 
@@ -34,13 +34,12 @@ def positives_of(r: Release) -> Positives:
     outcome = r.by[0]
     by_value = {row.get(outcome): row for row in table_rows(r)}
     pos, neg = by_value.get(True, {}), by_value.get(False, {})
-    n_pos, n_neg = pos.get("n"), neg.get("n")
+    n_pos, n_neg = as_float(pos.get("n")), as_float(neg.get("n"))
     suppressed = is_suppressed(pos) or is_suppressed(neg)
-    numeric = isinstance(n_pos, int | float) and isinstance(n_neg, int | float)
     return Positives(
         outcome=outcome,
-        persons=n_pos + n_neg if numeric and not suppressed else None,  # type: ignore[operator]
-        positives=n_pos if isinstance(n_pos, int | float) and not is_suppressed(pos) else None,
+        persons=n_pos + n_neg if n_pos is not None and n_neg is not None and not suppressed else None,
+        positives=n_pos if n_pos is not None and not is_suppressed(pos) else None,
         suppressed=suppressed,
         noisy=r.noisy,
         why=str(pos.get("status", "")) if is_suppressed(pos) else str(neg.get("status", "")),

@@ -11,7 +11,7 @@ from kansrijk.policy.factors import PROXIES_SUFFIX
 
 from ..catalogue import Catalogue
 from ..fmt import MISSING, as_float, fmt_importance, join_and, label
-from ..released import Release
+from ..released import Release, Scope
 from ..view import Cell, Item, Section, TableView, by_scope, group_badges
 from .importances import importances_of
 
@@ -86,7 +86,7 @@ def factor_section(catalogue: Catalogue) -> Section:
     return Section("factors", "Factor coverage", intro, tuple(items))
 
 
-def _item(catalogue: Catalogue, scope, group: Sequence[Release]) -> Item:  # type: ignore[no-untyped-def]
+def _item(catalogue: Catalogue, scope: Scope, group: Sequence[Release]) -> Item:
     outcomes = [r.outcome or "" for r in group]
     coverages = [coverage_of(r) for r in group]
     factors: dict[str, None] = {}

@@ -8,7 +8,7 @@ from ..catalogue import Catalogue
 from ..figures import importance_figure
 from ..findings import MIN_IMPORTANCE, NOISE_FACTOR, Importance
 from ..fmt import MISSING, as_float, capitalise, feature_set_label, fmt_importance, fmt_pm, label
-from ..released import Release
+from ..released import Release, Scope
 from ..view import Cell, Figure, Item, Section, TableView, group_badges
 
 
@@ -53,7 +53,7 @@ def importance_section(catalogue: Catalogue) -> Section:
     return Section("importances", "Feature importances", intro, tuple(items))
 
 
-def _item(scope, outcome: str, fs: str, methods: dict[str, Release]) -> Item:  # type: ignore[no-untyped-def]
+def _item(scope: Scope, outcome: str, fs: str, methods: dict[str, Release]) -> Item:
     main = methods.get("permutation") or next(iter(methods.values()))
     values = importances_of(main)
     top = [i for i in values if i.value >= 0.0005][:10]

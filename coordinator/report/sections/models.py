@@ -9,7 +9,7 @@ from ..catalogue import Catalogue
 from ..figures import auc_figure, forest_figure, privacy_cost_figure
 from ..fmt import METRIC_ORDER, as_float, feature_set_label, fmt_fraction, fmt_metric, fmt_number, fmt_p, fmt_pm, label
 from ..fmt import metric_label as _metric_label
-from ..released import Release
+from ..released import Release, Scope
 from ..view import Cell, Figure, Item, Section, TableView, by_scope, group_badges, value_cell
 from .dp_models import DP_MODEL_LABEL, dp_metric
 
@@ -40,7 +40,7 @@ def models_section(catalogue: Catalogue) -> Section:
     return Section("models", "Model comparison", intro, tuple(items))
 
 
-def _metrics_item(scope, group: Sequence[Release]) -> Item:  # type: ignore[no-untyped-def]
+def _metrics_item(scope: Scope, group: Sequence[Release]) -> Item:
     rows, points = [], []
     for r in group:
         m = r.values.get("metrics") or {}
@@ -92,7 +92,7 @@ def _metrics_item(scope, group: Sequence[Release]) -> Item:  # type: ignore[no-u
     )
 
 
-def _compare_item(scope, group: Sequence[Release]) -> Item:  # type: ignore[no-untyped-def]
+def _compare_item(scope: Scope, group: Sequence[Release]) -> Item:
     rows, points = [], []
     for r in group:
         m = r.values.get("metrics") or {}
@@ -151,7 +151,10 @@ def _compare_item(scope, group: Sequence[Release]) -> Item:  # type: ignore[no-u
     )
 
 
-def _dp_comparison_item(scope, dp_group: Sequence[Release], trees: Mapping) -> Item:  # type: ignore[no-untyped-def]
+ModelKey = tuple[Scope, str | None, str]  # scope, outcome, feature set
+
+
+def _dp_comparison_item(scope: Scope, dp_group: Sequence[Release], trees: Mapping[ModelKey, Release]) -> Item:
     """The DP model's AUC next to the non-private tree's, per outcome and feature set of one scope."""
     rows, points = [], []
     matched: list[Release] = []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..catalogue import Catalogue
 from ..fmt import MISSING, capitalise, feature_set_label, fmt_number, fmt_percent, label
-from ..released import Release
+from ..released import Release, Scope
 from ..trees import Tree, leaf_rules, rules_rows, shown_depth, tree_svg
 from ..view import Cell, Figure, Item, Section, TableView, anchor, badges, by_scope, group_badges
 
@@ -34,7 +34,7 @@ def trees_section(catalogue: Catalogue) -> Section:
     return Section("trees", "Decision trees", intro, tuple(items), empty="No tree structure was released.")
 
 
-def _overview(scope, group: Sequence[Release]) -> Item:  # type: ignore[no-untyped-def]
+def _overview(scope: Scope, group: Sequence[Release]) -> Item:
     rows = []
     for r in group:
         tree = Tree.from_values(r.values)
