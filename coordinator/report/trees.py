@@ -52,6 +52,15 @@ class Node:
         return None if self.counts is None or not n else self.counts[1] / n
 
 
+def _counts(raw: Any) -> tuple[int, int] | None:
+    """(negative, positive) from a released node; ``None`` (withheld) for null or any count that is not a number."""
+    if not isinstance(raw, list | tuple) or len(raw) != 2:
+        return None
+    if not all(isinstance(c, int | float) and not isinstance(c, bool) for c in raw):
+        return None
+    return int(raw[0]), int(raw[1])
+
+
 @dataclass(frozen=True, slots=True)
 class Tree:
     nodes: Mapping[int, Node]
@@ -68,9 +77,7 @@ class Tree:
                 node = Node(
                     node_id=int(raw["node_id"]),
                     depth=int(raw.get("depth") or 0),
-                    counts=(int(counts[0]), int(counts[1]))
-                    if isinstance(counts, list | tuple) and len(counts) == 2
-                    else None,
+                    counts=_counts(counts),
                     feature=str(feature) if feature else None,
                     threshold=float(raw["threshold"]) if raw.get("threshold") is not None else None,
                     categories=tuple(raw.get("categories") or ()),

@@ -215,8 +215,9 @@ def test_whole_numbers_and_long_lists_read_naturally() -> None:
     assert rules[4].text.startswith("age 12 or more (or unknown) and buurt is not one of 8")
 
 
-def test_withheld_counts_are_withheld_in_rules_and_drawing() -> None:
-    values = {"nodes": [dict(n, class_counts=None) if n["node_id"] in (4, 5, 6) else n for n in TREE["nodes"]]}
+@pytest.mark.parametrize("withheld", [None, [None, None], [120, None]])
+def test_withheld_counts_are_withheld_in_rules_and_drawing(withheld) -> None:  # type: ignore[no-untyped-def]
+    values = {"nodes": [dict(n, class_counts=withheld) if n["node_id"] in (4, 5, 6) else n for n in TREE["nodes"]]}
     tree = Tree.from_values(values)
     assert tree is not None and tree.withheld
     rules = {r.node_id: r for r in leaf_rules(tree)}
