@@ -28,7 +28,6 @@ def svg(spec: dict[str, Any]) -> Markup:
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "config": {
             "font": _FONT,
-            "view": {"stroke": None},
             "axis": {
                 "labelFontSize": 11,
                 "titleFontSize": 12,
@@ -40,8 +39,12 @@ def svg(spec: dict[str, Any]) -> Markup:
                 "labelFlush": True,
             },
             "axisX": {"tickCount": 5},
+            # a category axis names every row: rows are 22 px apart, enough for 11 px labels, so none is dropped
+            "axisBand": {"labelOverlap": False},
+            "axisPoint": {"labelOverlap": False},
             "legend": {"labelFontSize": 11, "titleFontSize": 12},
             "header": {"labelFontSize": 11, "labelLimit": 240},
+            "view": {"stroke": None, "discreteHeight": {"step": 22}},
         },
         "background": "white",
         "padding": {"left": 16, "right": 24, "top": 8, "bottom": 8},

@@ -290,13 +290,14 @@ def _cannot(n: OutcomeNumbers) -> list[str]:
     for p in n.proxies:
         indicators = n.factor_importance.get(p.factor)
         through = (
-            f"; the factor's own indicators together reach {fmt_importance(indicators)}"
+            f"; the factor's own indicators together reach {_words(fmt_importance(indicators))}"
             if indicators is not None
             else "; the factor has no indicator of its own in the model"
         )
         out.append(
             f"{capitalise(label(p.variable))} is a proxy for {label(p.factor)} in the factor model, not an "
-            f"indicator: its importance of {fmt_importance(p.importance)} is about what it stands in for{through}."
+            f"indicator: its importance of {_words(fmt_importance(p.importance))} is about what it stands in for"
+            f"{through}."
         )
     standing_unmapped = [i.variable for i in n.importances if i.stands_out and i.variable in set(n.unmapped)]
     if standing_unmapped:
@@ -306,6 +307,11 @@ def _cannot(n: OutcomeNumbers) -> list[str]:
             f"{'belongs' if len(standing_unmapped) == 1 else 'belong'} to no factor of the factor model."
         )
     return out
+
+
+def _words(number: str) -> str:
+    """A formatted number inside a sentence: "< 0.001" reads "less than 0.001"."""
+    return "less than " + number[2:] if number.startswith("< ") else number
 
 
 def _count(n: int, noun: str) -> str:
@@ -374,7 +380,9 @@ def change_sentences(outcome: str, quality: Sequence[Change], importances: Seque
     moved = [c for c in importances if c.beyond]
     steady = [c for c in importances if c.beyond is False]
     if moved:
-        listed = [f"{label(c.what)} ({fmt_importance(c.first)} → {fmt_importance(c.last)})" for c in moved[:5]]
+        listed = [
+            f"{label(c.what)} ({_words(fmt_importance(c.first))} → {_words(fmt_importance(c.last))})" for c in moved[:5]
+        ]
         out.append(
             f"Importances that changed by more than twice their combined spread over the folds: {join_and(listed)}."
         )
