@@ -35,6 +35,7 @@ from .fmt import (
 NOISE_FACTOR = 2.0  # an importance stands out when it is more than twice its standard deviation over the folds
 MIN_IMPORTANCE = 0.001  # ... and at least this large (a drop of 0.001 in ROC AUC)
 CHANCE_AUC = 0.5
+TIMES = "twice" if NOISE_FACTOR == 2 else f"{NOISE_FACTOR:g} times"  # how the sentences say NOISE_FACTOR
 _LOWER_IS_BETTER = {"brier"}
 
 
@@ -163,7 +164,7 @@ def _matters(n: OutcomeNumbers) -> str:
     if not standing:
         return (
             f"No variable's importance for {outcome} stands out from its noise: none is both at least "
-            f"{fmt_importance(MIN_IMPORTANCE)} and more than twice its spread over the folds."
+            f"{fmt_importance(MIN_IMPORTANCE)} and more than {TIMES} its spread over the folds."
         )
     top = standing[0]
     total = sum(max(0.0, i.value) for i in n.importances) or 1.0
@@ -202,9 +203,9 @@ def _quality(n: OutcomeNumbers) -> list[str]:
         if i == 0:
             clear = q.roc_sd is not None and q.roc_auc - NOISE_FACTOR * q.roc_sd > CHANCE_AUC
             against = (
-                "clearly better than chance (0.5, more than twice its spread over the folds away)"
+                f"clearly better than chance (0.5, more than {TIMES} its spread over the folds away)"
                 if clear
-                else "not clearly better than chance (0.5 is within twice its spread over the folds)"
+                else f"not clearly better than chance (0.5 is within {TIMES} its spread over the folds)"
             )
             out.append(
                 f"{capitalise(model)} ranks a person with {outcome} above one without it "
@@ -273,7 +274,7 @@ def _cannot(n: OutcomeNumbers) -> list[str]:
         one = len(noise) == 1
         out.append(
             f"The importance{'' if one else 's'} of {join_and(shown) if not more else ', '.join(shown)}{more} "
-            f"{'is' if one else 'are'} inside {'its' if one else 'their'} noise (less than twice "
+            f"{'is' if one else 'are'} inside {'its' if one else 'their'} noise (less than {TIMES} "
             f"{'its' if one else 'their'} spread over the folds): the data do not show whether "
             f"{'it matters' if one else 'they matter'}."
         )
@@ -365,7 +366,9 @@ class Change:
         if self.low is not None and self.high is not None:
             return f"interval {fmt_metric(self.low)} to {fmt_metric(self.high)}"
         spread = self.spread
-        return "no spread released" if spread is None else f"twice the combined spread is {fmt_metric(2 * spread)}"
+        if spread is None:
+            return "no spread released"
+        return f"{TIMES} the combined spread is {fmt_metric(NOISE_FACTOR * spread)}"
 
 
 def change_sentences(outcome: str, quality: Sequence[Change], importances: Sequence[Change]) -> list[str]:
@@ -384,7 +387,7 @@ def change_sentences(outcome: str, quality: Sequence[Change], importances: Seque
             f"{label(c.what)} ({_words(fmt_importance(c.first))} → {_words(fmt_importance(c.last))})" for c in moved[:5]
         ]
         out.append(
-            f"Importances that changed by more than twice their combined spread over the folds: {join_and(listed)}."
+            f"Importances that changed by more than {TIMES} their combined spread over the folds: {join_and(listed)}."
         )
     if steady:
         out.append(

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from ..catalogue import Catalogue
-from ..findings import Difference, OutcomeNumbers, Proxy, Quality, findings
-from ..fmt import METRIC_ORDER, as_float, capitalise, label
+from ..findings import MIN_IMPORTANCE, TIMES, Difference, OutcomeNumbers, Proxy, Quality, findings
+from ..fmt import METRIC_ORDER, as_float, capitalise, fmt_importance, label
 from ..released import Scope
 from ..view import Item, Section, group_badges
 from .base_rates import not_modelled_reason, positives_of
@@ -108,7 +108,8 @@ def findings_section(catalogue: Catalogue) -> Section:
         "What the released numbers say, per outcome, in words. Every sentence is generated from the numbers in the "
         "sections below (nothing is written in advance): which variables matter and how sure that is, how well the "
         "model predicts against chance and against the factor model, and what cannot be concluded. An importance "
-        "counts as standing out only when it is at least 0.001 and more than twice its spread over the folds."
+        f"counts as standing out only when it is at least {fmt_importance(MIN_IMPORTANCE)} and more than {TIMES} its "
+        "spread over the folds."
     )
     releases = {r.name: r for r in (*catalogue.base_rates, *catalogue.metrics, *catalogue.importances,
                                    *catalogue.compares, *catalogue.factors)}  # fmt: skip
