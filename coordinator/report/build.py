@@ -104,11 +104,10 @@ def build_view(releases: Sequence[Release], head: LedgerHead, given: LedgerEntri
     shown.insert(len(shown) - (1 if other is not None else 0), refusals)
     refused = sum(r.decision == "refused" for r in rows)
     unknown = sum(r.decision == "unknown" for r in rows)
+    withheld = sum(r.status == "suppressed" for r in releases)
     tiles = (
         Tile("released outputs", fmt_number(len(releases)), "#ledger"),
-        Tile(
-            "with values withheld", fmt_number(sum(r.status == "suppressed" for r in releases)), "#refusals-suppressed"
-        ),
+        Tile("with values withheld", fmt_number(withheld), "#refusals-suppressed" if withheld else ""),
         Tile(
             "refused by the gate",
             fmt_number(refused) if given.available else f"{fmt_number(unknown)} unexplained",
