@@ -16,8 +16,8 @@ The package, one job per module:
 - ``entries``: the ledger entries (workspace ledger read-only, the gate service, or an export), checked against
   ``released/``;
 - ``catalogue``: which section shows which document, by kind and spec;
-- ``fmt``: numbers and names; ``view``: the view model; ``figures``: Vega-Lite plots; ``trees``: tree diagrams
-  and rules; ``findings``: sentences generated from numbers;
+- ``fmt``: numbers and names; ``view``: the view model; ``figures``: Vega-Lite plots; ``trees``: a released tree
+  and its rules; ``tree_svg``: its diagram; ``findings``: sentences generated from numbers;
 - ``sections/``: one module per section; ``build``: the sections, the template, the file.
 """
 

@@ -18,7 +18,8 @@ from coordinator.report.findings import (
     findings,
 )
 from coordinator.report.fmt import fmt_pm
-from coordinator.report.trees import MAX_SLOTS, Tree, cut_depth, leaf_rules, tree_svg
+from coordinator.report.tree_svg import MAX_SLOTS, cut_depth, tree_svg
+from coordinator.report.trees import Tree, leaf_rules
 
 
 def _numbers(**kw) -> OutcomeNumbers:  # type: ignore[no-untyped-def]

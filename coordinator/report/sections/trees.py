@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from ..catalogue import Catalogue
 from ..fmt import MISSING, capitalise, feature_set_label, fmt_number, fmt_percent, label
 from ..released import Release, Scope
-from ..trees import Tree, leaf_rules, rules_rows, shown_depth, tree_svg
+from ..tree_svg import shown_depth, tree_svg
+from ..trees import Tree, leaf_rules, rules_rows
 from ..view import Cell, Figure, Item, Section, TableView, anchor, badges, by_scope, group_badges
 
 
