@@ -3,8 +3,10 @@ they matter in the all-variables model; and the factors no indicator covers.
 
 A factor's importance for an outcome is the sum of its indicators' permutation importances (drop in ROC-AUC
 when the indicator is permuted) in the all-variables model; its ``share`` is that sum over the sum of all
-positive permutation importances. Variables outside the factor model (e.g. WOZ) are listed as ``outside``: a
-large importance outside the model is what "enriching the factor model with local data" looks for.
+positive permutation importances. A factor's declared proxies (variables that stand in for it without measuring
+it, e.g. the WOZ value for household income) are summed apart (``proxy_importance``): they are not indicators, but
+a reader must see them under their factor. Variables neither indicator nor proxy of any factor are listed as
+``outside``: a large importance outside the model is what "enriching the factor model with local data" looks for.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class FactorCoverage:
     present: tuple[str, ...]  # those the analysis dataset holds, with information in the population
     importance: float | None  # sum of permutation importances; None when no indicator is present
     share: float | None
+    proxies: tuple[str, ...] = ()  # declared proxies present in the model
+    proxy_importance: float | None = None  # sum of their permutation importances; None when none is present
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +35,7 @@ class Coverage:
     factors: tuple[FactorCoverage, ...]
     uncovered: tuple[str, ...]  # factors without any indicator in the model
     absent: tuple[str, ...]  # factors whose indicators are all missing from the data
-    outside: dict[str, float]  # variables not in the factor model -> permutation importance
+    outside: dict[str, float]  # variables neither indicator nor proxy of a factor -> permutation importance
 
 
 def factor_coverage(outcome: str, model: FactorModel, permutation: dict[str, Importance]) -> Coverage:
@@ -41,6 +45,7 @@ def factor_coverage(outcome: str, model: FactorModel, permutation: dict[str, Imp
     for f in model.ranked:
         present = tuple(i for i in f.indicators if i in permutation)
         imp = sum(permutation[i].mean for i in present) if present else None
+        proxies = tuple(p for p in f.proxies if p in permutation)
         rows.append(
             FactorCoverage(
                 factor=f.name,
@@ -49,9 +54,11 @@ def factor_coverage(outcome: str, model: FactorModel, permutation: dict[str, Imp
                 present=present,
                 importance=imp,
                 share=None if imp is None else max(0.0, imp) / total,
+                proxies=proxies,
+                proxy_importance=sum(permutation[p].mean for p in proxies) if proxies else None,
             )
         )
-    indicators = set(model.indicators)
+    indicators = set(model.indicators) | set(model.proxies)
     outside = {v: imp.mean for v, imp in permutation.items() if v not in indicators}
     return Coverage(
         outcome=outcome,

@@ -65,6 +65,7 @@ from kansrijk.gate.specs import (
     where,
 )
 from kansrijk.policy.analysis import check_plan_against_release
+from kansrijk.policy.factors import PROXIES_SUFFIX
 from kansrijk.policy.signing import OfficerKey
 
 REQUESTED_BY = "analysis"
@@ -341,12 +342,17 @@ def _tree_requests(
         cov = factor_coverage(o, policies.factors, results["all"].permutation)
         importances = {f.factor: float(f.importance) for f in cov.factors if f.importance is not None}
         indicators = {f.factor: f.present for f in cov.factors if f.importance is not None}
+        for f in cov.factors:  # a factor's proxies, apart from its indicators: "<factor>.proxies"
+            if f.proxy_importance is not None:
+                importances[f"{f.factor}{PROXIES_SUFFIX}"] = float(f.proxy_importance)
+                indicators[f"{f.factor}{PROXIES_SUFFIX}"] = f.proxies
         yield Planned(
             ImportanceSpec(
                 name=f"{scope.name}.{o}.factors",
                 description=(
                     f"Factor importance: sum of the factor's indicators' permutation importances (ROC-AUC "
-                    f"drop) in the all-variables model. No indicator in the model: "
+                    f"drop) in the all-variables model; <factor>{PROXIES_SUFFIX}: the sum over the factor's declared "
+                    f"proxies (not indicators). No indicator in the model: "
                     f"{', '.join(cov.uncovered) or 'none'}; indicators absent from the data: "
                     f"{', '.join(cov.absent) or 'none'}.{stamp}"
                 ),

@@ -162,6 +162,10 @@ def test_comparison_reports_both_views_and_factor_coverage_names_the_factors_wit
     doc = json.loads((ws / "released" / "2023.psychosocial_risk.factors.json").read_text())
     assert "peers_and_leisure" in doc["description"] and "parental_mental_health" in doc["description"]
     assert "peers_and_leisure" not in doc["values"]["importances"]
+    # the factor model's proxy for household income is released under its factor, apart from the indicators
+    assert doc["spec"]["variables_of"]["household_income.proxies"] == ["woz_eur"]
+    assert "woz_eur" not in doc["spec"]["variables_of"]["household_income"]
+    assert doc["values"]["importances"]["household_income.proxies"] > doc["values"]["importances"]["household_income"]
 
 
 def test_an_altered_plan_is_refused_before_anything_is_released(analysed: Analysed) -> None:

@@ -109,20 +109,42 @@ def test_generated_passphrase_is_saved_privately_and_announced(demo_run) -> None
     assert saved.read_text().strip() not in output  # said where it is, never printed
 
 
-def test_report_holds_only_released_numbers(demo_run, tmp_path: Path) -> None:
+def test_report_holds_only_released_numbers_and_every_ledger_entry(demo_run, tmp_path: Path) -> None:
+    """Rebuilt from a copy of released/ and the ledger entries as an operator exports them (no ledger database,
+    no dataset, no keys), the report is the demo's, and it accounts for every ledger entry, refusals included."""
     out, _ = demo_run
-    released = out / "coordinator" / "released"
+    ws = out / "coordinator"
+    released = ws / "released"
     only = tmp_path / "coordinator"
     shutil.copytree(released, only / "released")
+    exported = CliRunner().invoke(app, ["ledger", "show", str(ws), "--json"])
+    assert exported.exit_code == 0, exported.output
+    (tmp_path / "entries.json").write_text(exported.output, encoding="utf-8")
     policy = out / "policies" / RELEASE_POLICY
-    a = build_report(out / "coordinator", tmp_path / "a.html", release_policy=policy, generated_at="t")
-    b = build_report(only, tmp_path / "b.html", release_policy=policy, generated_at="t")
+    a = build_report(ws, tmp_path / "a.html", release_policy=policy, generated_at="t")
+    export = tmp_path / "entries.json"
+    b = build_report(only, tmp_path / "b.html", release_policy=policy, ledger=export, generated_at="t")
     html_a = a.path.read_text(encoding="utf-8").replace("workspace <code>coordinator</code>", "")
-    assert html_a == b.path.read_text(encoding="utf-8").replace("workspace <code>coordinator</code>", "")
-    # every gate document in the workspace is in the report, by name
+    html_b = b.path.read_text(encoding="utf-8").replace("workspace <code>coordinator</code>", "")
+    assert html_a == html_b.replace("ledger export entries.json", "the workspace ledger (read-only)")
+    # every gate document in the workspace is in the report, by name, and every ledger entry has its row
     for path in released.glob("*.json"):
         if path.name != "LEDGER-HEAD.json":
-            assert json.loads(path.read_text())["name"] in html_a
+            assert json.loads(path.read_text())["name"] in html_b.replace("<wbr>", "")
+    conn = open_existing(ws)
+    try:
+        ledger = entries(conn)
+    finally:
+        conn.close()
+    for e in ledger:
+        row = re.search(rf'<tr id="ledger-{e.entry_id}">(.*?)</tr>', html_b, re.S)
+        assert row is not None, e.entry_id
+        assert e.release_name in row.group(1).replace("<wbr>", "")
+    refused = [e for e in ledger if e.outcome == "refused"]
+    assert refused and b.refused == len(refused)  # the demo's refused linkage table
+    refusals = html_b[html_b.index('id="refusals"') : html_b.index('id="privacy"')]
+    for e in refused:
+        assert f'href="#ledger-{e.entry_id}"' in refusals
 
 
 def test_a_second_run_into_the_same_directory_is_refused_and_changes_nothing(demo_run) -> None:

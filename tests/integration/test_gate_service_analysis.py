@@ -92,6 +92,23 @@ def test_analyse_through_the_gate_socket_prints_the_summary_and_the_service_writ
             pinged = runner.invoke(app, ["gate", "ping", "--socket", str(sock)])
             assert pinged.exit_code == 0 and str(p.ws.resolve()) in pinged.stdout.replace("\n", "")
 
+            # the operator's report: a copy of released/ and the ledger entries the service gives (in deployment
+            # the ledger database is the gate user's alone); every entry has its row, every refusal is shown
+            only = tmp_path / "operator" / "ws"
+            shutil.copytree(p.ws / "released", only / "released")
+            out = tmp_path / "report.html"
+            report = runner.invoke(app, ["coordinator", "report", str(only), "--out", str(out), "--gate-socket",
+                                         str(sock)])  # fmt: skip
+            assert report.exit_code == 0, report.output
+            assert "ledger entries from: the gate service's ledger" in report.output
+            html = out.read_text(encoding="utf-8").replace("<wbr>", "")
+            head = json.loads((p.ws / "released" / "LEDGER-HEAD.json").read_text())["seq"]
+            assert html.count('<tr id="ledger-L') == head
+            refusals = html[html.index('id="refusals"') : html.index('id="privacy"')]
+            for line in doc["releases"]:
+                if line["verdict"] == "refused":
+                    assert line["name"] in refusals
+
             # the same exit codes as in-process: an altered plan is refused by the signature check (4)
             altered = tmp_path / "plan.toml"
             altered.write_text((p.signed / "plan.toml").read_text() + "\n# altered\n")

@@ -31,6 +31,8 @@ def test_shipped_plan_and_factor_model_validate() -> None:
     assert factors.ranked[0].name == "social_emotional_health"
     assert factors.uncovered, "the model keeps at least one factor without an indicator"
     assert "woz_eur" not in factors.indicators  # WOZ is the 'all variables' finding, not a literature indicator
+    proxied = factors.factor_proxied_by("woz_eur")  # ... but the factsheet reads it as a proxy for household income
+    assert proxied is not None and proxied.name == "household_income" and factors.proxies == ("woz_eur",)
 
 
 @pytest.mark.parametrize(
@@ -99,12 +101,15 @@ def test_tree_grid_below_the_release_policy_leaf_rule_is_refused() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "key_path", "rule"),
     [
-        ('indicators = ["bmi"]', 'indicators = ["bmi", "shoe_size"]', "factors.7.indicators", "unknown indicator"),
+        ('indicators = ["bmi"]', 'indicators = ["bmi", "shoe_size"]', "factors.7.indicators", "unknown variable"),
         ('indicators = ["bmi"]', 'indicators = ["woz_eur", "woz_eur"]', "factors.7.indicators", "listed twice"),
         ('indicators = ["bmi"]', 'indicators = ["low_income"]', "(top level)", "already indicates factors.1"),
         ("rank = 10", "rank = 9", "(top level)", "factors.9.rank: rank 9 is already taken by factors.8"),
         ('name = "youth_care"', 'name = "Youth Care"', "factors.6.name", "String should match pattern"),
-        ('indicators = ["bmi"]', 'indicators = ["pseudonym"]', "factors.7.indicators", "unknown indicator"),
+        ('indicators = ["bmi"]', 'indicators = ["pseudonym"]', "factors.7.indicators", "unknown variable"),
+        ('proxies = ["woz_eur"]', 'proxies = ["low_income"]', "(top level)", "is an indicator of factors.1"),
+        ('proxies = ["woz_eur"]', 'proxies = ["shoe_size"]', "factors.1.proxies", "unknown variable"),
+        ('indicators = ["bmi"]', 'indicators = ["bmi"]\nproxies = ["woz_eur"]', "(top level)", "already a proxy of"),
     ],
 )
 def test_factor_model_errors_name_file_key_path_and_rule(

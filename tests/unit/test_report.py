@@ -1,7 +1,8 @@
-"""The HTML report: built only from the gate's released outputs, suppressed cells shown as such, DP marked.
+"""The HTML report: built only from the gate's released outputs and its ledger entries, suppressed cells shown as
+such, DP marked, every refusal shown, trees drawn and written out as rules.
 
 The fixture hands the real gate a linked dataset and sends it specs only: the gate computes every released number
-itself, and the tests read the numbers they expect back from the released documents."""
+itself (and refuses one request), and the tests read the numbers they expect back from the released documents."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from gate_kit import YEAR, gate_workspace, signed_policy
 from typer.testing import CliRunner
 
 from coordinator.report import build_report, fmt_number, fmt_p, load_released
+from coordinator.report.fmt import fmt_percent
 from kansrijk.cli import app
 from kansrijk.errors import InputError, OutputExists, PolicyError, WorkspaceError
+from kansrijk.gate.ledger import entries, open_existing
 from kansrijk.gate.release import Gate
 from kansrijk.gate.specs import (
     ComparisonSpec,
@@ -33,7 +36,9 @@ from kansrijk.gate.specs import (
     RegressionSpec,
     ReleaseSpec,
     ScoreSet,
+    SplitNode,
     TestSpec,
+    TreeSpec,
     where,
 )
 from kansrijk.policy.release import load_release_policy
@@ -48,6 +53,10 @@ BUURTEN = tuple(f"BU0599{i:04d}" for i in range(20))
 SMALL_BUURT = BUURTEN[-1]  # holds only a handful of persons: its cell is suppressed
 COHORT = (where("age_years", ">=", 0), where("age_years", "<=", 23))  # the plan's cohort, as the analysis sends it
 MIN_POSITIVES = 1000  # the plan's model.min_positives
+REFUSED = f"{YEAR}.small_buurt_by_sex"  # a table of 4 persons: the gate refuses it
+MISNAMED = f"{YEAR}.association.by_sex"  # named like an association output, but a plain count table
+TREE = f"{YEAR}.psychosocial_risk.all.tree"
+WOZ_SPLIT = 130_000.0
 
 
 def _frame(rng: np.random.Generator) -> pl.DataFrame:
@@ -247,6 +256,32 @@ def _specs(data: pl.DataFrame, policy_path: Path, rng: np.random.Generator) -> l
             years=years,
             by=("buurt_code",),
         ),
+        TreeSpec(
+            name=TREE,
+            description=f"Decision tree for {o} (all features), pruned from 3 to 3 leaves.{STAMP}",
+            years=years,
+            population=COHORT,
+            outcome=o,
+            features=("woz_eur", "sex"),
+            nodes=(
+                SplitNode(node_id=0, var="woz_eur", threshold=WOZ_SPLIT, left=1, right=2),
+                SplitNode(node_id=1),
+                SplitNode(node_id=2, var="sex", categories=("M",), left=3, right=4),
+                SplitNode(node_id=3),
+                SplitNode(node_id=4),
+            ),
+            min_samples_leaf=200,
+            max_depth=2,
+            model="decision_tree",
+        ),
+        CountSpec(name=MISNAMED, description="Persons by sex.", years=years, by=("sex",)),
+        CountSpec(
+            name=REFUSED,
+            description="Persons of one small buurt by sex.",
+            years=years,
+            population=(where("buurt_code", "==", SMALL_BUURT),),
+            by=("sex",),
+        ),
     ]
     return specs
 
@@ -271,8 +306,9 @@ def released_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     policy, officer, _ = signed_policy(root, "dp-models", text=_policy_text())
     data = pl.read_parquet(ws / "dataset" / f"{YEAR}.parquet")  # the persons' keys, to key the out-of-fold scores
     with Gate.open(ws, policy, [officer]) as gate:
-        results = [gate.release(spec, requested_by="analysis") for spec in _specs(data, policy, rng)]
-    assert all(r.outcome != "refused" for r in results), [r.reasons for r in results if r.outcome == "refused"]
+        results = {spec.name: gate.release(spec, requested_by="analysis") for spec in _specs(data, policy, rng)}
+    refused = {name for name, r in results.items() if r.outcome == "refused"}
+    assert refused == {REFUSED}, [results[n].reasons for n in refused]
     return ws, policy
 
 
@@ -289,7 +325,19 @@ def _report(ws: Path, tmp_path: Path, **kw) -> str:
 def test_report_has_every_section_and_the_ledger_head(released_ws, tmp_path: Path) -> None:
     ws, policy = released_ws
     html = _report(ws, tmp_path, release_policy=policy)
-    sections = ("linkage", "base-rates", "models", "importances", "dp-models", "woz", "factors", "refused", "privacy")
+    sections = (
+        "findings",
+        "linkage",
+        "base-rates",
+        "models",
+        "importances",
+        "trees",
+        "dp-models",
+        "association",
+        "factors",
+        "refusals",
+        "privacy",
+    )
     for section in sections:
         assert f'id="{section}"' in html, section
     head = json.loads((ws / "released" / "LEDGER-HEAD.json").read_text())
@@ -297,13 +345,48 @@ def test_report_has_every_section_and_the_ledger_head(released_ws, tmp_path: Pat
     assert html.count("<svg") >= 4  # base rates, comparison, importances, WOZ curve
 
 
-def test_report_is_built_from_released_outputs_alone(released_ws, tmp_path: Path) -> None:
+def _export_ledger(ws: Path, path: Path) -> Path:
+    """The ledger entries as an operator saves them (`kansrijk ledger show WS --json`, as `gate ledger --json`)."""
+    result = CliRunner().invoke(app, ["ledger", "show", str(ws), "--json"])
+    assert result.exit_code == 0, result.output
+    path.write_text(result.output, encoding="utf-8")
+    return path
+
+
+def _ledger_ids(ws: Path) -> list[str]:
+    conn = open_existing(ws)
+    try:
+        return [e.entry_id for e in entries(conn)]
+    finally:
+        conn.close()
+
+
+def _released_only(ws: Path, where: Path) -> Path:
+    """A directory holding a copy of released/ and nothing else: no ledger, no dataset, no keys."""
+    copy = where / ws.name
+    shutil.copytree(ws / "released", copy / "released")
+    return copy
+
+
+def test_report_rebuilt_from_released_alone_shows_every_ledger_entry(released_ws, tmp_path: Path) -> None:
     ws, policy = released_ws
     full = _report(ws, tmp_path, release_policy=policy)
-    only_released = tmp_path / "copy" / ws.name
-    shutil.copytree(ws / "released", only_released / "released")  # no ledger, no dataset, nothing else
+    export = _export_ledger(ws, tmp_path / "entries.json")
+    only = _released_only(ws, tmp_path / "copy")
     (tmp_path / "again").mkdir()
-    assert _report(only_released, tmp_path / "again", release_policy=policy) == full
+    again = _report(only, tmp_path / "again", release_policy=policy, ledger=export)
+    assert again == full.replace("the workspace ledger (read-only)", "ledger export entries.json")
+    ids = _ledger_ids(ws)
+    assert len(ids) == json.loads((ws / "released" / "LEDGER-HEAD.json").read_text())["seq"]
+    ledger = _section(again, "privacy")
+    for entry in ids:  # one row per entry, no gap in the numbering
+        assert len(re.findall(rf'<tr id="ledger-{entry}">', ledger)) == 1, entry
+    assert len(re.findall(r'<tr id="ledger-L\d+">', ledger)) == len(ids)
+    # every released document is shown where the report puts it, and the refused one in the refusals
+    for path in (ws / "released").glob("*.json"):
+        if path.name != "LEDGER-HEAD.json":
+            assert json.loads(path.read_text())["name"] in again
+    assert REFUSED in _section(again, "refusals").replace("<wbr>", "")
 
 
 def test_suppressed_cells_are_shown_as_suppressed_and_never_as_numbers(released_ws, tmp_path: Path) -> None:
@@ -347,9 +430,9 @@ def test_report_needs_no_network(released_ws, tmp_path: Path) -> None:
 def test_refused_outcome_is_listed_with_its_reason(released_ws, tmp_path: Path) -> None:
     ws, _ = released_ws
     html = _report(ws, tmp_path)
-    refused = html[html.index('id="refused"') : html.index('id="privacy"')]
+    refused = _section(html, "refusals")
     assert "early school leaving" in refused
-    assert "outcome not modelled: fewer positives than the plan&#39;s minimum of 1000" in refused
+    assert "fewer positives than the plan&#39;s minimum of 1000" in refused
 
 
 def test_budget_left_comes_from_the_release_policy(released_ws, tmp_path: Path) -> None:
@@ -465,7 +548,7 @@ def test_model_comparison_puts_the_dp_auc_next_to_the_trees(released_ws, tmp_pat
 
 def test_p_values_that_round_to_zero_read_below_a_thousandth(released_ws, tmp_path: Path) -> None:
     ws, _ = released_ws
-    woz = _section(_report(ws, tmp_path), "woz")
+    woz = _section(_report(ws, tmp_path), "association")
     spline = _released(ws, "2023.association.spline_lr")["values"]
     assert spline["p_value"] < 0.0005 and spline["test"] == "spline_lr (chi2, df=5)"  # the planted WOZ step
     statistic = re.escape(fmt_number(spline["statistic"]))
@@ -475,3 +558,192 @@ def test_p_values_that_round_to_zero_read_below_a_thousandth(released_ws, tmp_pa
         cells = (fmt_number(released["statistic"]), fmt_p(released["p_value"]), fmt_number(released["n"]))
         assert "".join(f'<td class="num">{escape(c)}</td>' for c in cells) in woz, test
     assert [fmt_p(x) for x in (0.0, 0.0004, 0.0006, 0.43, None)] == ["< 0.001", "< 0.001", "0.001", "0.430", "–"]
+
+
+# --- refusals: every ledger entry is accounted for --------------------------------------------------------------
+def _row(html: str, entry: str) -> str:
+    found = re.search(rf'<tr id="ledger-{entry}">(.*?)</tr>', html, re.S)
+    assert found is not None, entry
+    return found.group(1).replace("<wbr>", "")
+
+
+def _entry_of(ws: Path, name: str) -> str:
+    conn = open_existing(ws)
+    try:
+        return next(e.entry_id for e in entries(conn) if e.release_name == name)
+    finally:
+        conn.close()
+
+
+def test_a_refused_release_is_shown_with_its_rule_and_entry(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    entry = _entry_of(ws, REFUSED)
+    refusals = _section(html, "refusals").replace("<wbr>", "")
+    shown = re.search(rf'<a href="#ledger-{entry}">{entry}</a></th><td title="{REFUSED}">{REFUSED}</td>(.*?)</tr>',
+                      refusals)  # fmt: skip
+    assert shown is not None, "the refused release is not in the refusals table"
+    assert "max_suppressed_share (refuse)" in shown.group(1)
+    assert "refused" in _row(html, entry) and "max_suppressed_share (refuse)" in _row(html, entry)
+    # the tile counts it and links to it
+    assert re.search(r'<dt>refused by the gate</dt><dd><a href="#refusals-refused">1</a></dd>', html)
+    assert not (ws / "released" / f"{REFUSED}.json").exists()  # only the ledger knows it
+
+
+def test_refusal_details_stay_in_the_ledger(released_ws, tmp_path: Path) -> None:
+    """A refusal's reason is shown up to its first ": " (the rule's general statement); what follows names the
+    nodes, cells or counts the gate would not release."""
+    ws, _ = released_ws
+    export = _export_ledger(ws, tmp_path / "entries.json")
+    docs = [json.loads(x) for x in re.findall(r"\{.*?\n\}", export.read_text(), re.S)]
+    refused = next(d for d in docs if d["release"] == REFUSED)
+    refused["verdicts"].append(
+        {"rule": "differencing", "verdict": "refuse", "reason": "isolates fewer than 10 persons: node 77 (detail-x)"}
+    )
+    export.write_text("\n".join(json.dumps(d) for d in docs))
+    html = _report(_released_only(ws, tmp_path / "copy"), tmp_path, ledger=export)
+    row = _row(html, refused["entry"])
+    assert "differencing (refuse): isolates fewer than 10 persons" in row
+    assert "node 77" not in html and "detail-x" not in html
+
+
+def test_without_ledger_entries_every_number_is_still_accounted_for(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(_released_only(ws, tmp_path / "copy"), tmp_path)
+    entry = _entry_of(ws, REFUSED)
+    for e in _ledger_ids(ws):
+        assert f'<tr id="ledger-{e}">' in html, e
+    assert "no document" in _row(html, entry)
+    unexplained = _section(html, "refusals")
+    assert "Ledger entries without a document (1)" in unexplained and entry in unexplained
+    assert "--gate-socket" in unexplained and "--ledger" in unexplained
+    assert re.search(r'<dt>refused by the gate</dt><dd><a href="#refusals-unexplained">1 unexplained</a>', html)
+
+
+def test_a_stale_or_foreign_ledger_export_is_refused(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    only = _released_only(ws, tmp_path / "copy")
+    export = _export_ledger(ws, tmp_path / "entries.json")
+    docs = [json.loads(x) for x in re.findall(r"\{.*?\n\}", export.read_text(), re.S)]
+    assert len(docs) == len(_ledger_ids(ws))
+    stale = tmp_path / "stale.json"
+    stale.write_text("\n".join(json.dumps(d) for d in docs[:-1]))  # an export from before the last release
+    with pytest.raises(InputError, match="released/ was published up to entry"):
+        build_report(only, tmp_path / "a.html", ledger=stale)
+    released = next(d for d in docs if d["outputs"])
+    released["outputs"] = {name: "sha256:" + "0" * 64 for name in released["outputs"]}
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps(docs))  # a JSON list is read as well
+    with pytest.raises(InputError, match="is not the file ledger entry"):
+        build_report(only, tmp_path / "b.html", ledger=foreign)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"entry": "L000001"')
+    with pytest.raises(InputError, match="not a ledger export"):
+        build_report(only, tmp_path / "c.html", ledger=broken)
+
+
+# --- trees, findings, sections named from the numbers -----------------------------------------------------------
+def _leaf_counts(ws: Path) -> dict[int, tuple[int, int]]:
+    return {n["node_id"]: tuple(n["class_counts"]) for n in _released(ws, TREE)["values"]["nodes"]}
+
+
+def test_every_released_tree_is_drawn_and_written_as_rules(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    trees = _section(_report(ws, tmp_path), "trees")
+    counts = _leaf_counts(ws)
+    assert trees.count('<svg xmlns="http://www.w3.org/2000/svg" class="tree-diagram"') == 1
+    assert trees.count('<g class="node leaf"') == 3 and trees.count('<g class="node split"') == 2
+    expected = {
+        1: "WOZ value at most €130,000",  # a missing WOZ value goes right (missing_left is false)
+        3: "WOZ value above €130,000 (or unknown) and sex is M",
+        4: "WOZ value above €130,000 (or unknown) and sex is F (or unknown)",
+    }
+    for node, rule in expected.items():
+        neg, pos = counts[node]
+        persons, share = fmt_number(neg + pos), fmt_percent(pos / (neg + pos))
+        cells = rf'<tr><th scope="row">{re.escape(rule)}</th><td class="num">{persons}</td><td class="num">{share}</td>'
+        assert re.search(cells, trees), rule
+        assert f"{share}</text>" in trees and f"{persons} persons</text>" in trees  # the leaf in the diagram
+    root = counts[0]
+    assert f"It splits {fmt_number(sum(root))} persons, of whom {fmt_percent(root[1] / sum(root))}" in trees
+
+
+def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_withheld_tree_counts_are_drawn_as_withheld(released_ws, tmp_path: Path) -> None:
+    """A gate that withholds some leaves' counts (a tree rule) releases them as null: drawn as withheld, never
+    guessed, and the report still builds."""
+    ws, _ = released_ws
+    only = _released_only(ws, tmp_path / "copy")
+
+    def withhold(doc: dict[str, Any]) -> None:
+        for node in doc["values"]["nodes"]:
+            if node["node_id"] in (2, 3, 4):
+                node["class_counts"] = None
+
+    _edit(only / "released" / f"{TREE}.json", withhold)
+    trees = _section(_report(only, tmp_path), "trees")
+    counts = _leaf_counts(ws)
+    assert trees.count('<td class="suppressed" title="counts withheld by a tree rule">withheld</td>') == 4
+    assert trees.count(">withheld</text>") == 2 and "counts withheld</text>" in trees
+    assert f"{fmt_number(sum(counts[1]))} persons</text>" in trees  # the leaf that kept its counts
+    assert "The gate withheld some counts" in trees
+
+
+def test_findings_change_when_the_released_numbers_change(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    only = _released_only(ws, tmp_path / "copy")
+    before = _section(_report(only, tmp_path), "findings")
+    compare = f"{YEAR}.psychosocial_risk.compare"
+
+    def widen(doc: dict[str, Any]) -> None:  # the difference in ROC AUC: now clearly positive
+        m = doc["values"]["metrics"]
+        m["roc_auc.all"], m["roc_auc.factor_model"] = 0.81, 0.70
+        m["roc_auc.delta"], m["roc_auc.ci_low"], m["roc_auc.ci_high"] = 0.11, 0.09, 0.13
+
+    def noisy(doc: dict[str, Any]) -> None:  # WOZ value's spread over the folds: now larger than the importance
+        doc["values"]["importances"]["woz_eur.sd"] = 1.0
+
+    _edit(only / "released" / f"{compare}.json", widen)
+    _edit(only / "released" / f"{YEAR}.psychosocial_risk.all.importance.permutation.json", noisy)
+    (tmp_path / "b").mkdir()
+    after = _section(_report(only, tmp_path / "b"), "findings")
+    assert before != after
+    assert "The all-variables tree ranks better than the factor-model tree: ROC AUC 0.810 against 0.700" in after
+    assert "95% interval 0.090 to 0.130" in after
+    assert "WOZ value matters most" in before and "WOZ value matters most" not in after
+    assert "The importance of WOZ value is inside its noise" in after
+
+
+def test_the_association_section_is_named_after_the_tested_variable(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    assert '<h2 id="association-title">WOZ value and psychosocial risk</h2>' in html
+    only = _released_only(ws, tmp_path / "copy")
+    for path in (only / "released").glob(f"{YEAR}.association.*.json"):
+
+        def to_bmi(doc: dict[str, Any]) -> None:
+            if doc["spec"].get("variable") == "woz_eur":
+                doc["spec"]["variable"] = "bmi"
+            if doc["spec"].get("by") == ["woz_eur"]:
+                doc["spec"]["by"] = ["bmi"]
+                doc["values"]["columns"] = ["bmi" if c == "woz_eur" else c for c in doc["values"]["columns"]]
+
+        _edit(path, to_bmi)
+    (tmp_path / "b").mkdir()
+    other = _report(only, tmp_path / "b")
+    assert '<h2 id="association-title">BMI and psychosocial risk</h2>' in other
+    intro = re.search(r'<p class="intro">(.*?)</p>', _section(other, "association"), re.S)
+    assert intro is not None and "BMI" in intro.group(1) and "WOZ" not in intro.group(1)
+
+
+def test_an_output_is_placed_by_its_kind_and_spec_not_its_name(released_ws, tmp_path: Path) -> None:
+    ws, _ = released_ws
+    html = _report(ws, tmp_path)
+    assert MISNAMED not in _section(html, "association").replace("<wbr>", "")
+    assert MISNAMED in _section(html, "other").replace("<wbr>", "")
+

@@ -12,6 +12,9 @@ Rules a file must satisfy (each failure names the key path):
 - every indicator is a canonical variable of ``kansrijk.schema`` other than the identifiers (``pseudonym``,
   ``year``), or a derived feature of the analysis dataset (``age_years``);
 - an indicator belongs to at most one factor (its importance is attributed to exactly one factor);
+- a proxy (``proxies``: a variable that stands in for a factor without measuring it, as the WOZ value of the home
+  stands in for household income) follows the same rules, belongs to one factor and is never also an indicator:
+  it is not part of the factor-model feature set, but the coverage report shows its importance under its factor;
 - every factor names its source (the literature or document it comes from).
 """
 
@@ -26,6 +29,9 @@ from kansrijk.policy.common import PolicyModel, parse_policy
 from kansrijk.schema import VARIABLES
 
 FACTOR_MODEL_KIND = "factor_model"
+# In the factor-coverage release, the key "<factor>.proxies" carries the summed importance of the factor's proxies
+# (its ``variables_of`` names them), next to "<factor>" for its indicators.
+PROXIES_SUFFIX = ".proxies"
 IDENTIFIERS: tuple[str, ...] = ("pseudonym", "year")
 DERIVED_INDICATORS: tuple[str, ...] = ("age_years",)
 
@@ -42,21 +48,26 @@ class Factor(PolicyModel):
     label: str = Field(min_length=1, description="The factor's name as the policy documents use it.")
     rank: int = Field(ge=1, description="Position in the literature ranking (1 = most important).")
     indicators: tuple[str, ...] = Field(default=(), description="Canonical variables that indicate this factor.")
+    proxies: tuple[str, ...] = Field(
+        default=(),
+        description="Variables that stand in for this factor without measuring it (not in the factor-model feature "
+        "set; shown under the factor in the coverage report).",
+    )
     source: str = Field(min_length=1, description="Where the factor and its place in the ranking come from.")
     note: str = ""
 
-    @field_validator("indicators")
+    @field_validator("indicators", "proxies")
     @classmethod
     def _known_indicators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         allowed = set(indicator_names())
         unknown = [v for v in value if v not in allowed]
         if unknown:
             raise ValueError(
-                f"unknown indicator(s) {unknown}: an indicator must be a canonical variable of kansrijk.schema "
+                f"unknown variable(s) {unknown}: an indicator or proxy must be a canonical variable of kansrijk.schema "
                 f"(not an identifier) or a derived feature; known: {', '.join(indicator_names())}"
             )
         if len(set(value)) != len(value):
-            raise ValueError("an indicator is listed twice for this factor")
+            raise ValueError("a variable is listed twice for this factor")
         return value
 
 
@@ -88,6 +99,20 @@ class FactorModel(PolicyModel):
                         f"({self.factors[owner[ind]].name}); an indicator belongs to one factor"
                     )
                 owner[ind] = i
+        proxy_owner: dict[str, int] = {}
+        for i, f in enumerate(self.factors):
+            for proxy in f.proxies:
+                if proxy in owner:
+                    raise ValueError(
+                        f"factors.{i}.proxies: {proxy!r} is an indicator of factors.{owner[proxy]} "
+                        f"({self.factors[owner[proxy]].name}); a variable is either an indicator or a proxy"
+                    )
+                if proxy in proxy_owner:
+                    raise ValueError(
+                        f"factors.{i}.proxies: {proxy!r} is already a proxy of factors.{proxy_owner[proxy]} "
+                        f"({self.factors[proxy_owner[proxy]].name}); a proxy belongs to one factor"
+                    )
+                proxy_owner[proxy] = i
         return self
 
     @property
@@ -104,8 +129,16 @@ class FactorModel(PolicyModel):
         """Factors that no indicator covers."""
         return tuple(f for f in self.ranked if not f.indicators)
 
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        """Every proxy, in rank order of its factor."""
+        return tuple(p for f in self.ranked for p in f.proxies)
+
     def factor_of(self, indicator: str) -> Factor | None:
         return next((f for f in self.factors if indicator in f.indicators), None)
+
+    def factor_proxied_by(self, variable: str) -> Factor | None:
+        return next((f for f in self.factors if variable in f.proxies), None)
 
 
 def load_factor_model(path: Path, raw: bytes | None = None) -> FactorModel:
@@ -113,4 +146,4 @@ def load_factor_model(path: Path, raw: bytes | None = None) -> FactorModel:
     return parse_policy(Path(path), FactorModel, raw)
 
 
-__all__ = ["FACTOR_MODEL_KIND", "Factor", "FactorModel", "indicator_names", "load_factor_model"]
+__all__ = ["FACTOR_MODEL_KIND", "PROXIES_SUFFIX", "Factor", "FactorModel", "indicator_names", "load_factor_model"]
