@@ -6,12 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from coordinator.report import build_report, fmt_fraction
-from kansrijk.console import err_console
-
-console = Console(highlight=False)
+from kansrijk.console import console, err_console
 
 
 def report_command(

@@ -8,18 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator.service import client as gate_client
 from coordinator.workspace import DEFAULT_PASSPHRASE_ENV, passphrase_from_env_or_prompt
-from kansrijk.console import progress_bar
+from kansrijk.console import console, progress_bar
 from kansrijk.errors import InputError
 
 if TYPE_CHECKING:
     from coordinator.analysis.run import AnalysisReport
 
-console = Console(highlight=False)
 
 DEFAULT_FACTORS = Path("policies/factors/factor-model.toml")
 DEFAULT_RELEASE = Path("policies/release/sdc-only.toml")

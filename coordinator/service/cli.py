@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator.service import client
 from coordinator.service.harden import harden_workspace
 from coordinator.service.server import ServeOptions, parse_mode, serve_gate
+from kansrijk.console import console
 from kansrijk.gate.cli import print_entries
-
-console = Console(highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     help=(

@@ -6,6 +6,7 @@ Progress and errors go to stderr so that stdout carries only a command's result 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -31,3 +32,9 @@ def progress_bar(description: str, *, total: int | None = None, unit: str = "") 
         transient=True,
     ) as progress:
         yield progress, progress.add_task(description, total=total)
+
+# stdout: a command's result. Piped or redirected, it is read by scripts and kept in files, so no line is wrapped
+# and no table cell is cut there (a digest or a release name must survive whole): the width is then practically
+# unbounded. On a terminal, long lines are not hard-wrapped either (soft_wrap); tables fit the window.
+PIPE_WIDTH = 100_000
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH)

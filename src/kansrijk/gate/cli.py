@@ -8,16 +8,16 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from kansrijk import crypto
+from kansrijk.console import console
+from kansrijk.console import err_console as err
 from kansrijk.errors import KeyMaterialError, OutputExists, PolicyError
 from kansrijk.gate.anchor import anchor_ledger, check_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, LedgerEntry, entries, open_existing, verify_ledger
@@ -26,8 +26,6 @@ from kansrijk.policy.release import ReleasePolicy, explain_release_policy, judge
 from kansrijk.policy.signing import diff_policies, load_policy, sign_policy, verify_policy
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable name, not a secret)
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-from kansrijk.console import err_console as err  # noqa: E402
 
 policy_app = typer.Typer(
     help="Check, explain, compare, sign and verify policy files (for privacy officers).", no_args_is_help=True
