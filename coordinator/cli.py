@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator import ingest as ingest_mod
@@ -27,11 +26,9 @@ from coordinator.workspace import (
     passphrase_from_env_or_prompt,
     register_partner,
 )
-from kansrijk.console import err_console, progress_bar
+from kansrijk.console import console, err_console, progress_bar
 from kansrijk.errors import BundleError
 from kansrijk.schema import SCHEMA_VERSION
-
-console = Console(highlight=False)
 
 app = typer.Typer(
     help=(
@@ -163,8 +160,9 @@ def ingest_command(
         for path in bundles:
             outcome = session.ingest(path)
             if outcome.error is None:
+                empty = " (declared empty by the partner)" if outcome.declared_empty else ""
                 console.print(
-                    f"[green]ingested[/] {path.name}: {outcome.partner} {outcome.period}, {outcome.rows} rows "
+                    f"[green]ingested[/] {path.name}: {outcome.partner} {outcome.period}, {outcome.rows} rows{empty} "
                     f"→ {outcome.table}"
                 )
             else:

@@ -12,16 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from kansrijk import bundle
-from kansrijk.console import err_console, progress_bar
+from kansrijk.console import console, err_console, progress_bar
 from kansrijk.errors import InputError
 from node_agent import keys
 from node_agent.prepare import STAGES, prepare_extract
-
-console = Console(highlight=False)
 
 # Names of environment variables, not passphrases.
 DEFAULT_PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105
@@ -149,6 +146,14 @@ def prepare_command(
     extract_id: Annotated[
         str | None, typer.Option("--extract-id", help="Extract id (default: partner, year and file digest).")
     ] = None,
+    declare_empty: Annotated[
+        bool,
+        typer.Option(
+            "--declare-empty",
+            help="The partner holds nobody for this year: seal a bundle without rows that says so in its signed "
+            "manifest (needs --year; an extract with rows is refused). Without it a header-only extract is refused.",
+        ),
+    ] = False,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
     link_passphrase_env: Annotated[
         str,
@@ -188,6 +193,7 @@ def prepare_command(
             year=year,
             extract_id=extract_id,
             progress=step,
+            declare_empty=declare_empty,
         )
         progress.update(task, completed=len(STAGES))
     console.print(f"sealed:      {result.bundle_path}")

@@ -46,6 +46,13 @@ def read_extract(path: Path, policy: SharingPolicy) -> RawExtract:
         raise InputError(f"{path}: extract file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read the extract ({exc.strerror})") from None
+    if not raw.lstrip(b"\xef\xbb\xbf").strip():
+        what = "is empty (0 bytes)" if not raw else "holds only blank lines"
+        raise InputError(
+            f"{path}: the extract file {what}; there is no header and no data",
+            hint="export the extract again from the source system (an interrupted export or a wrong query leaves "
+            "an empty file)",
+        )
     digest = hashlib.sha256(raw).hexdigest()
     frame = _read_parquet(path, raw) if policy.input.format == "parquet" else _read_csv(path, raw, policy)
     missing = [c for c in policy.source_columns if c not in frame.columns]

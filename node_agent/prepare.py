@@ -62,16 +62,22 @@ def prepare_extract(
     extract_id: str | None = None,
     created_at: datetime | None = None,
     progress: Progress | None = None,
+    declare_empty: bool = False,
 ) -> PrepareResult:
     """Run the pipeline (see the module docstring). Raises ``ValidationFailed`` (after writing the quarantine
     report) when too many rows are faulty; ``InputError``/``PolicyError`` on unreadable input; nothing is sealed
-    in either case."""
+    in either case.
+
+    An extract without data rows is refused (``InputError``): an empty export is almost always a mistake. A
+    partner that really holds nobody for the year says so with ``declare_empty`` (and the year): the bundle then
+    has no rows and its signed manifest says ``declared_empty``. ``declare_empty`` with rows is refused too."""
     step = progress or (lambda _stage: None)
     policy, digest = load_sharing_policy(Path(policy_path))
     previous_hash = _previous_hash(previous_bundle, policy.partner, signing_key)
 
     step("read")
     extract = read_extract(Path(input_path), policy)
+    _check_emptiness(extract, policy, declare_empty=declare_empty)
     ref_year = _reference_year(extract, policy, year)
 
     step("validate")
@@ -91,6 +97,12 @@ def prepare_extract(
 
     step("pseudonymise")
     payload = _payload(result, policy, link_key)
+    if payload.height == 0 and not declare_empty:
+        raise ValidationFailed(
+            f"{extract.path}: no row of the {result.rows_in} passed validation; nothing was sealed "
+            f"(quarantine report: {quarantine_path})",
+            hint="fix the extract at the source (see the quarantine report) and run prepare again",
+        )
 
     step("seal")
     sealed = bundle.seal_bundle(
@@ -106,6 +118,7 @@ def prepare_extract(
         key_epoch=key_epoch,
         previous_bundle_hash=previous_hash,
         created_at=created_at,
+        declared_empty=declare_empty,
     )
 
     step("write")
@@ -164,12 +177,34 @@ def _previous_hash(previous: Path | None, partner: str, signing_key: bytes) -> s
     return bundle.bundle_digest(data)
 
 
+def _check_emptiness(extract: RawExtract, policy: SharingPolicy, *, declare_empty: bool) -> None:
+    """A header without data rows is refused unless the partner declares the extract empty, and a declaration
+    goes only with an extract that really has no rows."""
+    if extract.rows == 0 and not declare_empty:
+        raise InputError(
+            f"{extract.path}: the extract has a header but no data rows; nothing was sealed",
+            hint="an empty export is almost always a mistake: export it again. If "
+            f"{policy.partner} really holds nobody for the year, run prepare again with --declare-empty --year "
+            "YYYY: the bundle then says so in its signed manifest",
+        )
+    if declare_empty and extract.rows:
+        raise InputError(
+            f"{extract.path}: --declare-empty, but the extract holds {extract.rows} data rows",
+            hint="leave out --declare-empty to seal these rows",
+        )
+
+
 def _reference_year(extract: RawExtract, policy: SharingPolicy, year: int | None) -> int:
     if year is not None:
         return year
     from_name = reference_year_from_filename(extract.path, policy)
     if from_name is not None:
         return from_name
+    if extract.rows == 0:
+        raise InputError(
+            f"{extract.path}: an extract declared empty has no rows to read its reference year from",
+            hint="pass --year",
+        )
     source = next(s for s, spec in policy.columns.items() if spec.variable == "year")
     dtype = extract.frame.schema[source]
     counts = (

@@ -113,6 +113,13 @@ class SchemaMismatch(BundleError):
     exit_code = 17
 
 
+class EmptyBundle(BundleError):
+    """The bundle holds no rows and its partner did not declare the extract empty (an empty export is almost
+    always a mistake; a partner that holds nobody for the year seals with ``--declare-empty``)."""
+
+    exit_code = 18
+
+
 # --- release gate (exit 20..29) -------------------------------------------------------------------------
 class GateError(KansrijkError):
     """The release gate refused or could not process a release request."""

@@ -53,7 +53,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     return Node(city.extracts[("gemeente", 2023)], city.extracts[("cjg", 2023)], sk, spk, rk, rpk, crypto.random_key())
 
 
-def _prepare(node: Node, tmp: Path, data: bytes, partner: str = "gemeente", name: str = "x.csv"):
+def _prepare(node: Node, tmp: Path, data: bytes, partner: str = "gemeente", name: str = "x.csv", **options):
     src = tmp / "in" / name
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(data)
@@ -66,6 +66,7 @@ def _prepare(node: Node, tmp: Path, data: bytes, partner: str = "gemeente", name
         coordinator_public_key=node.recipient_public,
         quarantine_dir=tmp / "q",
         year=2023,
+        **options,
     )
 
 
@@ -253,10 +254,16 @@ def test_huge_negative_and_nan_bmi_is_quarantined(node, tmp_path, tally, value) 
     assert ok
 
 
-def test_header_only_and_one_row_extracts_give_consistent_bundles(node, tmp_path, tally) -> None:
+def test_header_only_extract_is_refused_unless_declared_empty_and_one_row_seals(node, tmp_path, tally) -> None:
+    """An empty export is almost always a mistake: a header without rows seals nothing unless the partner
+    declares the extract empty, which the signed manifest then says."""
     lines = node.city_gemeente.read_bytes().split(b"\n")
-    empty = _prepare(node, tmp_path / "h", lines[0] + b"\n")
+    with pytest.raises(InputError, match="header but no data rows"):
+        _prepare(node, tmp_path / "h", lines[0] + b"\n")
+    refused = _nothing_written(tmp_path / "h")
+    declared = _prepare(node, tmp_path / "d", lines[0] + b"\n", declare_empty=True)
     one = _prepare(node, tmp_path / "1", lines[0] + b"\n" + lines[1] + b"\n")
-    ok = (empty.manifest.row_count, empty.rows_in, one.manifest.row_count, one.rows_in) == (0, 0, 1, 1)
-    tally.attack("header-only and one-row extracts", ok, count=2)
+    ok = refused and (declared.manifest.row_count, declared.manifest.declared_empty) == (0, True)
+    ok = ok and (one.manifest.row_count, one.rows_in, one.manifest.declared_empty) == (1, 1, False)
+    tally.attack("header-only extract refused; declared empty and one-row extracts seal", ok, count=2)
     assert ok

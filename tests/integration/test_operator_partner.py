@@ -1,0 +1,115 @@
+"""A new partner operator following docs/partner-operator.md: what a refusal says, that it exits non-zero, and
+that it leaves nothing behind (no bundle, no quarantine report, no stray folder); and that the coordinator
+refuses what the node should not have sealed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from operator_kit import Partner, make_partner, make_workspace, operator_env, register, run, tree
+from unit.node_samples import gemeente_rows, write_gemeente
+
+from kansrijk import bundle
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in operator_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KANSRIJK_LINK_PASSPHRASE", raising=False)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, Partner]:
+    """A coordinator workspace and the gemeente's machine, registered with it."""
+    ws = make_workspace(tmp_path)
+    gemeente = make_partner(tmp_path, "gemeente", ws / "keys" / "coordinator-hpke.pub")
+    register(ws, gemeente)
+    return ws, gemeente
+
+
+def _nothing_left(partner: Partner) -> None:
+    assert tree(partner.outbox) == {}
+    assert not (partner.dir / "quarantine").exists()
+
+
+# --- empty extracts --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("content", "says"), [(b"", "is empty (0 bytes)"), (b"\n\n  \r\n", "only blank lines")])
+def test_an_empty_or_blank_file_is_called_empty_not_unreadable_csv(site, tmp_path, content, says) -> None:
+    _, gemeente = site
+    extract = tmp_path / "gemeente_2023.csv"
+    extract.write_bytes(content)
+    result = run(*gemeente.prepare_args(extract, "--year", "2023"))
+    assert result.exit_code == 2
+    assert says in result.stderr and "cannot be read as CSV" not in result.stderr
+    _nothing_left(gemeente)
+
+
+def test_a_header_only_extract_is_refused_even_with_a_year(site, tmp_path) -> None:
+    _, gemeente = site
+    rows = gemeente_rows(3)
+    extract = tmp_path / "gemeente_2023.csv"
+    extract.write_text(";".join(rows[0]) + "\n", encoding="utf-8")
+    for extra in ((), ("--year", "2023")):
+        result = run(*gemeente.prepare_args(extract, *extra))
+        assert result.exit_code == 2, result.output
+        assert "header but no data rows" in result.stderr and "--declare-empty" in result.stderr
+    _nothing_left(gemeente)
+
+
+def test_a_declared_empty_extract_seals_a_signed_declaration_the_coordinator_accepts(site, tmp_path) -> None:
+    ws, gemeente = site
+    extract = tmp_path / "gemeente_2023.csv"
+    extract.write_text(";".join(gemeente_rows(1)[0]) + "\n", encoding="utf-8")
+    without_year = run(*gemeente.prepare_args(extract, "--declare-empty"))
+    assert without_year.exit_code == 2 and "pass --year" in without_year.stderr
+    result = run(*gemeente.prepare_args(extract, "--declare-empty", "--year", "2023"))
+    assert result.exit_code == 0, result.output
+    (sealed,) = gemeente.outbox.glob("*.kbundle")
+    manifest = bundle.read_manifest(sealed.read_bytes())
+    assert manifest.row_count == 0 and manifest.declared_empty
+    assert json.loads(manifest.canonical_bytes())["declared_empty"] is True
+    ingested = run("coordinator", "ingest", str(ws), str(sealed))
+    assert ingested.exit_code == 0, ingested.output
+    assert "0 rows (declared empty by the partner)" in ingested.stdout
+
+
+def test_declare_empty_with_rows_is_refused(site, tmp_path) -> None:
+    _, gemeente = site
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(4))
+    result = run(*gemeente.prepare_args(extract, "--declare-empty", "--year", "2023"))
+    assert result.exit_code == 2 and "holds 4 data rows" in result.stderr
+    _nothing_left(gemeente)
+
+
+def test_ingest_refuses_a_zero_row_bundle_that_was_not_declared_empty(site, tmp_path) -> None:
+    """A node of an older version (or a hand-made bundle) seals 0 rows without a declaration: refused, and the
+    workspace is byte-identical."""
+    import polars as pl
+
+    from kansrijk import crypto
+    from kansrijk.schema import VARIABLES
+
+    ws, gemeente = site
+    signing = crypto.read_secret_key(gemeente.signing, "ed25519-signing", operator_env()["KANSRIJK_PASSPHRASE"])
+    payload = pl.DataFrame(schema={"pseudonym": pl.Binary, "sex": VARIABLES["sex"].dtype})
+    sealed = bundle.seal_bundle(
+        payload,
+        partner="gemeente",
+        extract_id="gemeente-2023-empty",
+        extract_year=2023,
+        policy_digest="sha256:" + crypto.sha256_hex(gemeente.policy.read_bytes()),
+        quarantine_count=0,
+        signing_key=signing,
+        link_key_fingerprint="0" * 32,
+        recipient_public_key=crypto.read_public_key(gemeente.coordinator, "x25519-hpke").key,
+    )
+    path = tmp_path / "empty.kbundle"
+    path.write_bytes(sealed)
+    before = tree(ws)
+    result = run("coordinator", "ingest", str(ws), str(path))
+    assert result.exit_code == 18
+    assert "EmptyBundle" in result.stderr and "did not declare" in result.stderr and "--declare-empty" in result.stderr
+    assert tree(ws) == before
