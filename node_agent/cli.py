@@ -142,7 +142,13 @@ def prepare_command(
     year: Annotated[
         int | None, typer.Option("--year", help="Reference year, when the policy's column or file name is wrong.")
     ] = None,
-    key_epoch: Annotated[int, typer.Option("--key-epoch", help="Epoch of the signing key (see keygen).")] = 1,
+    key_epoch: Annotated[
+        int | None,
+        typer.Option(
+            "--key-epoch",
+            help="Epoch of the signing key; read from the key file, so only a check: a different value is refused.",
+        ),
+    ] = None,
     extract_id: Annotated[
         str | None, typer.Option("--extract-id", help="Extract id (default: partner, year and file digest).")
     ] = None,
@@ -171,7 +177,7 @@ def prepare_command(
     Example: kansrijk node prepare --policy policies/sharing/cjg.toml --input cjg_2023.csv --out outbox/
     --signing-key keys/cjg-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub
     """
-    sk = keys.load_signing_key(signing_key, _passphrase(passphrase_env, what=str(signing_key)))
+    sk = keys.load_partner_signing_key(signing_key, _passphrase(passphrase_env, what=str(signing_key)))
     link_env = link_passphrase_env if os.environ.get(link_passphrase_env) else passphrase_env
     lk = keys.load_link_key(link_key, _passphrase(link_env, what=str(link_key)))
     recipient = keys.load_coordinator_key(coordinator_key)

@@ -17,11 +17,12 @@ from pathlib import Path
 import polars as pl
 
 from kansrijk import bundle, crypto
-from kansrijk.errors import InputError, OutputExists, ValidationFailed
+from kansrijk.errors import InputError, KeyMaterialError, OutputExists, ValidationFailed
 from kansrijk.fsutil import atomic_write_bytes
 from kansrijk.policy.sharing import SharingPolicy, load_sharing_policy
 from kansrijk.pseudonym import pseudonym_expr
 from node_agent.extract import RawExtract, read_extract, reference_year_from_filename
+from node_agent.keys import PartnerSigningKey
 from node_agent.transform import _parse_int, normalised_text
 from node_agent.validate import BSN, ValidationResult, validate_extract
 
@@ -52,12 +53,12 @@ def prepare_extract(
     policy_path: Path,
     input_path: Path,
     out_dir: Path,
-    signing_key: bytes,
+    signing_key: bytes | PartnerSigningKey,
     link_key: bytes,
     coordinator_public_key: bytes,
     previous_bundle: Path | None = None,
     quarantine_dir: Path | None = None,
-    key_epoch: int = 1,
+    key_epoch: int | None = None,
     year: int | None = None,
     extract_id: str | None = None,
     created_at: datetime | None = None,
@@ -70,9 +71,14 @@ def prepare_extract(
 
     An extract without data rows is refused (``InputError``): an empty export is almost always a mistake. A
     partner that really holds nobody for the year says so with ``declare_empty`` (and the year): the bundle then
-    has no rows and its signed manifest says ``declared_empty``. ``declare_empty`` with rows is refused too."""
+    has no rows and its signed manifest says ``declared_empty``. ``declare_empty`` with rows is refused too.
+
+    Given as a ``PartnerSigningKey`` (as the CLI loads it), the signing key must be the policy's partner's
+    (``KeyMaterialError`` otherwise, before anything is read or written) and its epoch is the key file's;
+    ``key_epoch``, when given too, must agree with it. A raw key is taken with ``key_epoch`` (default 1)."""
     step = progress or (lambda _stage: None)
     policy, digest = load_sharing_policy(Path(policy_path))
+    signing_key, key_epoch = _own_signing_key(signing_key, key_epoch, policy, Path(policy_path))
     previous_hash = _previous_hash(previous_bundle, policy.partner, signing_key)
 
     step("read")
@@ -139,6 +145,27 @@ def prepare_extract(
         rows_quarantined=result.rows_quarantined,
         counts_by_rule=result.counts_by_rule(),
     )
+
+
+def _own_signing_key(
+    key: bytes | PartnerSigningKey, epoch: int | None, policy: SharingPolicy, policy_path: Path
+) -> tuple[bytes, int]:
+    """The raw key and the epoch to seal with; refuses another partner's key and a contradicting epoch."""
+    if not isinstance(key, PartnerSigningKey):
+        return key, 1 if epoch is None else epoch
+    if key.partner != policy.partner:
+        raise KeyMaterialError(
+            f"{key.path}: this is partner {key.partner!r}'s signing key, but {policy_path} is the sharing policy of "
+            f"{policy.partner!r}; nothing was sealed",
+            hint=f"pass {policy.partner}'s own signing key (keys/{policy.partner}-signing.key), or the policy of "
+            f"{key.partner}",
+        )
+    if epoch is not None and epoch != key.epoch:
+        raise KeyMaterialError(
+            f"{key.path}: the key file is epoch {key.epoch}, but --key-epoch says {epoch}; nothing was sealed",
+            hint="leave out --key-epoch: the epoch is read from the key file",
+        )
+    return key.key, key.epoch
 
 
 def _payload(result: ValidationResult, policy: SharingPolicy, link_key: bytes) -> pl.DataFrame:

@@ -361,6 +361,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         generate_partner_keys,
         load_coordinator_key,
         load_link_key,
+        load_partner_signing_key,
         load_signing_key,
         new_link_key,
     )
@@ -474,7 +475,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     rows_in = rows_quarantined = 0
     for partner in PARTNERS:
         keys_dir = out / "partners" / partner / "keys"
-        signing_key = load_signing_key(partner_keys[partner].secret_key, passphrase)
+        signing_key = load_partner_signing_key(partner_keys[partner].secret_key, passphrase)
         link_key = load_link_key(keys_dir / "link.key", passphrase)
         previous: Path | None = None
         for year in years:
@@ -487,7 +488,6 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
                 coordinator_public_key=coordinator_public,
                 previous_bundle=previous,
                 quarantine_dir=out / "partners" / partner / "quarantine",
-                key_epoch=partner_keys[partner].epoch,
                 year=year,
             )
             previous = result.bundle_path

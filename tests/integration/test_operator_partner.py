@@ -113,3 +113,52 @@ def test_ingest_refuses_a_zero_row_bundle_that_was_not_declared_empty(site, tmp_
     assert result.exit_code == 18
     assert "EmptyBundle" in result.stderr and "did not declare" in result.stderr and "--declare-empty" in result.stderr
     assert tree(ws) == before
+
+
+# --- keys: whose key, which epoch ------------------------------------------------------------------------
+def test_another_partners_signing_key_is_refused_at_the_node_before_anything_is_written(site, tmp_path) -> None:
+    ws, gemeente = site
+    cjg = make_partner(tmp_path, "cjg", ws / "keys" / "coordinator-hpke.pub")
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(5))
+    args = gemeente.prepare_args(extract)
+    args[args.index("--signing-key") + 1] = str(cjg.signing)
+    result = run(*args)
+    assert result.exit_code == 6
+    assert "partner 'cjg''s signing key" in result.stderr and "sharing policy of 'gemeente'" in result.stderr
+    _nothing_left(gemeente)
+
+
+def test_the_coordinator_names_a_key_of_another_partner_instead_of_advising_to_register_it(site, tmp_path) -> None:
+    from kansrijk import crypto
+    from node_agent.prepare import prepare_extract
+
+    ws, gemeente = site
+    cjg = make_partner(tmp_path, "cjg", ws / "keys" / "coordinator-hpke.pub")
+    register(ws, gemeente, cjg)
+    passphrase = operator_env()["KANSRIJK_PASSPHRASE"]
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(5))
+    made = prepare_extract(  # an older node agent that did not check whose key it was given
+        policy_path=gemeente.policy,
+        input_path=extract,
+        out_dir=tmp_path / "old-node",
+        signing_key=crypto.read_secret_key(cjg.signing, "ed25519-signing", passphrase),
+        link_key=crypto.read_secret_key(gemeente.link, "link-key", passphrase),
+        coordinator_public_key=crypto.read_public_key(gemeente.coordinator, "x25519-hpke").key,
+    )
+    result = run("coordinator", "ingest", str(ws), str(made.bundle_path))
+    assert result.exit_code == 14
+    assert "partner 'cjg''s" in result.stderr and "another partner's key" in result.stderr
+    assert "add the new key" not in result.stderr
+
+
+def test_the_key_epoch_is_read_from_the_key_file(site, tmp_path) -> None:
+    ws, _ = site
+    rotated = make_partner(tmp_path / "rotated", "gemeente", ws / "keys" / "coordinator-hpke.pub", epoch=2)
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(5))
+    wrong = run(*rotated.prepare_args(extract, "--key-epoch", "1"))
+    assert wrong.exit_code == 6 and "epoch 2, but --key-epoch says 1" in wrong.stderr
+    _nothing_left(rotated)
+    result = run(*rotated.prepare_args(extract))
+    assert result.exit_code == 0, result.output
+    (sealed,) = rotated.outbox.glob("*.kbundle")
+    assert bundle.read_manifest(sealed.read_bytes()).keys.epoch == 2
