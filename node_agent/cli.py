@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from kansrijk import bundle
-from kansrijk.console import console, err_console, progress_bar
+from kansrijk.console import ask_passphrase, console, err_console, progress_bar
 from kansrijk.errors import InputError
 from node_agent import keys
 from node_agent.prepare import STAGES, prepare_extract
@@ -60,13 +60,12 @@ LinkPassphraseEnv = Annotated[
 
 
 def _passphrase(env_name: str, *, what: str, confirm: bool = False) -> str:
-    """From ``env_name``; for the link key's variable falling back to KANSRIJK_PASSPHRASE; else a prompt."""
-    value = os.environ.get(env_name)
-    if not value and env_name == DEFAULT_LINK_PASSPHRASE_ENV:
-        value = os.environ.get(DEFAULT_PASSPHRASE_ENV)
-    if value:
-        return value
-    return str(typer.prompt(f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True))
+    """From ``env_name``; for the link key's variable falling back to KANSRIJK_PASSPHRASE; else a prompt
+    (``KeyMaterialError`` when there is no terminal to type it on)."""
+    fallback = env_name == DEFAULT_LINK_PASSPHRASE_ENV and not os.environ.get(env_name)
+    if fallback and os.environ.get(DEFAULT_PASSPHRASE_ENV):
+        env_name = DEFAULT_PASSPHRASE_ENV
+    return ask_passphrase(env_name, what=what, confirm=confirm)
 
 
 @app.command("keygen")

@@ -77,6 +77,9 @@ def prepare_extract(
     (``KeyMaterialError`` otherwise, before anything is read or written) and its epoch is the key file's;
     ``key_epoch``, when given too, must agree with it. A raw key is taken with ``key_epoch`` (default 1)."""
     step = progress or (lambda _stage: None)
+    out_dir = Path(out_dir)
+    q_dir = Path(quarantine_dir) if quarantine_dir is not None else out_dir.resolve().parent / "quarantine"
+    _check_directories(out_dir, q_dir)
     policy, digest = load_sharing_policy(Path(policy_path))
     signing_key, key_epoch = _own_signing_key(signing_key, key_epoch, policy, Path(policy_path))
     previous_hash = _previous_hash(previous_bundle, policy.partner, signing_key)
@@ -85,15 +88,17 @@ def prepare_extract(
     extract = read_extract(Path(input_path), policy)
     _check_emptiness(extract, policy, declare_empty=declare_empty)
     ref_year = _reference_year(extract, policy, year)
+    extract_id = extract_id or f"{policy.partner}-{ref_year}-{extract.sha256[:16]}"
+    _check_not_sealed_before(out_dir, extract, policy.partner, extract_id)
 
     step("validate")
     result = validate_extract(extract, policy, ref_year)
 
     step("quarantine")
-    q_dir = Path(quarantine_dir) if quarantine_dir is not None else Path(out_dir).resolve().parent / "quarantine"
-    quarantine_path = q_dir / f"{policy.partner}_{ref_year}_{extract.sha256[:12]}.quarantine.csv"
     buffer = io.BytesIO()
     result.quarantine.write_csv(buffer)
+    quarantine_path = _new_report_path(q_dir / f"{policy.partner}_{ref_year}_{extract.sha256[:12]}.quarantine.csv",
+                                       buffer.getvalue())  # fmt: skip
     atomic_write_bytes(quarantine_path, buffer.getvalue(), mode=0o640)
     if result.fault_rate > policy.max_fault_rate:
         raise ValidationFailed(
@@ -114,7 +119,7 @@ def prepare_extract(
     sealed = bundle.seal_bundle(
         payload,
         partner=policy.partner,
-        extract_id=extract_id or f"{policy.partner}-{ref_year}-{extract.sha256[:16]}",
+        extract_id=extract_id,
         extract_year=ref_year,
         policy_digest=digest,
         quarantine_count=result.rows_quarantined,
@@ -129,7 +134,7 @@ def prepare_extract(
 
     step("write")
     sealed_digest = bundle.bundle_digest(sealed)
-    bundle_path = Path(out_dir) / f"{policy.partner}_{ref_year}_{sealed_digest.removeprefix('sha256:')[:16]}.kbundle"
+    bundle_path = out_dir / f"{policy.partner}_{ref_year}_{sealed_digest.removeprefix('sha256:')[:16]}.kbundle"
     if bundle_path.exists():
         raise OutputExists(f"{bundle_path} exists already", hint="this exact bundle was written before")
     atomic_write_bytes(bundle_path, sealed)
@@ -145,6 +150,44 @@ def prepare_extract(
         rows_quarantined=result.rows_quarantined,
         counts_by_rule=result.counts_by_rule(),
     )
+
+
+def _check_directories(out_dir: Path, quarantine_dir: Path) -> None:
+    """The outbox and the quarantine folder must be directories or not exist yet; checked before anything is
+    read or written, so a wrong --out leaves nothing behind."""
+    for path, option in ((out_dir, "--out"), (quarantine_dir, "--quarantine-out")):
+        if path.exists() and not path.is_dir():
+            raise InputError(
+                f"{path}: {option} must be a directory, and this is a file; nothing was written",
+                hint=f"pass the outbox directory as {option} (it is created when missing)"
+                if option == "--out"
+                else "pass a directory for the quarantine reports",
+            )
+
+
+def _check_not_sealed_before(out_dir: Path, extract: RawExtract, partner: str, extract_id: str) -> None:
+    """Refuse to seal an extract a bundle in the outbox already holds (the same extract id): a second bundle of
+    the same extract would be refused at the coordinator as a replay, and delivering the wrong one is worse."""
+    if not out_dir.is_dir():
+        return
+    for path in sorted(out_dir.glob("*.kbundle")):
+        manifest = bundle.read_manifest_file(path)
+        if manifest is not None and manifest.partner == partner and manifest.extract_id == extract_id:
+            raise OutputExists(
+                f"{extract.path}: this extract was sealed already as {path} (extract id {extract_id}); nothing was "
+                "written",
+                hint="deliver that bundle; a corrected extract is a new file and gets a new extract id",
+            )
+
+
+def _new_report_path(path: Path, content: bytes) -> Path:
+    """``path`` unless a different report is there already: a report is never overwritten (the same report
+    again is left as it is), the next free ``-N`` name is used instead."""
+    candidate, n = path, 1
+    while candidate.exists() and candidate.read_bytes() != content:
+        n += 1
+        candidate = path.with_name(path.name.replace(".quarantine.csv", f"-{n}.quarantine.csv"))
+    return candidate
 
 
 def _own_signing_key(

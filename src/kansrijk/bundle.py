@@ -17,6 +17,9 @@ declared_empty=False) -> bytes``
     The lower layer: seal already-serialised Parquet bytes under a manifest built by ``build_manifest``.
 ``read_manifest(data) -> Manifest``
     Parse the framing and the manifest only. **Not verified**: for display and routing, never for trust.
+``read_manifest_file(path) -> Manifest | None``
+    The same from a file, reading only its header and manifest (not the payload); None when the file is not a
+    bundle of this format. Not verified either.
 ``verify_bundle(data, trusted_keys) -> Manifest``
     Framing, then the manifest signature against the partner's registered key(s), then the manifest's schema.
     ``trusted_keys`` maps partner name to its raw Ed25519 public key (32 bytes) or a collection of them (key
@@ -77,6 +80,7 @@ __all__ = [
     "canonical_json",
     "open_bundle",
     "read_manifest",
+    "read_manifest_file",
     "seal_bundle",
     "seal_parquet",
     "verify_bundle",
@@ -606,6 +610,26 @@ def _manifest_problem(m: Manifest) -> str | None:
 def read_manifest(data: bytes, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Manifest:
     """The manifest of a bundle, parsed but **not verified**. Use ``verify_bundle`` before trusting anything."""
     return _parse_manifest(_parse_frame(data, max_payload_bytes=max_payload_bytes).manifest_bytes)
+
+
+def read_manifest_file(path: Any) -> Manifest | None:
+    """The manifest of the bundle file at ``path`` from its first bytes only (a payload may be gigabytes), or None
+    when the file is not a readable bundle of this format. **Not verified**: for finding files, never for trust."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEADER.size)
+            if len(head) < _HEADER.size:
+                return None
+            magic, version, manifest_len = _HEADER.unpack(head)
+            if magic != MAGIC or version != FORMAT_VERSION or not 0 < manifest_len <= MAX_MANIFEST_BYTES:
+                return None
+            manifest_bytes = fh.read(manifest_len)
+    except OSError:
+        return None
+    try:
+        return _parse_manifest(manifest_bytes)
+    except BundleMalformed:
+        return None
 
 
 def _candidate_keys(value: bytes | Collection[bytes]) -> list[bytes]:

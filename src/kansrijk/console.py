@@ -6,11 +6,16 @@ Progress and errors go to stderr so that stdout carries only a command's result 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
+import click
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from kansrijk.errors import KeyMaterialError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -38,3 +43,23 @@ def progress_bar(description: str, *, total: int | None = None, unit: str = "") 
 # unbounded. On a terminal, long lines are not hard-wrapped either (soft_wrap); tables fit the window.
 PIPE_WIDTH = 100_000
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+def ask_passphrase(env: str, *, what: str, confirm: bool = False) -> str:
+    """The passphrase from environment variable ``env``; else typed at a hidden prompt (on stderr).
+
+    ``KeyMaterialError`` (exit 6) when the variable is unset and nothing can be typed: no terminal (a cron job, a
+    script with stdin closed) or input that ended. Never the bare "Aborted." of an unanswered prompt."""
+    value = os.environ.get(env)
+    if value:
+        return value
+    # Not a terminal on stdin (a pipe, a file, a closed stdin): read a line from it as it is, without the
+    # terminal-echo dance that only warns there.
+    hidden = sys.stdin is not None and sys.stdin.isatty()
+    try:
+        return str(typer.prompt(f"Passphrase for {what}", hide_input=hidden, confirmation_prompt=confirm, err=True))
+    except (typer.Abort, click.exceptions.Abort):
+        raise KeyMaterialError(
+            f"no passphrase for {what}: environment variable {env} is not set and there is no terminal to type it on",
+            hint=f"export {env}=... before running the command (or name another variable with --passphrase-env)",
+        ) from None

@@ -162,3 +162,64 @@ def test_the_key_epoch_is_read_from_the_key_file(site, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     (sealed,) = rotated.outbox.glob("*.kbundle")
     assert bundle.read_manifest(sealed.read_bytes()).keys.epoch == 2
+
+
+# --- wrong --out, no passphrase, running twice ---------------------------------------------------------
+def test_out_pointing_at_a_file_is_refused_without_a_traceback_or_a_stray_folder(site, tmp_path) -> None:
+    _, gemeente = site
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(5))
+    outfile = gemeente.dir / "outbox-file"
+    outfile.parent.mkdir(parents=True, exist_ok=True)
+    outfile.write_text("not a directory\n")
+    args = gemeente.prepare_args(extract)
+    args[args.index("--out") + 1] = str(outfile)
+    before = tree(gemeente.dir)
+    result = run(*args)
+    assert result.exit_code == 2
+    assert "--out must be a directory, and this is a file" in result.stderr and "Traceback" not in result.output
+    assert tree(gemeente.dir) == before and not (gemeente.dir / "quarantine").exists()
+
+
+def test_no_passphrase_and_no_terminal_says_so_with_exit_6(site, tmp_path, monkeypatch) -> None:
+    _, gemeente = site
+    monkeypatch.delenv("KANSRIJK_PASSPHRASE")
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(5))
+    result = run(*gemeente.prepare_args(extract))  # stdin is empty: nothing to type the passphrase on
+    assert result.exit_code == 6
+    assert "no passphrase" in result.stderr and "KANSRIJK_PASSPHRASE is not set" in result.stderr
+    assert "Aborted" not in result.output
+    _nothing_left(gemeente)
+
+
+def test_preparing_the_same_extract_twice_leaves_one_bundle_and_the_report_untouched(site, tmp_path) -> None:
+    _, gemeente = site
+    rows = gemeente_rows(60)
+    rows[3]["Geslacht"] = "X"
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", rows)
+    assert run(*gemeente.prepare_args(extract)).exit_code == 0
+    before = tree(gemeente.dir)
+    again = run(*gemeente.prepare_args(extract))
+    assert again.exit_code == 8
+    assert "sealed already as" in again.stderr and "deliver that bundle" in again.stderr
+    assert tree(gemeente.dir) == before and len(list(gemeente.outbox.glob("*.kbundle"))) == 1
+
+
+def test_a_quarantine_report_is_never_overwritten_by_another(site, tmp_path) -> None:
+    _, gemeente = site
+    rows = gemeente_rows(20)
+    for row in rows[:5]:
+        row["Geslacht"] = "X"
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", rows)
+    failed = run(*gemeente.prepare_args(extract))
+    assert failed.exit_code == 5
+    (first,) = (gemeente.dir / "quarantine").iterdir()
+    kept = first.read_bytes()
+    variant = tmp_path / "gemeente-x.toml"
+    text = gemeente.policy.read_text(encoding="utf-8")
+    variant.write_text(text.replace('values = { M = "M", V = "F" }', 'values = { M = "M", V = "F", X = "F" }'))
+    args = gemeente.prepare_args(extract)
+    args[args.index("--policy") + 1] = str(variant)
+    assert run(*args).exit_code == 0
+    reports = sorted((gemeente.dir / "quarantine").iterdir())
+    assert len(reports) == 2 and first.read_bytes() == kept
+    assert {p.name for p in reports} == {first.name, first.name.replace(".quarantine.csv", "-2.quarantine.csv")}

@@ -5,9 +5,7 @@ Thin commands: each parses its options, calls one library function and renders t
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,9 +14,9 @@ import typer
 from rich.table import Table
 
 from kansrijk import crypto
-from kansrijk.console import console
+from kansrijk.console import ask_passphrase, console
 from kansrijk.console import err_console as err
-from kansrijk.errors import KeyMaterialError, OutputExists, PolicyError
+from kansrijk.errors import OutputExists, PolicyError
 from kansrijk.gate.anchor import anchor_ledger, check_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, LedgerEntry, entries, open_existing, verify_ledger
 from kansrijk.policy.common import policy_digest, read_policy_bytes
@@ -33,14 +31,8 @@ policy_app = typer.Typer(
 ledger_app = typer.Typer(help="Read and verify the release gate's audit ledger.", no_args_is_help=True)
 
 
-def _passphrase(env: str, *, confirm: bool) -> str:
-    value = os.environ.get(env)
-    if value:
-        return value
-    first = getpass.getpass("passphrase: ")
-    if confirm and getpass.getpass("repeat passphrase: ") != first:
-        raise KeyMaterialError("the two passphrases differ", hint="run the command again")
-    return first
+def _passphrase(env: str, *, confirm: bool, what: str = "the officer's key") -> str:
+    return ask_passphrase(env, what=what, confirm=confirm)
 
 
 @policy_app.command("check")
