@@ -207,8 +207,15 @@ def prepare_command(
         f"rows:        {result.rows_shared} shared, {result.rows_quarantined} quarantined of {result.rows_in}"
     )
     console.print(f"quarantine:  {result.quarantine_path}  (local only; not in the bundle)")
-    for rule, count in result.counts_by_rule.items():
-        console.print(f"  {rule}: {count}")
+    for line in result.rule_lines:
+        console.print(line, markup=False)
+    if result.unexpected_columns:
+        names = ", ".join(repr(c[:64]) for c in result.unexpected_columns)
+        err_console.print(
+            f"note: {len(result.unexpected_columns)} column(s) of the extract are not in the sharing policy and were "
+            f"left out of the bundle: {names} (list them under `dropped` in the policy to make that explicit)",
+            markup=False,
+        )
 
 
 @app.command("inspect")

@@ -46,6 +46,8 @@ class PrepareResult:
     rows_shared: int
     rows_quarantined: int
     counts_by_rule: dict[str, int] = field(default_factory=dict)
+    rule_lines: tuple[str, ...] = ()  # per rule its rows and what it expects (``rule_lines``), for the operator
+    unexpected_columns: tuple[str, ...] = ()  # columns the policy names nowhere: left out of the bundle
 
 
 def prepare_extract(
@@ -149,6 +151,8 @@ def prepare_extract(
         rows_shared=payload.height,
         rows_quarantined=result.rows_quarantined,
         counts_by_rule=result.counts_by_rule(),
+        rule_lines=tuple(rule_lines(result)),
+        unexpected_columns=extract.unexpected,
     )
 
 
@@ -301,8 +305,18 @@ def _failure_summary(extract: RawExtract, policy: SharingPolicy, result: Validat
         f"{extract.path}: {result.rows_quarantined} of {result.rows_in} rows are faulty "
         f"({result.fault_rate:.2%}), above the sharing policy's max_fault_rate of {policy.max_fault_rate:.2%}; "
         "nothing was sealed.",
-        "  rows per rule:",
+        "  rows per rule (and what the rule expects):",
     ]
-    lines += [f"    {rule}: {count}" for rule, count in result.counts_by_rule().items()]
-    lines.append(f"  quarantine report (row, field, rule; no values): {report}")
+    lines += rule_lines(result, indent="    ")
+    lines.append(f"  quarantine report ({result.position}, field, variable, rule, expected; no values): {report}")
     return "\n".join(lines)
+
+
+def rule_lines(result: ValidationResult, *, indent: str = "  ") -> list[str]:
+    """``rule: rows`` per rule, each followed by what it expects of each field it failed on."""
+    expected = result.expected_by_rule()
+    lines: list[str] = []
+    for rule, count in result.counts_by_rule().items():
+        lines.append(f"{indent}{rule}: {count}")
+        lines += [f"{indent}  expected {what}" for what in expected.get(rule, [])]
+    return lines

@@ -223,3 +223,77 @@ def test_a_quarantine_report_is_never_overwritten_by_another(site, tmp_path) -> 
     reports = sorted((gemeente.dir / "quarantine").iterdir())
     assert len(reports) == 2 and first.read_bytes() == kept
     assert {p.name for p in reports} == {first.name, first.name.replace(".quarantine.csv", "-2.quarantine.csv")}
+
+
+# --- messages that keep the thread ----------------------------------------------------------------------
+def _csv_lines(rows: list[dict[str, str]]) -> list[str]:
+    return [";".join(rows[0]), *(";".join(r.values()) for r in rows)]
+
+
+def test_an_unterminated_quote_is_named_as_such_with_its_line(site, tmp_path) -> None:
+    _, gemeente = site
+    lines = _csv_lines(gemeente_rows(6))
+    fields = lines[3].split(";")
+    fields[3] = '"Kruiskade'  # Straat of the record on line 4
+    lines[3] = ";".join(fields)
+    extract = tmp_path / "gemeente_2023.csv"
+    extract.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(*gemeente.prepare_args(extract))
+    assert result.exit_code == 2
+    assert "line 4: a quoted field opens on this line and is not closed" in result.stderr
+    assert "close the quote" in result.stderr and "separator" not in result.stderr
+    _nothing_left(gemeente)
+
+
+def test_a_ragged_line_says_how_many_fields_it_has(site, tmp_path) -> None:
+    _, gemeente = site
+    lines = _csv_lines(gemeente_rows(6))
+    lines[5] += ";surplus"
+    extract = tmp_path / "gemeente_2023.csv"
+    extract.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(*gemeente.prepare_args(extract))
+    assert result.exit_code == 2 and "line 6: has 16 fields, the header has 15" in result.stderr
+
+
+def test_a_bad_date_shows_the_expected_format_and_the_report_uses_the_lines_messages_use(site, tmp_path) -> None:
+    _, gemeente = site
+    rows = gemeente_rows(60)
+    rows[4]["Geboortedatum"] = "2011-05-03"  # ISO, but the policy says DD-MM-YYYY; the record is on line 6
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", rows)
+    result = run(*gemeente.prepare_args(extract))
+    assert result.exit_code == 0, result.output
+    assert "not_a_date: 1" in result.stdout
+    assert "expected Geboortedatum: a date as DD-MM-YYYY (e.g. 31-12-2023)" in result.stdout
+    (report,) = (gemeente.dir / "quarantine").iterdir()
+    header, line = report.read_text(encoding="utf-8").splitlines()
+    assert header == "line,field,variable,rule,expected"
+    assert line.startswith("6,Geboortedatum,birth_year,not_a_date,")
+
+
+def test_report_lines_follow_a_line_break_inside_a_quoted_field(site, tmp_path) -> None:
+    _, gemeente = site
+    lines = _csv_lines(gemeente_rows(60))
+    fields = lines[2].split(";")
+    fields[3] = '"Laan van\nNul"'  # line 3 runs on to line 4: the next record starts on line 5
+    lines[2] = ";".join(fields)
+    fields = lines[3].split(";")
+    fields[2] = "X"  # Geslacht of the record that now starts on line 5
+    lines[3] = ";".join(fields)
+    extract = tmp_path / "gemeente_2023.csv"
+    extract.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run(*gemeente.prepare_args(extract)).exit_code == 0
+    (report,) = (gemeente.dir / "quarantine").iterdir()
+    assert report.read_text(encoding="utf-8").splitlines()[1].startswith("5,Geslacht,sex,unknown_category,")
+
+
+def test_a_column_the_policy_does_not_name_is_mentioned_once(site, tmp_path) -> None:
+    import polars as pl
+
+    _, gemeente = site
+    extract = tmp_path / "gemeente_2023.csv"
+    frame = pl.DataFrame(gemeente_rows(20)).with_columns(pl.lit("x").alias("Telefoon"))
+    frame.write_csv(extract, separator=";")
+    result = run(*gemeente.prepare_args(extract))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("'Telefoon'") == 1 and "not in the sharing policy" in result.stderr
+    assert "Gebied" not in result.stderr  # listed under `dropped`: dropped on purpose, nothing to say

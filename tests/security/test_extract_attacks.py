@@ -120,7 +120,8 @@ def test_formula_injection_in_every_text_field_reaches_no_output(node: Node, tmp
     result = _prepare(node, tmp_path, _edit(b"\n".join(lines) + b"\n", b";", edits))
     quarantine = pl.read_csv(result.quarantine_path)
     mapped = {"Geslacht", "Buurtcode", "Wijkcode", "WOZ_waarde", "Bijstand", "Geboortedatum", "Verzuimmeldingen"}
-    flagged = set(zip(quarantine["row"].to_list(), quarantine["field"].to_list(), strict=True))
+    # the report numbers lines as the messages do: data row r (lines[r]) is line r + 1
+    flagged = set(zip((quarantine["line"] - 1).to_list(), quarantine["field"].to_list(), strict=True))
     missing = {(r, c) for (r, c) in edits if c in mapped} - flagged
     tally.attack("formula in a mapped field is quarantined by row and field", not missing, count=14)
     outputs = _outputs(node, tmp_path, result)
@@ -236,7 +237,7 @@ def test_huge_negative_and_nan_money_is_quarantined_by_row_and_field(node, tmp_p
     tally.attack(f"WOZ_waarde = {value}", False)  # replaced below once the row is quarantined
     result = _prepare(node, tmp_path, data)
     q = pl.read_csv(result.quarantine_path)
-    hit = q.filter((pl.col("row") == 3) & (pl.col("field") == "WOZ_waarde"))
+    hit = q.filter((pl.col("line") == 4) & (pl.col("field") == "WOZ_waarde"))  # lines[3] is line 4
     ok = hit.height >= 1 and result.rows_quarantined == 1
     tally.cases.clear()
     tally.node.user_properties.clear()
@@ -249,7 +250,7 @@ def test_huge_negative_and_nan_bmi_is_quarantined(node, tmp_path, tally, value) 
     data = _edit(node.city_cjg.read_bytes(), b",", {(3, "bmi"): value.encode()})
     result = _prepare(node, tmp_path, data, "cjg")
     q = pl.read_csv(result.quarantine_path)
-    ok = q.filter((pl.col("row") == 3) & (pl.col("field") == "bmi")).height == 1
+    ok = q.filter((pl.col("line") == 4) & (pl.col("field") == "bmi")).height == 1  # lines[3] is line 4
     tally.attack(f"bmi = {value}", ok)
     assert ok
 
