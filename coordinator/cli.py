@@ -191,6 +191,9 @@ def link_command(
         typer.Option("--officer-key", help="Privacy officer public key that signed the policy; repeatable."),
     ] = None,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each year's linkage report (counts only) as JSON, for scripts.")
+    ] = False,
 ) -> None:
     """Link the partners' tables on the coordinator pseudonym into one analysis dataset per year.
 
@@ -214,14 +217,35 @@ def link_command(
             release=hook,
             progress=lambda msg: progress.update(task, description=msg),
         )
+    if as_json:
+        doc = {
+            "years": [
+                {
+                    **linked.report.as_dict(),
+                    "dataset": str(linked.dataset_path),
+                    "report": str(linked.report_path),
+                    "released": list(linked.released),
+                    "headline": linked.report.headline(),
+                }
+                for linked in result.years
+            ],
+            "longitudinal": str(result.longitudinal_path) if result.longitudinal_path else None,
+        }
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
     for linked in result.years:
         r = linked.report
-        table = Table(title=f"linkage {r.year}: {r.persons_linked} persons linked, {r.excluded_unresolved} excluded")
+        table = Table(title=f"linkage {r.headline()}")
         for column in ("partner", "rows", "only here"):
             table.add_column(column, justify="right" if column != "partner" else "left")
         for p in r.partners:
             table.add_row(p, str(r.rows_per_partner[p]), str(r.only_at_partner[p]))
         console.print(table)
+        if len(r.partners) < 2:
+            err_console.print(
+                f"[yellow]warning:[/] {r.year}: only {', '.join(r.partners)} delivered this year; the dataset holds "
+                f"their persons unlinked (the analysis skips outcomes that need the other partners' variables)"
+            )
         for attr, c in r.conflicts.items():
             console.print(
                 f"{attr}: {c.conflicts} conflicts ({c.majority} by majority, {c.cbs_tiebreak} by CBS tie-break, "
@@ -259,13 +283,13 @@ def status_command(
         console.print("partner registry installed without signature (no trusted privacy officers)")
     table = Table(title="ingested bundles")
     for column in ("partner", "period", "extract id", "bundle digest", "epoch", "rows", "quarantined", "ingested"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # on a narrow terminal a digest wraps in its cell, never cut
     for b in status.bundles:
         table.add_row(
             b.partner,
             b.period,
             b.extract_id,
-            b.bundle_digest[:19] + "…",
+            b.bundle_digest,
             str(b.key_epoch),
             str(b.row_count),
             str(b.quarantine_count),
@@ -274,7 +298,7 @@ def status_command(
     console.print(table)
     if status.link_runs:
         runs = Table(title="link runs")
-        for column in ("year", "persons", "excluded", "dataset", "linked"):
+        for column in ("year", "persons in dataset", "excluded", "dataset", "linked"):
             runs.add_column(column)
         for run in status.link_runs:
             runs.add_row(str(run.year), str(run.persons), str(run.excluded), run.dataset_path, run.linked_at)

@@ -131,14 +131,14 @@ def status_command(socket_path: SocketOption, as_json: JsonOption = False) -> No
         console.print("[yellow]no partner registry installed[/]")
     table = Table(title="ingested bundles")
     for column in ("partner", "period", "extract id", "bundle digest", "epoch", "rows", "quarantined", "ingested"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a digest wraps in its cell on a narrow terminal, never cut
     for b in status.bundles:
-        table.add_row(b.partner, b.period, b.extract_id, b.bundle_digest[:19] + "…", str(b.key_epoch),
+        table.add_row(b.partner, b.period, b.extract_id, b.bundle_digest, str(b.key_epoch),
                       str(b.row_count), str(b.quarantine_count), b.ingested_at)  # fmt: skip
     console.print(table)
     if status.link_runs:
         runs = Table(title="link runs")
-        for column in ("year", "persons", "excluded", "dataset", "linked"):
+        for column in ("year", "persons in dataset", "excluded", "dataset", "linked"):
             runs.add_column(column)
         for r in status.link_runs:
             runs.add_row(str(r.year), str(r.persons), str(r.excluded), r.dataset, r.linked_at)
