@@ -20,8 +20,10 @@ from kansrijk.errors import OutputExists, PolicyError
 from kansrijk.gate.anchor import anchor_ledger, check_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, LedgerEntry, entries, open_existing, verify_ledger
 from kansrijk.policy.common import policy_digest, read_policy_bytes
-from kansrijk.policy.release import ReleasePolicy, explain_release_policy, judge_change
-from kansrijk.policy.signing import diff_policies, load_policy, sign_policy, verify_policy
+from kansrijk.policy.diff import ABSENT, diff_policy_files
+from kansrijk.policy.release import ReleasePolicy, explain_release_policy
+from kansrijk.policy.sharing import SharingPolicy, explain_sharing_policy
+from kansrijk.policy.signing import load_policy, sign_policy, verify_policy
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable name, not a secret)
 
@@ -59,42 +61,81 @@ def check_cmd(files: Annotated[list[Path], typer.Argument(help="Policy files (TO
 
 
 @policy_app.command("explain")
-def explain_cmd(file: Annotated[Path, typer.Argument(help="A release policy file.")]) -> None:
-    """Say in plain language what a release policy does, the floors and ceilings it is held to, whose DP budget it
-    spends, and where it is stricter than ACRO and why.
+def explain_cmd(file: Annotated[Path, typer.Argument(help="A release policy or a partner's sharing policy.")]) -> None:
+    """Say in plain language what a policy does.
+
+    A release policy: what each rule protects against, what epsilon means for one person in words, the floors and
+    ceilings it is held to, whose DP budget it spends, and where it is stricter than ACRO and why. A sharing
+    policy: what the partner shares, in which form, under which purpose and legal basis, and what never leaves.
 
     Example: kansrijk policy explain policies/release/dp-sdc.toml
     """
     kind, model = load_policy(file)
-    if not isinstance(model, ReleasePolicy):
-        raise PolicyError(f"{file}: explain knows release policies only (this file is kind {kind!r})")
-    for line in explain_release_policy(model):
+    if isinstance(model, ReleasePolicy):
+        lines = explain_release_policy(model)
+    elif isinstance(model, SharingPolicy):
+        lines = explain_sharing_policy(model)
+    else:
+        raise PolicyError(
+            f"{file}: explain knows release and sharing policies (this file is kind {kind!r})",
+            hint="`kansrijk policy dpia` puts every policy of a study in one document",
+        )
+    for line in lines:
         console.print(line, markup=False)
 
 
 @policy_app.command("diff")
 def diff_cmd(
-    a: Annotated[Path, typer.Argument(help="The policy before.")],
-    b: Annotated[Path, typer.Argument(help="The policy after.")],
+    a: Annotated[Path, typer.Argument(help="The policy before (the signed one).")],
+    b: Annotated[Path, typer.Argument(help="The policy after (the proposal); shown even when it does not validate.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diff as one JSON document, for scripts.")] = False,
 ) -> None:
-    """Key-by-key semantic difference between two policy files (defaults filled in), with each change
-    judged stricter or looser where the direction is known. Exit code 0 even when they differ.
+    """Key-by-key difference between two versions of a policy, every change judged: stricter, looser, or no
+    privacy effect (only for keys that name, describe or format). A change not known to be stricter is called
+    looser. A file that does not validate is still compared, as written, and its problems are listed: it cannot
+    be signed. Exit code 0 even when they differ.
 
-    Example: kansrijk policy diff policies/release/sdc-only.toml policies/release/dp-sdc.toml
+    Example: kansrijk policy diff policies/release/sdc-only.toml proposed.toml
     """
-    changes = diff_policies(a, b)
-    if not changes:
+    diff = diff_policy_files(a, b)
+    if as_json:
+        typer.echo(json.dumps(diff.to_json(), indent=2, ensure_ascii=False))
+        return
+    for side, label in ((diff.before, "before"), (diff.after, "after")):
+        if not side.valid:
+            console.print(f"[bold red]{label}: {side.path} does not validate[/] (it cannot be signed):")
+            for problem in side.problems:
+                console.print(f"  {problem}", markup=False)
+    if diff.compared_as_written:
+        console.print("compared as written (defaults are not filled in for a file that does not validate)")
+    if not diff.changes:
         console.print("no semantic difference")
         return
-    table = Table("key", "before", "after", "effect")
-    for c in changes:
+    table = Table("key", "before", "after", "effect", "why")
+    for column in table.columns:
+        column.overflow = "fold"
+    style = {"stricter": "green", "looser": "bold red", "no privacy effect": "dim"}
+    for c in diff.changes:
         table.add_row(
             c.key,
-            json.dumps(c.before, default=repr),
-            json.dumps(c.after, default=repr),
-            judge_change(c.key, c.before, c.after) or c.change,
+            _shown(c.before),
+            _shown(c.after),
+            f"[{style[c.effect]}]{c.effect}[/]",
+            c.why,
         )
     console.print(table)
+    counts = diff.to_json()["summary"]
+    console.print(
+        f"{len(diff.changes)} change(s): {counts['looser']} looser, {counts['stricter']} stricter, "
+        f"{counts['no privacy effect']} with no privacy effect"
+    )
+
+
+def _shown(value: Any) -> str:
+    """A policy value as written (no JSON escapes: an em dash stays an em dash)."""
+    if value is ABSENT:
+        return "(absent)"
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
 
 
 @policy_app.command("keygen")
