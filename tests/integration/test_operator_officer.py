@@ -103,3 +103,54 @@ def test_explain_explains_a_sharing_policy() -> None:
     assert "Geboortedatum → birth_year" in out and "as the year only" in out
     assert "WOZ_waarde → woz_eur" in out and "rounded to 1000" in out
     assert "Never shared (asserted absent from every bundle): Straat, Huisnummer, Postcode." in out
+
+
+# --- the DPIA annex -----------------------------------------------------------------------------------------------
+def _signed_copy(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """policies/ copied and signed by a fresh officer key: (policies dir, release policy, officer.pub)."""
+    import os
+    import shutil
+
+    os.environ.setdefault("KANSRIJK_SCRYPT_LOG2N", "14")
+    copy = tmp_path / "policies"
+    shutil.copytree(POLICIES, copy, ignore=shutil.ignore_patterns("*.sig"))
+    assert run("policy", "keygen", "--out", str(tmp_path / "officer")).exit_code == 0
+    key = tmp_path / "officer" / "officer.key"
+    for path in sorted(copy.rglob("*.toml")):
+        assert run("policy", "sign", str(path), "--key", str(key)).exit_code == 0, path
+    return copy, copy / "release" / "dp-sdc.toml", tmp_path / "officer" / "officer.pub"
+
+
+def test_dpia_writes_the_annex_from_the_signed_policies(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
+    policies, release, officer = _signed_copy(tmp_path)
+    out = tmp_path / "annex.md"
+    args = ["policy", "dpia", "--policies", str(policies), "--release-policy", str(release), "--threat-model",
+            str(REPO / "docs" / "threat-model.md"), "--officer-key", str(officer), "--out", str(out)]  # fmt: skip
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["partners"] == ["cbs", "cjg", "duo", "gemeente"] and all(s["signer"] for s in doc["sources"])
+    text = out.read_text(encoding="utf-8")
+    for needed in (
+        "### gemeente", "**Purpose:** Link neighbourhood", "**Legal basis:** Art. 6(1)(e) GDPR",
+        "WOZ_waarde → woz_eur", "rounded to 1000", "**Never shared** (asserted absent from every bundle): Straat",
+        "**Retention:** until 2026-12-31", "**DP budget:** ε at most 4 in total", "What ε means for one person",
+        "| frequency_table | output checking, then differential privacy (ε 1/10 per release) |",
+        "## 5. Mitigations (threat model)", "replay an old bundle",
+    ):  # fmt: skip
+        assert needed in text, needed
+    again = run(*args)
+    assert again.exit_code == 8 and "exists already" in again.stderr
+    assert run(*args, "--force").exit_code == 0 and out.read_text(encoding="utf-8") == text  # same inputs, same annex
+
+
+def test_dpia_refuses_a_policy_that_is_not_signed_and_writes_nothing(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
+    policies, release, officer = _signed_copy(tmp_path)
+    sharing = policies / "sharing" / "cjg.toml"
+    sharing.write_text(sharing.read_text(encoding="utf-8").replace("round_to = 0.1", "round_to = 0.01"))
+    out = tmp_path / "annex.md"
+    result = run("policy", "dpia", "--policies", str(policies), "--release-policy", str(release), "--threat-model",
+                 str(REPO / "docs" / "threat-model.md"), "--officer-key", str(officer), "--out", str(out))  # fmt: skip
+    assert result.exit_code == 4 and "cjg.toml" in result.stderr and not out.exists()

@@ -21,6 +21,7 @@ from kansrijk.gate.anchor import anchor_ledger, check_anchor
 from kansrijk.gate.ledger import LEDGER_FILE, LedgerEntry, entries, open_existing, verify_ledger
 from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.diff import ABSENT, diff_policy_files
+from kansrijk.policy.dpia import write_dpia_annex
 from kansrijk.policy.release import ReleasePolicy, explain_release_policy
 from kansrijk.policy.sharing import SharingPolicy, explain_sharing_policy
 from kansrijk.policy.signing import load_policy, sign_policy, verify_policy
@@ -136,6 +137,63 @@ def _shown(value: Any) -> str:
     if value is ABSENT:
         return "(absent)"
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+@policy_app.command("dpia")
+def dpia_cmd(
+    policies: Annotated[
+        Path,
+        typer.Option(
+            "--policies",
+            help="The study's signed policies, laid out like policies/: sharing/*.toml, analysis/ and factors/ "
+            "(one file each), partners.toml.",
+        ),
+    ],
+    release_policy: Annotated[
+        Path, typer.Option("--release-policy", help="The signed release policy the gate runs under.")
+    ],
+    threat_model: Annotated[
+        Path,
+        typer.Option("--threat-model", help="The threat model whose mitigations the annex lists: docs/threat-model.md"),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The Markdown file to write.")],
+    officer_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--officer-key",
+            help="Trusted officer public key(s): every policy must then be signed by one (else exit 4, nothing "
+            "written). Without it the annex says the signatures were not checked.",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Regenerate OUT in place if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sources (file, digest, signer) as JSON.")] = False,
+) -> None:
+    """Write the DPIA annex from the signed policies: what each partner shares and in what form, under which
+    purpose and legal basis; what the coordinator holds and for how long; the analysis; the release rules and the
+    DP budget (epsilon in words); and the threat model's mitigations. Deterministic: regenerate it whenever a
+    policy changes, the digests in it show which versions it describes.
+
+    Example: kansrijk policy dpia --policies policies --release-policy policies/release/sdc-only.toml
+    --threat-model docs/threat-model.md --officer-key officer.pub --out dpia-annex.md
+    """
+    annex = write_dpia_annex(policies, release_policy, threat_model, out, officer_keys=officer_key or [], force=force)
+    if as_json:
+        doc = {
+            "annex": str(annex.path),
+            "partners": list(annex.partners),
+            "signatures_checked": bool(officer_key),
+            "sources": [
+                {"file": str(s.path), "kind": s.kind, "digest": s.digest, "signer": s.signer or None}
+                for s in annex.sources
+            ],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console.print(
+        f"DPIA annex written: {annex.path} ({len(annex.sources)} policies, partners {', '.join(annex.partners)})"
+    )
+    if not officer_key:
+        err.print("[yellow]note:[/] signatures were not checked (pass --officer-key); the annex says so")
 
 
 @policy_app.command("keygen")

@@ -247,8 +247,20 @@ def _registry(key: str, before: Any, after: Any) -> tuple[str, str] | None:
     return None
 
 
+def _analysis(key: str, before: Any, after: Any) -> tuple[str, str] | None:
+    if key == "retention.workspace_until" and before is not ABSENT and after is not ABSENT:
+        later = str(after) > str(before)  # ISO dates compare as text
+        return (LOOSER, "person-level data kept longer") if later else (STRICTER, "person-level data kept shorter")
+    if key.startswith("retention.") and after is ABSENT:
+        return LOOSER, "no retention stated any more"
+    if key == "release_trees":
+        return (LOOSER, "trees are released") if after is True else (STRICTER, "no tree is released")
+    return None
+
+
 _RULES: dict[str, Callable[[str, Any, Any], tuple[str, str] | None]] = {
     "release": _release,
+    "analysis": _analysis,
     "sharing": _sharing,
     "kansrijk-partner-registry": _registry,
 }

@@ -636,11 +636,12 @@ def _odds_after(prior: float, epsilon: Fraction) -> float:
 def epsilon_in_words(per_release: Fraction, total: Fraction) -> str:
     """Epsilon in terms of one person, for a privacy officer (pure epsilon-DP, privacy unit one person)."""
     one, whole = math.exp(float(per_release)), math.exp(float(total))
+    e1, et = _number(per_release), _number(total)
     return (
-        f"whatever an attacker already knows, one release at epsilon {_number(per_release)} changes the odds of any "
-        f"conclusion the attacker draws about a person (that they are in the data, that they have an outcome) by at "
-        f"most a factor e^{_number(per_release)} = {one:.3f}, {(one - 1):.1%} at most: the release looks nearly the "
-        f"same whether or not that person's record is in the data. Over the whole budget (epsilon {_number(total)}) the factor is at most e^{_number(total)} = "
+        f"whatever an attacker already knows, one release at epsilon {e1} changes the odds of any conclusion the "
+        f"attacker draws about a person (that they are in the data, that they have an outcome) by at most a factor "
+        f"e^{e1} = {one:.3f}, {(one - 1):.1%} at most: the release looks nearly the same whether or not that "
+        f"person's record is in the data. Over the whole budget (epsilon {et}) the factor is at most e^{et} = "
         f"{whole:,.0f} on the odds: an attacker who first thought it 1 in 100 that a person has an outcome could at "
         f"worst come to think it {_odds_after(0.01, total):.0%} after every release, 1 in 1,000 becomes "
         f"{_odds_after(0.001, total):.1%}. A smaller epsilon is stronger; the budget caps what all releases "
