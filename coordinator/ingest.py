@@ -224,7 +224,7 @@ def _check_replay_and_order(db: sqlite3.Connection, manifest: bundle.Manifest, d
             )
         raise OutOfOrderBundle(
             f"{where}: previous-bundle hash does not match the last bundle ingested from {manifest.partner!r}"
-            f" ({expected[:19]}…)",
+            f" ({expected})",
             hint="ingest the partner's bundles in the order they were made; ask for any missing bundle",
         )
     period = db.execute(

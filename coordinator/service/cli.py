@@ -17,7 +17,7 @@ from rich.table import Table
 from coordinator.service import client
 from coordinator.service.harden import harden_workspace
 from coordinator.service.server import ServeOptions, parse_mode, serve_gate
-from kansrijk.console import console
+from kansrijk.console import console, fmt_epsilon
 from kansrijk.gate.cli import print_entries
 
 app = typer.Typer(
@@ -146,7 +146,10 @@ def status_command(socket_path: SocketOption, as_json: JsonOption = False) -> No
     console.print(f"release policy {status.policy_digest}")
     if status.budget is not None:
         b = status.budget
-        console.print(f"budget of {b.dataset}: ε spent {b.epsilon_spent} of {b.epsilon_total}, left {b.epsilon_left}")
+        console.print(
+            f"budget of {b.dataset}: ε spent {fmt_epsilon(b.epsilon_spent)} of {fmt_epsilon(b.epsilon_total)}, "
+            f"left {fmt_epsilon(b.epsilon_left)}"
+        )
     else:
         console.print("no DP budget in the release policy")
     if status.ledger is not None:

@@ -9,6 +9,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 
 import click
 import typer
@@ -63,3 +64,15 @@ def ask_passphrase(env: str, *, what: str, confirm: bool = False) -> str:
             f"no passphrase for {what}: environment variable {env} is not set and there is no terminal to type it on",
             hint=f"export {env}=... before running the command (or name another variable with --passphrase-env)",
         ) from None
+
+
+def fmt_epsilon(value: Fraction | str | int | None) -> str:
+    """An exact privacy quantity as every command shows it to a person: a decimal where it is exact (``3.4``,
+    ``0.1``), else the fraction with its value (``1/3 (≈ 0.333333)``). JSON output keeps the exact fraction."""
+    if value is None:
+        return "unknown"
+    f = Fraction(str(value))
+    if f.denominator == 1:
+        return str(f.numerator)
+    decimal = f"{float(f):.6f}".rstrip("0").rstrip(".")
+    return decimal if Fraction(decimal) == f else f"{f} (≈ {decimal})"

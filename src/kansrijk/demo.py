@@ -659,7 +659,7 @@ def summary_rows(result: DemoResult) -> Sequence[tuple[str, str]]:
         ("ε spent / left", spent),
         (
             "ledger",
-            f"{result.ledger_entries} entries verified, head {result.ledger_head[:16]}…"
+            f"{result.ledger_entries} entries verified, head {result.ledger_head}"
             + (f", anchored by the officer ({result.anchor.name})" if result.anchor else ""),
         ),
         ("report", str(result.report)),

@@ -136,7 +136,7 @@ def test_dpia_writes_the_annex_from_the_signed_policies(tmp_path, monkeypatch) -
         "### gemeente", "**Purpose:** Link neighbourhood", "**Legal basis:** Art. 6(1)(e) GDPR",
         "WOZ_waarde → woz_eur", "rounded to 1000", "**Never shared** (asserted absent from every bundle): Straat",
         "**Retention:** until 2026-12-31", "**DP budget:** ε at most 4 in total", "What ε means for one person",
-        "| frequency_table | output checking, then differential privacy (ε 1/10 per release) |",
+        "| frequency_table | output checking, then differential privacy (ε 0.1 per release) |",
         "## 5. Mitigations (threat model)", "replay an old bundle",
     ):  # fmt: skip
         assert needed in text, needed
@@ -154,3 +154,45 @@ def test_dpia_refuses_a_policy_that_is_not_signed_and_writes_nothing(tmp_path, m
     result = run("policy", "dpia", "--policies", str(policies), "--release-policy", str(release), "--threat-model",
                  str(REPO / "docs" / "threat-model.md"), "--officer-key", str(officer), "--out", str(out))  # fmt: skip
     assert result.exit_code == 4 and "cjg.toml" in result.stderr and not out.exists()
+
+
+# --- the ledger as the officer reads it -------------------------------------------------------------------------
+def _released_ledger(tmp_path: Path) -> Path:
+    """A workspace whose gate released three noisy count tables (ε 1/10 each) under dp-sdc, one with a long name."""
+    import numpy as np
+    import polars as pl
+    from gate_kit import gate_workspace, signed_policy
+
+    from kansrijk.gate.release import Gate
+    from kansrijk.gate.specs import CountSpec
+
+    rng = np.random.default_rng(3)
+    frame = pl.DataFrame({"sex": rng.choice(["M", "F"], 4000).tolist(), "age_years": rng.integers(0, 24, 4000)})
+    ws = gate_workspace(tmp_path, frame)
+    policy, officer, _ = signed_policy(tmp_path, "dp-sdc")
+    with Gate.open(ws, policy, [officer]) as gate:
+        for name in ("a_rather_long_release_name_that_a_narrow_table_used_to_cut.by_sex", "by_sex_2", "by_sex_3"):
+            gate.release(CountSpec(name=name, years=(2023,), by=("sex",)), requested_by="coordinator")
+    return ws
+
+
+def test_ledger_show_json_is_json_lines_and_the_table_keeps_names_whole(tmp_path) -> None:
+    ws = _released_ledger(tmp_path)
+    result = run("ledger", "show", str(ws), "--json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one whole JSON object
+    assert len(lines) == len(entries) == 3 and entries[0]["epsilon"] == "1/10"
+    table = run("ledger", "show", str(ws))
+    assert "a_rather_long_release_name_that_a_narrow_table_used_to_cut.by_sex" in table.stdout
+    assert "0.1" in table.stdout and "1/10" not in table.stdout and "…" not in table.stdout
+
+
+def test_ledger_verify_writes_epsilon_as_every_other_command_does_and_has_json(tmp_path) -> None:
+    ws = _released_ledger(tmp_path)
+    result = run("ledger", "verify", str(ws))
+    assert result.exit_code == 0, result.output
+    assert "ε 0.3" in result.stdout and "3/10" not in result.stdout
+    doc = json.loads(run("ledger", "verify", str(ws), "--json").stdout)
+    assert doc["verified"] and doc["entries"] == 3 and list(doc["epsilon_spent"].values()) == ["3/10"]
+    assert len(doc["head_hash"]) == 64 and doc["head_hash"] in result.stdout  # never cut

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from kansrijk import crypto
-from kansrijk.console import ask_passphrase, console
+from kansrijk.console import ask_passphrase, console, fmt_epsilon
 from kansrijk.console import err_console as err
 from kansrijk.errors import OutputExists, PolicyError
 from kansrijk.gate.anchor import anchor_ledger, check_anchor
@@ -267,17 +267,21 @@ def entry_document(e: LedgerEntry) -> dict[str, Any]:
 
 
 def print_entries(documents: Sequence[dict[str, Any]], *, as_json: bool) -> None:
-    """Print entry documents (``entry_document``) as ``ledger show`` does: a table and the head, or JSON lines."""
+    """Print entry documents (``entry_document``) as ``ledger show`` does: a table and the head, or JSON Lines
+    (one compact object per line, epsilon as the exact fraction the ledger holds)."""
     if as_json:
         for doc in documents:
-            console.print_json(json.dumps(doc))
+            typer.echo(json.dumps(doc, sort_keys=True, ensure_ascii=False))
         return
-    table = Table("entry", "time (UTC)", "by", "release", "kind", "outcome", "epsilon", "rules not passed")
+    table = Table("entry", "time (UTC)", "by", "release", "kind", "outcome", "ε", "rules not passed")
+    for column in table.columns:
+        column.overflow = "fold"  # a narrow terminal wraps a release name in its cell; it never cuts it
     for d in documents:
         rules = ", ".join(f"{v['rule']}:{v['verdict']}" for v in d["verdicts"] if v["verdict"] != "pass")
         table.add_row(
-            d["entry"], d["time"][:19], d["requested_by"], d["release"], d["kind"], d["outcome"], d["epsilon"], rules
-        )
+            d["entry"], d["time"][:19], d["requested_by"], d["release"], d["kind"], d["outcome"],
+            fmt_epsilon(d["epsilon"]), rules,
+        )  # fmt: skip
     console.print(table)
     if documents:
         last = documents[-1]
@@ -287,7 +291,9 @@ def print_entries(documents: Sequence[dict[str, Any]], *, as_json: bool) -> None
 @ledger_app.command("show")
 def show_cmd(
     workspace: Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per entry instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON Lines: one compact JSON object per entry, instead of a table.")
+    ] = False,
 ) -> None:
     """List every ledger entry: time, requester, release, outcome, epsilon, refusing/suppressing rules.
 
@@ -319,6 +325,9 @@ def verify_ledger_cmd(
             help="The gate's public key (gate-signing.pub) kept outside the workspace: the workspace's must be it.",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was verified as JSON; a failure keeps its exit code.")
+    ] = False,
 ) -> None:
     """Verify the ledger: hash chain, gate signatures, budget, head and every file under released/.
 
@@ -334,10 +343,34 @@ def verify_ledger_cmd(
     """
     report = verify_ledger(workspace, gate_key=gate_key)
     checks = [check_anchor(workspace, a, officer_key or []) for a in anchor or []]
-    spent = ", ".join(f"{d}: epsilon {e}" for d, e in report.epsilon_spent.items()) or "no DP budget spent"
+    if as_json:
+        doc = {
+            "verified": True,
+            "ledger": str(workspace / LEDGER_FILE),
+            "entries": report.entries,
+            "files_checked": report.files_checked,
+            "head_hash": report.head_hash,
+            "epsilon_spent": {d: str(e) for d, e in report.epsilon_spent.items()},
+            "gate_key_fingerprint": report.gate_key_fingerprint,
+            "gate_key_pinned": gate_key is not None,
+            "anchors": [
+                {
+                    "anchor": str(c.anchor),
+                    "entry": c.entry_id,
+                    "anchored_at": c.anchored_at,
+                    "signer_fingerprint": c.signer_fingerprint,
+                    "entries_since": c.entries_since,
+                    "gate_key_fingerprint": c.gate_key_fingerprint or None,
+                }
+                for c in checks
+            ],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    spent = ", ".join(f"{d}: ε {fmt_epsilon(e)}" for d, e in report.epsilon_spent.items()) or "no DP budget spent"
     console.print(
         f"ledger verified: {report.entries} entries, {report.files_checked} released files, "
-        f"head {report.head_hash[:16]}…  ({spent}), {workspace / LEDGER_FILE}",
+        f"head {report.head_hash} ({spent}), {workspace / LEDGER_FILE}",
         markup=False,
     )
     pinned = " (the pinned key)" if gate_key is not None else ""
@@ -367,7 +400,7 @@ def anchor_cmd(
     made = anchor_ledger(workspace, private, out)
     del private
     console.print(
-        f"anchored entry {made.entry_id} ({made.entry_hash[:16]}…) of {workspace / LEDGER_FILE} -> {out}; "
+        f"anchored entry {made.entry_id} ({made.entry_hash}) of {workspace / LEDGER_FILE} -> {out}; "
         f"keep it outside the workspace",
         markup=False,
     )

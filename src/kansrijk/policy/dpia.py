@@ -29,6 +29,7 @@ from kansrijk.policy.common import policy_digest, read_policy_bytes
 from kansrijk.policy.factors import FactorModel
 from kansrijk.policy.registry import PartnerRegistry
 from kansrijk.policy.release import OUTPUT_KINDS, ReleasePolicy, epsilon_in_words, explain_limits
+from kansrijk.policy.release import format_number as _number
 from kansrijk.policy.sharing import SharingPolicy, describe_column
 from kansrijk.policy.signing import OfficerKey, load_policy, verify_policy
 
@@ -259,18 +260,20 @@ def render_annex(
     ]
     for kind in OUTPUT_KINDS:
         rule = release.rule_for(kind)
+        eps = _number(rule.epsilon) if rule.epsilon is not None else ""
         how = {
             "sdc": "output checking on the exact values",
-            "dp": f"differential privacy (ε {rule.epsilon} per release), no output checking",
-            "dp+sdc": f"output checking, then differential privacy (ε {rule.epsilon} per release)",
+            "dp": f"differential privacy (ε {eps} per release), no output checking",
+            "dp+sdc": f"output checking, then differential privacy (ε {eps} per release)",
         }[rule.method]
         out.append(f"| {kind} | {how} |")
     out.append("")
     if release.dp is not None:
         per = sorted({r.epsilon for r in release.outputs.values() if r.epsilon is not None})
         out += [
-            f"**DP budget:** ε at most {release.dp.epsilon_total} in total (δ {release.dp.delta_total}) over all "
-            f"releases about the persons of the workspace, at most {release.dp.epsilon_per_release_max} per release; "
+            f"**DP budget:** ε at most {_number(release.dp.epsilon_total)} in total "
+            f"(δ {_number(release.dp.delta_total)}) over all releases about the persons of the workspace, at most "
+            f"{_number(release.dp.epsilon_per_release_max)} per release; "
             "the budget belongs to the persons (the workspace's pseudonym key), not to a policy's name, and is "
             "checked and debited before any noise is drawn.",
             "",

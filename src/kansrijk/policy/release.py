@@ -570,13 +570,13 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
             "",
         ]
         lines += [
-            f"Differential privacy (privacy unit: one person): at most epsilon {d.epsilon_total} "
-            f"(delta {d.delta_total}) over all releases about the persons of the workspace, and at most "
-            f"{d.epsilon_per_release_max} per release. The budget belongs to those persons, not to this policy or "
-            f"its dataset label '{policy.dataset}': the gate keeps one budget per workspace person-key space (the "
-            f"coordinator pseudonym key), and every policy over the same persons, whatever its name, spends from "
-            f"it; a re-link does not reset it. The budget is checked and debited before any noise is drawn; a "
-            f"release that does not fit is refused. Group categories and value bounds must be public.",
+            f"Differential privacy (privacy unit: one person): at most epsilon {_number(d.epsilon_total)} "
+            f"(delta {_number(d.delta_total)}) over all releases about the persons of the workspace, and at most "
+            f"{_number(d.epsilon_per_release_max)} per release. The budget belongs to those persons, not to this "
+            f"policy or its dataset label '{policy.dataset}': the gate keeps one budget per workspace person-key "
+            f"space (the coordinator pseudonym key), and every policy over the same persons, whatever its name, "
+            f"spends from it; a re-link does not reset it. The budget is checked and debited before any noise is "
+            f"drawn; a release that does not fit is refused. Group categories and value bounds must be public.",
         ]
     if policy.dp_model is not None:
         m = policy.dp_model
@@ -594,10 +594,12 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
     lines.append("Per output kind:")
     for kind in OUTPUT_KINDS:
         rule = policy.rule_for(kind)
+        eps = _number(rule.epsilon) if rule.epsilon is not None else ""
         how = {
             "sdc": "output checking on the exact values",
-            "dp": f"differential privacy only (epsilon {rule.epsilon} per release), no output checking",
-            "dp+sdc": f"output checking on the true data, then released with DP noise (epsilon {rule.epsilon})",
+            "dp": f"differential privacy only (epsilon {eps} per release), no output checking",
+            "dp+sdc": "output checking on the true data, then released with DP noise "
+            f"(epsilon {eps})",
         }[rule.method]
         lines.append(f"- {kind}: {how}.")
     lines += ["", *explain_limits(policy)]
@@ -680,6 +682,9 @@ def _number(value: object) -> str:
     while d % 5 == 0:
         d //= 5
     return format(float(f), "g") if d == 1 and len(format(float(f), "g")) < 12 else str(f)
+
+
+format_number = _number  # public name: how every policy number is written for a person
 
 
 def explain_limits(policy: ReleasePolicy) -> list[str]:
