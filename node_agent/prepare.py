@@ -9,6 +9,7 @@ coordinator. Either the complete bundle file appears in the outbox or nothing do
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +67,7 @@ def prepare_extract(
     created_at: datetime | None = None,
     progress: Progress | None = None,
     declare_empty: bool = False,
+    previous_digest: str | None = None,
 ) -> PrepareResult:
     """Run the pipeline (see the module docstring). Raises ``ValidationFailed`` (after writing the quarantine
     report) when too many rows are faulty; ``InputError``/``PolicyError`` on unreadable input; nothing is sealed
@@ -77,14 +79,21 @@ def prepare_extract(
 
     Given as a ``PartnerSigningKey`` (as the CLI loads it), the signing key must be the policy's partner's
     (``KeyMaterialError`` otherwise, before anything is read or written) and its epoch is the key file's;
-    ``key_epoch``, when given too, must agree with it. A raw key is taken with ``key_epoch`` (default 1)."""
+    ``key_epoch``, when given too, must agree with it. A raw key is taken with ``key_epoch`` (default 1).
+
+    The bundle names as its previous one ``previous_bundle`` (a file, verified when it is this key's) or else
+    ``previous_digest`` (the node's own record of its last bundle), or none (a partner's first bundle)."""
     step = progress or (lambda _stage: None)
     out_dir = Path(out_dir)
     q_dir = Path(quarantine_dir) if quarantine_dir is not None else out_dir.resolve().parent / "quarantine"
     _check_directories(out_dir, q_dir)
     policy, digest = load_sharing_policy(Path(policy_path))
     signing_key, key_epoch = _own_signing_key(signing_key, key_epoch, policy, Path(policy_path))
-    previous_hash = _previous_hash(previous_bundle, policy.partner, signing_key)
+    previous_hash = _previous_hash(previous_bundle, policy.partner, signing_key) if previous_bundle else None
+    if previous_hash is None and previous_digest is not None:
+        if re.fullmatch(r"sha256:[0-9a-f]{64}", previous_digest) is None:
+            raise InputError(f"previous bundle digest {previous_digest!r} is not 'sha256:' and 64 hex digits")
+        previous_hash = previous_digest  # the node's own record of the last bundle it sealed (node_agent.config)
 
     step("read")
     extract = read_extract(Path(input_path), policy)

@@ -297,3 +297,51 @@ def test_a_column_the_policy_does_not_name_is_mentioned_once(site, tmp_path) -> 
     assert result.exit_code == 0, result.output
     assert result.stderr.count("'Telefoon'") == 1 and "not in the sharing policy" in result.stderr
     assert "Gebied" not in result.stderr  # listed under `dropped`: dropped on purpose, nothing to say
+
+
+# --- a saved configuration: a routine run is `kansrijk node prepare EXTRACT` ------------------------------------
+def _init_args(partner: Partner, *extra: str) -> list[str]:
+    return ["node", "init", "--policy", str(partner.policy), "--signing-key", str(partner.signing), "--link-key",
+            str(partner.link), "--coordinator-key", str(partner.coordinator), "--outbox", str(partner.outbox),
+            *extra]  # fmt: skip
+
+
+def test_node_init_then_prepare_with_the_extract_alone_chains_the_bundles(site, tmp_path, monkeypatch) -> None:
+    ws, gemeente = site
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config-home"))
+    monkeypatch.chdir(tmp_path)  # anywhere: the configuration holds absolute paths
+    made = run(*_init_args(gemeente))
+    assert made.exit_code == 0, made.output
+    config = tmp_path / "config-home" / "kansrijk" / "node.toml"
+    assert config.is_file() and "a routine run is now: kansrijk node prepare EXTRACT" in made.stdout
+    first = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(30))
+    sealed = run("node", "prepare", str(first), "--json")
+    assert sealed.exit_code == 0, sealed.output
+    one = json.loads(sealed.stdout)
+    assert one["previous_bundle_hash"] is None and one["rows_shared"] == 30 and one["configuration"] == str(config)
+    rows = gemeente_rows(30)
+    for row in rows:
+        row["Peiljaar"] = "2024"
+    second = write_gemeente(tmp_path / "gemeente_2024.csv", rows)
+    two = json.loads(run("node", "prepare", str(second), "--json").stdout)
+    assert two["previous_bundle_hash"] == one["digest"]  # remembered: no --previous
+    ingested = run("coordinator", "ingest", str(ws), one["bundle"], two["bundle"])
+    assert ingested.exit_code == 0, ingested.output
+
+
+def test_node_init_refuses_another_partners_key_and_writes_nothing(site, tmp_path) -> None:
+    ws, gemeente = site
+    cjg = make_partner(tmp_path, "cjg", ws / "keys" / "coordinator-hpke.pub")
+    args = _init_args(gemeente, "--config", str(tmp_path / "node.toml"))
+    args[args.index("--signing-key") + 1] = str(cjg.signing)
+    result = run(*args)
+    assert result.exit_code == 6 and "partner 'cjg''s signing key" in result.stderr
+    assert not (tmp_path / "node.toml").exists()
+
+
+def test_prepare_without_a_configuration_or_the_files_says_what_to_do(site, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "empty-config-home"))
+    extract = write_gemeente(tmp_path / "gemeente_2023.csv", gemeente_rows(5))
+    result = run("node", "prepare", str(extract))
+    assert result.exit_code == 2
+    assert "no node configuration here" in result.stderr and "kansrijk node init" in result.stderr
