@@ -144,6 +144,10 @@ def ingest_command(
         typer.Option("--registry", help="Verify against this registry instead of the workspace's installed one."),
     ] = None,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="JSON Lines: one object per bundle, ingested or refused, as it is processed."),
+    ] = False,
 ) -> None:
     """Verify, decrypt, re-pseudonymise and store each bundle; all-or-nothing per bundle.
 
@@ -159,13 +163,15 @@ def ingest_command(
     with progress_bar("ingesting bundles", total=len(bundles)) as (progress, task):
         for path in bundles:
             outcome = session.ingest(path)
-            if outcome.error is None:
+            if as_json:
+                typer.echo(json.dumps(_ingest_line(outcome)))
+            if outcome.error is None and not as_json:
                 empty = " (declared empty by the partner)" if outcome.declared_empty else ""
                 console.print(
                     f"[green]ingested[/] {path.name}: {outcome.partner} {outcome.period}, {outcome.rows} rows{empty} "
                     f"→ {outcome.table}"
                 )
-            else:
+            elif outcome.error is not None:
                 first_failure = first_failure or outcome.error
                 err_console.print(
                     f"[red]refused[/] {path.name}: {type(outcome.error).__name__} "
@@ -174,6 +180,30 @@ def ingest_command(
             progress.advance(task)
     if first_failure is not None:
         raise typer.Exit(first_failure.exit_code)
+
+
+def _ingest_line(outcome: ingest_mod.IngestOutcome) -> dict[str, object]:
+    """One bundle's outcome as ``ingest --json`` prints it (one line each)."""
+    if outcome.error is not None:
+        return {
+            "bundle": str(outcome.source),
+            "ingested": False,
+            "error": type(outcome.error).__name__,
+            "exit_code": outcome.error.exit_code,
+            "message": outcome.error.message,
+            "hint": outcome.error.hint,
+        }
+    return {
+        "bundle": str(outcome.source),
+        "ingested": True,
+        "partner": outcome.partner,
+        "year": int(outcome.period),
+        "extract_id": outcome.extract_id,
+        "bundle_digest": outcome.bundle_digest,
+        "rows": outcome.rows,
+        "declared_empty": outcome.declared_empty,
+        "table": str(outcome.table),
+    }
 
 
 @app.command("link")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from kansrijk import crypto
 from kansrijk.console import ask_passphrase, console, fmt_epsilon
@@ -39,12 +40,18 @@ def _passphrase(env: str, *, confirm: bool, what: str = "the officer's key") -> 
 
 
 @policy_app.command("check")
-def check_cmd(files: Annotated[list[Path], typer.Argument(help="Policy files (TOML) to validate.")]) -> None:
+def check_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Policy files (TOML) to validate.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON Lines: one object per file (valid, kind, digest, problems).")
+    ] = False,
+) -> None:
     """Validate policy files of any known kind (dispatch on the top-level `kind` key).
 
-    Every problem is listed as `file: key.path: message`. A release policy fails when any number is looser than
-    its floor or above its DP ceiling (epsilon 1 per release, 2 per DP model, 10 in total), DP-only outputs
-    included. Exit code 3 if any file fails.
+    Every problem is listed as `file: key.path: message`; a number past a floor or ceiling names the rule, the
+    bound and where the bound comes from. A release policy fails when any number is looser than its floor or above
+    its DP ceiling (epsilon 1 per release, 2 per DP model, 10 in total), DP-only outputs included. Exit code 3 if
+    any file fails.
 
     Example: kansrijk policy check policies/release/dp-sdc.toml policies/release/sdc-only.toml
     """
@@ -53,10 +60,18 @@ def check_cmd(files: Annotated[list[Path], typer.Argument(help="Policy files (TO
         try:
             kind, _ = load_policy(path)
         except PolicyError as exc:
-            err.print(f"[bold red]FAIL[/] {exc}")
             failed = exc
+            if as_json:
+                problems = [line.strip() for line in exc.message.splitlines()[1:]] or [exc.message]
+                typer.echo(json.dumps({"file": str(path), "valid": False, "problems": problems}, ensure_ascii=False))
+            else:
+                err.print(Text.assemble(("FAIL ", "bold red"), str(exc)))  # the message is printed as it is
             continue
-        console.print(f"[green]ok[/]   {path}  kind={kind}  {policy_digest(read_policy_bytes(path))}")
+        digest = policy_digest(read_policy_bytes(path))
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), "valid": True, "kind": kind, "digest": digest, "problems": []}))
+        else:
+            console.print(f"[green]ok[/]   {path}  kind={kind}  {digest}")
     if failed is not None:
         raise typer.Exit(failed.exit_code)
 
@@ -238,12 +253,16 @@ def sign_cmd(
 def verify_cmd(
     file: Annotated[Path, typer.Argument(help="The signed policy file.")],
     officer_key: Annotated[list[Path], typer.Option("--officer-key", help="Trusted officer public key(s) (.pub).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verified digest and signer as JSON.")] = False,
 ) -> None:
     """Verify FILE.sig against trusted officer keys and the file's bytes. Exit code 4 if unsigned or altered.
 
     Example: kansrijk policy verify policies/release/dp-sdc.toml --officer-key officer.pub
     """
     _, digest, signer = verify_policy(file, officer_key)
+    if as_json:
+        typer.echo(json.dumps({"file": str(file), "verified": True, "digest": digest, "signer_fingerprint": signer}))
+        return
     console.print(f"[green]verified[/] {file}  {digest}  signed by {signer}")
 
 
