@@ -72,7 +72,8 @@ class ReleasedOutput:
     @property
     def rule_summary(self) -> str:
         """One line for the privacy section: the rules that did not simply pass, or how many passed."""
-        special = [v for v in self.verdicts if v.get("verdict") != "pass"]
+        # an officer's approval of a refused output is always shown, with who approved it and what it lifted
+        special = [v for v in self.verdicts if v.get("verdict") != "pass" or v.get("rule") == "officer_review"]
         if special:
             return "; ".join(f"{v.get('rule')}: {v.get('reason')}" for v in special)
         rules = [str(v.get("rule")) for v in self.verdicts]

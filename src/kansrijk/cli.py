@@ -86,7 +86,7 @@ def _mount() -> None:
     from coordinator.query_cli import app as query_app
     from coordinator.service.cli import app as gate_service_app
     from kansrijk.demo import demo_command
-    from kansrijk.gate.cli import ledger_app, policy_app
+    from kansrijk.gate.cli import ledger_app, policy_app, review_app
     from kansrijk.synth.cli import app as synth_app
     from node_agent.cli import app as node_app
 
@@ -96,6 +96,7 @@ def _mount() -> None:
     app.add_typer(gate_service_app, name="gate")
     app.add_typer(policy_app, name="policy")
     app.add_typer(ledger_app, name="ledger")
+    app.add_typer(review_app, name="review")
     app.add_typer(query_app, name="query")
     app.command("demo")(demo_command)
 

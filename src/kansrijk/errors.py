@@ -145,6 +145,21 @@ class AnchorInvalid(GateError):
     exit_code = 24
 
 
+class NotReviewable(GateError):
+    """A refused output cannot be put to (or released by) an officer's review: not a refusal, a DP output, a rule
+    a review never lifts (budget, differencing, name, requester, fixed rules), a pending review, or an output that
+    changed since it was reviewed. Nothing is released."""
+
+    exit_code = 27
+
+
+class ApprovalInvalid(GateError):
+    """An officer's review decision is malformed, signed by an untrusted key, altered, for another request or
+    workspace, or used before. Nothing is released."""
+
+    exit_code = 28
+
+
 # --- analysis (exit 30..39) -----------------------------------------------------------------------------
 class AnalysisError(KansrijkError):
     """The analysis plan cannot be carried out on this dataset."""

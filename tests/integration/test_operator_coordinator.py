@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 from analysis_workspace import LIGHT_PLAN, PARTNERS, POLICIES, edit_plan, key_ceremony_and_workspace, ok
@@ -66,7 +65,8 @@ def lopsided(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                             str(officer / "officer.pub"), "--json"])  # fmt: skip
         analysed = runner.invoke(app, ["coordinator", "analyse", str(ws), "--plan", str(signed / "plan.toml"),
                                        "--factors", str(signed / "factors.toml"), "--release-policy",
-                                       str(signed / "release.toml"), "--officer-key", str(officer / "officer.pub")])  # fmt: skip
+                                       str(signed / "release.toml"), "--officer-key",
+                                       str(officer / "officer.pub")])  # fmt: skip
     return {"ws": ws, "linked": linked, "linked_json": linked_json, "status": status, "no_release": no_release,
             "analysed": analysed, "analysed_json": analysed_json}  # fmt: skip
 

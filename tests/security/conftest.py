@@ -35,8 +35,9 @@ CATEGORIES = {
     "test_fuzz_parsers": "fuzz",
     "test_gate_service_attacks": "service",
     "test_spec_attacks": "specs",
+    "test_review_attacks": "review",
 }
-ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "service", "fuzz", "faults")
+ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "review", "service", "fuzz", "faults")
 # The attack classes of test_spec_attacks.py, in the order of the attack -> verdict table.
 ATTACK_CLASSES = (
     "population differencing",

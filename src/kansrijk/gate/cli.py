@@ -360,7 +360,10 @@ def verify_ledger_cmd(
 
     Example: kansrijk ledger verify demo-run/coordinator --anchor anchors/2026-11-25.json --officer-key officer.pub
     """
+    from kansrijk.gate.review import verify_reviews
+
     report = verify_ledger(workspace, gate_key=gate_key)
+    reviews = verify_reviews(workspace)
     checks = [check_anchor(workspace, a, officer_key or []) for a in anchor or []]
     if as_json:
         doc = {
@@ -372,6 +375,7 @@ def verify_ledger_cmd(
             "epsilon_spent": {d: str(e) for d, e in report.epsilon_spent.items()},
             "gate_key_fingerprint": report.gate_key_fingerprint,
             "gate_key_pinned": gate_key is not None,
+            "reviews_checked": reviews,
             "anchors": [
                 {
                     "anchor": str(c.anchor),
@@ -394,6 +398,9 @@ def verify_ledger_cmd(
     )
     pinned = " (the pinned key)" if gate_key is not None else ""
     console.print(f"every entry signed by gate key {report.gate_key_fingerprint}{pinned}", markup=False)
+    if reviews:
+        console.print(f"{reviews} officer review(s): each decision verifies and each approval is in its release entry",
+                      markup=False)  # fmt: skip
     for c in checks:
         console.print(
             f"anchor {c.anchor}: entry {c.entry_id} intact (anchored {c.anchored_at} by {c.signer_fingerprint}; "
@@ -423,3 +430,226 @@ def anchor_cmd(
         f"keep it outside the workspace",
         markup=False,
     )
+
+
+# --- the review route for refused outputs (kansrijk.gate.review) ------------------------------------------------------
+review_app = typer.Typer(
+    help=(
+        "Put a refused output to the privacy officer: the requester asks with a justification, the officer sees the "
+        "rule that refused it and the numbers and signs an approval or a rejection, the gate releases an approved "
+        "output and records the approval in the ledger. Never for the DP budget.\n\n"
+        "Example: kansrijk review request ws --entry L000034 --justification '…' --release-policy p.toml "
+        "--officer-key officer.pub"
+    ),
+    no_args_is_help=True,
+)
+
+WorkspaceArg = Annotated[Path, typer.Argument(help="The coordinator workspace (holds ledger.sqlite).")]
+ReleasePolicyOpt = Annotated[
+    Path, typer.Option("--release-policy", help="The signed release policy the gate runs under.")
+]
+OfficerKeysOpt = Annotated[
+    list[Path], typer.Option("--officer-key", help="Trusted privacy officer public key(s) (.pub); repeatable.")
+]
+PassphraseEnvOpt = Annotated[
+    str, typer.Option("--passphrase-env", help="Environment variable with the workspace key passphrase (gate key).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+
+
+def _open_gate(workspace: Path, release_policy: Path, officer_key: list[Path], passphrase_env: str) -> Any:
+    from kansrijk.gate.release import Gate
+
+    passphrase = ask_passphrase(passphrase_env, what="the workspace's gate key")
+    return Gate.open(workspace, release_policy, officer_key, passphrase=passphrase)
+
+
+def _print_review(review: Any, *, numbers: bool) -> None:
+    console.print(f"review {review.review_id}: {review.status}", markup=False)
+    console.print(f"  release:        {review.release_name} ({review.kind}), refused in {review.refused_entry}",
+                  markup=False)  # fmt: skip
+    console.print(f"  requested by:   {review.requested_by} at {review.requested_at}", markup=False)
+    console.print(f"  justification:  {review.justification}", markup=False)
+    for verdict in review.refused:
+        console.print(f"  refused by:     {verdict['rule']}: {verdict['reason']}", markup=False)
+    console.print(f"  review digest:  {review.review_digest}", markup=False)
+    if review.decision is not None:
+        doc = review.decision["decision"]
+        console.print(f"  decision:       {doc['decision']} by officer {doc['officer_fingerprint']} on "
+                      f"{doc['decided_at']}" + (f": {doc['note']}" if doc["note"] else ""), markup=False)  # fmt: skip
+    if review.released_entry:
+        console.print(f"  released in:    {review.released_entry}", markup=False)
+    if numbers:
+        console.print("  the numbers as they would be released (withheld cells are null):", markup=False)
+        console.print_json(json.dumps(review.released_form, ensure_ascii=False))
+
+
+@review_app.command("request")
+def review_request_cmd(
+    workspace: WorkspaceArg,
+    entry: Annotated[str, typer.Option("--entry", help="The refused ledger entry (L000034), from `ledger show`.")],
+    justification: Annotated[
+        str,
+        typer.Option(
+            "--justification",
+            help="Why the output is needed and why it does not disclose a person (20 to 1000 characters; recorded "
+            "with the release).",
+        ),
+    ],
+    release_policy: ReleasePolicyOpt,
+    officer_key: OfficerKeysOpt,
+    requested_by: Annotated[
+        str | None, typer.Option("--requested-by", help="Who asks (default: the requester of the refused entry).")
+    ] = None,
+    passphrase_env: PassphraseEnvOpt = PASSPHRASE_ENV,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask the privacy officer to review a refused output. The gate recomputes it and records the request: the
+    rules that refused it and the numbers as they would be released. Nothing is released.
+
+    Refused (exit 27): not a refusal, a DP output, a refusal by a rule a review never lifts (the DP budget,
+    differencing, the release name, the requester), or a review already pending.
+
+    Example: kansrijk review request ws --entry L000034 --justification "district table for the youth plan;
+    cells of 7 and 8 persons, no attribute" --release-policy policies/release/sdc-only.toml --officer-key officer.pub
+    """
+    from kansrijk.gate.review import request_review
+
+    with _open_gate(workspace, release_policy, officer_key, passphrase_env) as gate:
+        review = request_review(gate, entry, justification=justification, requested_by=requested_by)
+    if as_json:
+        typer.echo(json.dumps(review.to_json(), indent=2, ensure_ascii=False))
+        return
+    _print_review(review, numbers=False)
+    console.print(f"next: the privacy officer reads it (kansrijk review show {workspace} {review.review_id}) and "
+                  f"signs a decision", markup=False)  # fmt: skip
+
+
+@review_app.command("list")
+def review_list_cmd(workspace: WorkspaceArg, as_json: JsonOpt = False) -> None:
+    """List every review request and its status (requested, released, rejected, refused_at_release). Reads the
+    ledger only; no key needed.
+
+    Example: kansrijk review list ws
+    """
+    from kansrijk.gate.review import list_reviews
+
+    reviews = list_reviews(workspace)
+    if as_json:
+        for review in reviews:
+            typer.echo(json.dumps(review.to_json(), ensure_ascii=False))
+        return
+    table = Table("review", "status", "release", "refused in", "requested by", "refused by", "released in")
+    for column in table.columns:
+        column.overflow = "fold"
+    for r in reviews:
+        table.add_row(r.review_id, r.status, r.release_name, r.refused_entry, r.requested_by,
+                      ", ".join(v["rule"] for v in r.refused), r.released_entry or "")  # fmt: skip
+    console.print(table)
+
+
+@review_app.command("show")
+def review_show_cmd(
+    workspace: WorkspaceArg,
+    review_id: Annotated[str, typer.Argument(help="The review (R000001), from `review list`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a review request as the privacy officer decides on it: the justification, every rule that refused the
+    output with its reason, and the numbers as they would be released. Reads the ledger only; no key needed.
+
+    Example: kansrijk review show ws R000001
+    """
+    from kansrijk.gate.review import get_review
+
+    review = get_review(workspace, review_id)
+    if as_json:
+        typer.echo(json.dumps(review.to_json(), indent=2, ensure_ascii=False))
+        return
+    _print_review(review, numbers=True)
+
+
+def _decide(workspace: Path, review_id: str, key: Path, out: Path, note: str, passphrase_env: str, *,
+            approve: bool) -> None:  # fmt: skip
+    from kansrijk.gate.review import sign_decision
+
+    private = crypto.read_secret_key(key, "ed25519-signing", _passphrase(passphrase_env, confirm=False))
+    decision = sign_decision(workspace, review_id, private, approve=approve, note=note, out=out)
+    del private
+    console.print(f"{decision.decision} review {review_id} as officer {decision.officer_fingerprint} -> {out}; hand "
+                  f"it to the operator: kansrijk review apply {workspace} {out}", markup=False)  # fmt: skip
+
+
+@review_app.command("approve")
+def review_approve_cmd(
+    workspace: WorkspaceArg,
+    review_id: Annotated[str, typer.Argument(help="The review (R000001).")],
+    key: Annotated[Path, typer.Option("--key", help="The officer's secret key file (officer.key).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the signed approval (never overwritten).")],
+    note: Annotated[str, typer.Option("--note", help="A remark recorded with the approval.")] = "",
+    passphrase_env: Annotated[str, typer.Option(help="Environment variable with the passphrase.")] = PASSPHRASE_ENV,
+) -> None:
+    """Approve a review request as the privacy officer: sign the request's review digest, which binds the request,
+    the rules that refused it and the numbers you saw. The approval is a small JSON file for the operator.
+
+    Example: kansrijk review approve ws R000001 --key ~/officer-keys/officer.key --out approvals/R000001.json
+    """
+    _decide(workspace, review_id, key, out, note, passphrase_env, approve=True)
+
+
+@review_app.command("reject")
+def review_reject_cmd(
+    workspace: WorkspaceArg,
+    review_id: Annotated[str, typer.Argument(help="The review (R000001).")],
+    key: Annotated[Path, typer.Option("--key", help="The officer's secret key file (officer.key).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the signed rejection (never overwritten).")],
+    note: Annotated[str, typer.Option("--note", help="The reason, for the requester (required).")] = "",
+    passphrase_env: Annotated[str, typer.Option(help="Environment variable with the passphrase.")] = PASSPHRASE_ENV,
+) -> None:
+    """Reject a review request as the privacy officer, with a reason: a signed decision the operator records.
+
+    Example: kansrijk review reject ws R000001 --key officer.key --out R000001.json --note "a cell of 2 persons"
+    """
+    _decide(workspace, review_id, key, out, note, passphrase_env, approve=False)
+
+
+@review_app.command("apply")
+def review_apply_cmd(
+    workspace: WorkspaceArg,
+    decision: Annotated[Path, typer.Argument(help="The officer's signed decision file.")],
+    release_policy: ReleasePolicyOpt,
+    officer_key: OfficerKeysOpt,
+    passphrase_env: PassphraseEnvOpt = PASSPHRASE_ENV,
+    as_json: JsonOpt = False,
+) -> None:
+    """Carry out the officer's decision. The gate verifies it first (a trusted officer key, the signature, a pending
+    request of this workspace with exactly that review digest); a rejection is recorded; an approved output is
+    recomputed and released only if its refusing rules and numbers are those approved, with the approval in its
+    ledger entry. Never spends DP budget; name and differencing are checked again.
+
+    Exit 28 (ApprovalInvalid): untrusted or altered decision, another request's, or used before. Exit 27
+    (NotReviewable): the output changed since the review.
+
+    Example: kansrijk review apply ws approvals/R000001.json --release-policy p.toml --officer-key officer.pub
+    """
+    from kansrijk.gate.review import apply_decision
+
+    with _open_gate(workspace, release_policy, officer_key, passphrase_env) as gate:
+        applied = apply_decision(gate, decision, officer_key)
+    result = applied.result
+    if as_json:
+        doc = {
+            "review": applied.review.to_json(),
+            "outcome": result.outcome if result is not None else "rejected",
+            "entry": result.entry_id if result is not None else None,
+            "reasons": list(result.reasons) if result is not None else [],
+        }
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    if result is None:
+        console.print(f"review {applied.review.review_id} rejected and recorded; nothing released", markup=False)
+    elif result.outcome == "refused":
+        console.print(f"review {applied.review.review_id}: approved, but refused at release ({result.entry_id}): "
+                      f"{'; '.join(result.reasons)}", markup=False)  # fmt: skip
+    else:
+        console.print(f"review {applied.review.review_id}: {result.outcome} as {result.entry_id} "
+                      f"({applied.review.release_name}), the officer's approval in its ledger entry", markup=False)
