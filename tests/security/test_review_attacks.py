@@ -215,3 +215,23 @@ def test_a_dp_budget_refusal_is_never_reviewed_or_released(tmp_path, tally) -> N
         assert gate.budget() == spent and spent is not None and spent.epsilon_spent == Fraction(3, 10)
     assert not (ws / "released" / "second.json").exists()
     tally.attack("review of a DP budget refusal; forged approval to the gate", True, count=2)
+
+
+def test_a_request_edited_in_the_database_cannot_show_the_officer_other_numbers(site, tally) -> None:
+    import sqlite3
+
+    from kansrijk.gate.ledger import LedgerCorrupted
+
+    review_id = _request(site)
+    conn = sqlite3.connect(site["ws"] / "ledger.sqlite")
+    form = json.loads(conn.execute("SELECT released_form FROM reviews").fetchone()[0])
+    form["rows"] = form["rows"][:1]  # a harmless-looking table for the officer to approve
+    conn.execute("UPDATE reviews SET released_form = ?", (json.dumps(form),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerCorrupted, match="numbers were edited"):
+        get_review(site["ws"], review_id)
+    with pytest.raises(LedgerCorrupted):
+        sign_decision(site["ws"], review_id, site["sk"], approve=True, note="", out=site["tmp"] / "d.json")
+    assert not (site["tmp"] / "d.json").exists()
+    tally.attack("review request edited before the officer reads it", True)

@@ -316,20 +316,17 @@ def request_review(gate: Gate, entry: str | int, *, justification: str, requeste
         review_id = f"R{count + 1:06d}"
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         refused = tuple(_refusal_json(refusing))
-        body = {
-            "format": REVIEW_FORMAT,
-            "version": 1,
-            "review": review_id,
-            "gate_key": read_gate_public_key(gate.workspace).fingerprint,
-            "refused_entry": f"L{seq:06d}",
-            "release": spec.name,
-            "request_digest": spec.digest(),
-            "refused": list(refused),
-            "values_digest": evaluation.values_digest,
-            "requested_by": requester,
-            "justification": justification,
-        }
-        review_digest = ledger_mod.sha256_prefixed(canonical(body))
+        review_digest = _digest(
+            review=review_id,
+            gate_key=read_gate_public_key(gate.workspace).fingerprint,
+            refused_entry=f"L{seq:06d}",
+            release=spec.name,
+            request_digest=spec.digest(),
+            refused=list(refused),
+            values_digest=evaluation.values_digest,
+            requested_by=requester,
+            justification=justification,
+        )
         conn.execute(
             "INSERT INTO reviews(review_id, refused_seq, release_name, kind, request_digest, requested_by, "
             "justification, requested_at, refused, released_form, values_digest, review_digest, status) "
@@ -339,6 +336,34 @@ def request_review(gate: Gate, entry: str | int, *, justification: str, requeste
              review_digest),
         )  # fmt: skip
     return get_review(gate.workspace, review_id)
+
+
+def _digest(**fields: Any) -> str:
+    """The review digest: what the officer's signature binds (see the module docstring)."""
+    return ledger_mod.sha256_prefixed(canonical({"format": REVIEW_FORMAT, "version": 1, **fields}))
+
+
+def _checked(review: Review, workspace: Path) -> Review:
+    """``review`` only if what it shows is what its digest binds: the numbers are the ones digested and every
+    field rebuilds the recorded review digest (an edited request in the database cannot show an officer other
+    numbers or rules than the ones the signature and the release are held to)."""
+    where = Path(workspace) / LEDGER_FILE
+    if ledger_mod.sha256_prefixed(canonical(review.released_form)) != review.values_digest:
+        raise ledger_mod.LedgerCorrupted(f"{where}: review {review.review_id}'s numbers were edited")
+    rebuilt = _digest(
+        review=review.review_id,
+        gate_key=read_gate_public_key(Path(workspace)).fingerprint,
+        refused_entry=review.refused_entry,
+        release=review.release_name,
+        request_digest=review.request_digest,
+        refused=list(review.refused),
+        values_digest=review.values_digest,
+        requested_by=review.requested_by,
+        justification=review.justification,
+    )
+    if rebuilt != review.review_digest:
+        raise ledger_mod.LedgerCorrupted(f"{where}: review {review.review_id} was edited (its digest does not match)")
+    return review
 
 
 def _never_lifted(rules: set[str], seq: int, name: str) -> None:
@@ -388,7 +413,7 @@ def list_reviews(workspace: Path) -> list[Review]:
     try:
         if not _has_reviews(conn):
             return []
-        return [_review(r) for r in conn.execute("SELECT * FROM reviews ORDER BY review_id")]
+        return [_checked(_review(r), workspace) for r in conn.execute("SELECT * FROM reviews ORDER BY review_id")]
     finally:
         conn.close()
 
@@ -402,7 +427,7 @@ def get_review(workspace: Path, review_id: str) -> Review:
         conn.close()
     if row is None:
         raise NotReviewable(f"{Path(workspace) / LEDGER_FILE}: no review {review_id}", hint="kansrijk review list WS")
-    return _review(row)
+    return _checked(_review(row), workspace)
 
 
 def _has_reviews(conn: sqlite3.Connection) -> bool:
@@ -500,7 +525,7 @@ def apply_decision(gate: Gate, decision_path: Path, trusted_officer_keys: Sequen
     row = conn.execute("SELECT * FROM reviews WHERE review_id = ?", (decision.review_id,)).fetchone()
     if row is None:
         raise ApprovalInvalid(f"{decision_path}: names review {decision.review_id}, which this workspace does not hold")
-    review = _review(row)
+    review = _checked(_review(row), gate.workspace)
     if not crypto.constant_time_equal(review.review_digest.encode(), decision.review_digest.encode()):
         raise ApprovalInvalid(
             f"{decision_path}: decides on another request than review {review.review_id} of this workspace (its "
