@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: help install demo test lint security bench clean browser
 
 help:
+	@echo "make install   create .venv and install kansrijk into it; then run .venv/bin/kansrijk (or: source .venv/bin/activate)"
 	@echo "make demo      run the whole pipeline on the synthetic city -> demo-run/report.html"
 	@echo "make test      the test suite, ruff and the import-linter contracts"
 	@echo "make security  the attack and fault suite, with its summary table"

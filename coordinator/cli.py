@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator import ingest as ingest_mod
@@ -27,11 +26,9 @@ from coordinator.workspace import (
     passphrase_from_env_or_prompt,
     register_partner,
 )
-from kansrijk.console import err_console, progress_bar
+from kansrijk.console import console, err_console, progress_bar
 from kansrijk.errors import BundleError
 from kansrijk.schema import SCHEMA_VERSION
-
-console = Console(highlight=False)
 
 app = typer.Typer(
     help=(
@@ -147,6 +144,10 @@ def ingest_command(
         typer.Option("--registry", help="Verify against this registry instead of the workspace's installed one."),
     ] = None,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="JSON Lines: one object per bundle, ingested or refused, as it is processed."),
+    ] = False,
 ) -> None:
     """Verify, decrypt, re-pseudonymise and store each bundle; all-or-nothing per bundle.
 
@@ -162,12 +163,15 @@ def ingest_command(
     with progress_bar("ingesting bundles", total=len(bundles)) as (progress, task):
         for path in bundles:
             outcome = session.ingest(path)
-            if outcome.error is None:
+            if as_json:
+                typer.echo(json.dumps(_ingest_line(outcome)))
+            if outcome.error is None and not as_json:
+                empty = " (declared empty by the partner)" if outcome.declared_empty else ""
                 console.print(
-                    f"[green]ingested[/] {path.name}: {outcome.partner} {outcome.period}, {outcome.rows} rows "
+                    f"[green]ingested[/] {path.name}: {outcome.partner} {outcome.period}, {outcome.rows} rows{empty} "
                     f"→ {outcome.table}"
                 )
-            else:
+            elif outcome.error is not None:
                 first_failure = first_failure or outcome.error
                 err_console.print(
                     f"[red]refused[/] {path.name}: {type(outcome.error).__name__} "
@@ -176,6 +180,30 @@ def ingest_command(
             progress.advance(task)
     if first_failure is not None:
         raise typer.Exit(first_failure.exit_code)
+
+
+def _ingest_line(outcome: ingest_mod.IngestOutcome) -> dict[str, object]:
+    """One bundle's outcome as ``ingest --json`` prints it (one line each)."""
+    if outcome.error is not None:
+        return {
+            "bundle": str(outcome.source),
+            "ingested": False,
+            "error": type(outcome.error).__name__,
+            "exit_code": outcome.error.exit_code,
+            "message": outcome.error.message,
+            "hint": outcome.error.hint,
+        }
+    return {
+        "bundle": str(outcome.source),
+        "ingested": True,
+        "partner": outcome.partner,
+        "year": int(outcome.period),
+        "extract_id": outcome.extract_id,
+        "bundle_digest": outcome.bundle_digest,
+        "rows": outcome.rows,
+        "declared_empty": outcome.declared_empty,
+        "table": str(outcome.table),
+    }
 
 
 @app.command("link")
@@ -193,6 +221,9 @@ def link_command(
         typer.Option("--officer-key", help="Privacy officer public key that signed the policy; repeatable."),
     ] = None,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each year's linkage report (counts only) as JSON, for scripts.")
+    ] = False,
 ) -> None:
     """Link the partners' tables on the coordinator pseudonym into one analysis dataset per year.
 
@@ -216,14 +247,35 @@ def link_command(
             release=hook,
             progress=lambda msg: progress.update(task, description=msg),
         )
+    if as_json:
+        doc = {
+            "years": [
+                {
+                    **linked.report.as_dict(),
+                    "dataset": str(linked.dataset_path),
+                    "report": str(linked.report_path),
+                    "released": list(linked.released),
+                    "headline": linked.report.headline(),
+                }
+                for linked in result.years
+            ],
+            "longitudinal": str(result.longitudinal_path) if result.longitudinal_path else None,
+        }
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
     for linked in result.years:
         r = linked.report
-        table = Table(title=f"linkage {r.year}: {r.persons_linked} persons linked, {r.excluded_unresolved} excluded")
+        table = Table(title=f"linkage {r.headline()}")
         for column in ("partner", "rows", "only here"):
             table.add_column(column, justify="right" if column != "partner" else "left")
         for p in r.partners:
             table.add_row(p, str(r.rows_per_partner[p]), str(r.only_at_partner[p]))
         console.print(table)
+        if len(r.partners) < 2:
+            err_console.print(
+                f"[yellow]warning:[/] {r.year}: only {', '.join(r.partners)} delivered this year; the dataset holds "
+                f"their persons unlinked (the analysis skips outcomes that need the other partners' variables)"
+            )
         for attr, c in r.conflicts.items():
             console.print(
                 f"{attr}: {c.conflicts} conflicts ({c.majority} by majority, {c.cbs_tiebreak} by CBS tie-break, "
@@ -261,13 +313,13 @@ def status_command(
         console.print("partner registry installed without signature (no trusted privacy officers)")
     table = Table(title="ingested bundles")
     for column in ("partner", "period", "extract id", "bundle digest", "epoch", "rows", "quarantined", "ingested"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # on a narrow terminal a digest wraps in its cell, never cut
     for b in status.bundles:
         table.add_row(
             b.partner,
             b.period,
             b.extract_id,
-            b.bundle_digest[:19] + "…",
+            b.bundle_digest,
             str(b.key_epoch),
             str(b.row_count),
             str(b.quarantine_count),
@@ -276,7 +328,7 @@ def status_command(
     console.print(table)
     if status.link_runs:
         runs = Table(title="link runs")
-        for column in ("year", "persons", "excluded", "dataset", "linked"):
+        for column in ("year", "persons in dataset", "excluded", "dataset", "linked"):
             runs.add_column(column)
         for run in status.link_runs:
             runs.add_row(str(run.year), str(run.persons), str(run.excluded), run.dataset_path, run.linked_at)

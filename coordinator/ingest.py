@@ -10,6 +10,7 @@ Order of checks for one bundle (fail closed; the first failure refuses the bundl
 4. replay: the same bundle digest, extract id or partner-period ingested before (``ReplayedBundle``);
 5. order: ``previous_bundle_hash`` names the last bundle ingested from that partner, or is empty for its first
    (``OutOfOrderBundle``);
+   A bundle without rows is refused unless its partner declared the extract empty (``EmptyBundle``);
 6. decrypt and authenticate the payload (``BundleTampered``), then payload sanity: one row per pseudonym,
    the manifest's reference year (``BundleMalformed``);
 7. replace P1 by ``P2 = HMAC-SHA256(coordinator_key, P1)`` (vectorised), write the table to a temp file,
@@ -43,6 +44,7 @@ from kansrijk import bundle
 from kansrijk.crypto import fingerprint, sha256_hex
 from kansrijk.errors import (
     BundleMalformed,
+    EmptyBundle,
     InputError,
     KansrijkError,
     OutOfOrderBundle,
@@ -69,6 +71,7 @@ class IngestOutcome:
     bundle_digest: str = ""
     rows: int = 0
     table: Path | None = None
+    declared_empty: bool = False
 
     @property
     def ok(self) -> bool:
@@ -143,6 +146,13 @@ def _ingest(session: IngestSession, path: Path, where: str) -> IngestOutcome:
     registry.check_allowed(
         manifest.partner, schema_version=manifest.schema_version, policy_digest=manifest.policy_digest
     )
+    if manifest.row_count == 0 and not manifest.declared_empty:
+        raise EmptyBundle(
+            f"{where}: holds 0 rows and {manifest.partner!r} did not declare its {manifest.extract_year} extract "
+            "empty; an empty export is almost always a mistake",
+            hint=f"ask {manifest.partner} to check the export and seal it again; a partner that really holds nobody "
+            "for the year seals with `kansrijk node prepare --declare-empty`",
+        )
     # 3. recipient, before decrypting anything
     own = fingerprint("x25519-hpke", session.keys.hpke_public)
     if manifest.keys.recipient != own:
@@ -175,6 +185,7 @@ def _ingest(session: IngestSession, path: Path, where: str) -> IngestOutcome:
         bundle_digest=digest,
         rows=frame.height,
         table=target,
+        declared_empty=manifest.declared_empty,
     )
 
 
@@ -213,7 +224,7 @@ def _check_replay_and_order(db: sqlite3.Connection, manifest: bundle.Manifest, d
             )
         raise OutOfOrderBundle(
             f"{where}: previous-bundle hash does not match the last bundle ingested from {manifest.partner!r}"
-            f" ({expected[:19]}…)",
+            f" ({expected})",
             hint="ingest the partner's bundles in the order they were made; ask for any missing bundle",
         )
     period = db.execute(

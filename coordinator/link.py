@@ -68,7 +68,9 @@ class AttributeConflicts:
 
 @dataclass(frozen=True, slots=True)
 class LinkageReport:
-    """Counts only: what the linkage found for one reference year."""
+    """Counts only: what the linkage found for one reference year. ``persons_linked`` counts every person held by
+    any partner; ``persons_in_dataset`` those left after excluding unresolved conflicts (what ``status`` and the
+    analysis see); ``persons_across_partners`` those two partners or more hold (whom the join joined)."""
 
     year: int
     partners: tuple[str, ...]
@@ -80,12 +82,40 @@ class LinkageReport:
     overlap_patterns: list[dict[str, Any]]
     conflicts: dict[str, AttributeConflicts]
 
+    @property
+    def partners_missing(self) -> tuple[str, ...]:
+        """Partners of the study that delivered nothing for this year."""
+        return tuple(p for p in PARTNERS if p not in self.partners)
+
+    @property
+    def persons_across_partners(self) -> int:
+        """Persons held by two partners or more: the ones the linkage actually joined."""
+        flags = [f"in_{p}" for p in PARTNERS]
+        return sum(int(row["persons"]) for row in self.overlap_patterns if sum(bool(row.get(f)) for f in flags) >= 2)
+
+    def headline(self) -> str:
+        """The year's outcome in one line, in the words ``status`` uses too (persons in the dataset)."""
+        line = (
+            f"{self.year}: {self.persons_in_dataset} persons in the dataset ({self.persons_across_partners} held by "
+            f"two partners or more; {self.excluded_unresolved} excluded for an unresolved conflict)"
+        )
+        if len(self.partners) < 2:
+            line += (
+                f"; only {', '.join(self.partners)} delivered {self.year} (none from "
+                f"{', '.join(self.partners_missing)}): nobody was linked across partners"
+            )
+        elif self.partners_missing:
+            line += f"; no extract from {', '.join(self.partners_missing)} for {self.year}"
+        return line
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "year": self.year,
             "partners": list(self.partners),
+            "partners_missing": list(self.partners_missing),
             "persons_linked": self.persons_linked,
             "persons_in_dataset": self.persons_in_dataset,
+            "persons_across_partners": self.persons_across_partners,
             "excluded_unresolved": self.excluded_unresolved,
             "coverage": {
                 p: {

@@ -7,22 +7,20 @@ released (suppressed cells show no number) or why it refused. A refusal exits wi
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator.query import query_spec, spec_from_file
 from coordinator.workspace import DEFAULT_PASSPHRASE_ENV, passphrase_from_env_or_prompt
+from kansrijk.console import console, fmt_epsilon
 from kansrijk.errors import GateError, InputError
 from kansrijk.gate.release import Gate
 from kansrijk.gate.specs import ReleaseSpec, spec_to_json
 
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 app = typer.Typer(
     help="Ask the release gate an ad-hoc question (counts, means, sums, quantiles, histograms); the gate computes "
     "and checks every number.",
@@ -127,7 +125,7 @@ def _release(
     if as_json:
         return
     values = document.get("values", {})
-    head = f"{spec.name}: {answer.outcome} ({answer.entry}, epsilon {answer.epsilon})"
+    head = f"{spec.name}: {answer.outcome} ({answer.entry}, ε {fmt_epsilon(answer.epsilon)})"
     console.print(f"{head} — {spec.population_label()}", markup=False)
     if "rows" in values:
         table = Table(*[str(c) for c in values["columns"]])

@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from coordinator.report import build_report, fmt_fraction
-from kansrijk.console import err_console
+from kansrijk.console import console, err_console
 
-console = Console(highlight=False)
 SOCKET_ENV = "KANSRIJK_GATE_SOCKET"
 
 

@@ -1,8 +1,12 @@
 """Read a partner's native extract exactly as its sharing policy declares it.
 
 CSV is read with every column as text (leading zeros of BSNs survive; the policy's parsers decide what a value
-means), in the policy's separator, quote character and encoding. Parquet is read with its own types. Either way
-the frame gets a ``__row`` column: the 1-based data row number that every report uses (the header is not a row).
+means), in the policy's separator, quote character and encoding. Parquet is read with its own types.
+
+Either way the frame gets a ``__row`` column: where the operator finds each record, the one numbering every
+message and the quarantine report use. In a CSV file that is its **line** as an editor or a spreadsheet numbers
+it (the header is line 1, so the first record is line 2; a quoted field holding a line break moves the records
+after it down); in a Parquet file, which has no lines, its 1-based **row**. ``RawExtract.position`` says which.
 """
 
 from __future__ import annotations
@@ -21,16 +25,21 @@ from kansrijk.policy.sharing import SharingPolicy
 
 ROW = "__row"
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_ .-]|^[-.]")
 _ENCODINGS = {"utf-8": "utf-8", "latin-1": "latin-1", "cp1252": "cp1252"}
 
 
 @dataclass(frozen=True, slots=True)
 class RawExtract:
-    """A native extract as read: the frame (with ``__row``), where it came from and its content digest."""
+    """A native extract as read: the frame (with ``__row``), where it came from and its content digest;
+    ``position`` names what ``__row`` counts (``"line"`` for CSV, ``"row"`` for Parquet); ``unexpected`` lists
+    the columns the sharing policy does not name at all (left out of the bundle like every unmapped column)."""
 
     path: Path
     frame: pl.DataFrame
     sha256: str
+    position: str = "row"
+    unexpected: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -46,6 +55,13 @@ def read_extract(path: Path, policy: SharingPolicy) -> RawExtract:
         raise InputError(f"{path}: extract file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read the extract ({exc.strerror})") from None
+    if not raw.lstrip(b"\xef\xbb\xbf").strip():
+        what = "is empty (0 bytes)" if not raw else "holds only blank lines"
+        raise InputError(
+            f"{path}: the extract file {what}; there is no header and no data",
+            hint="export the extract again from the source system (an interrupted export or a wrong query leaves "
+            "an empty file)",
+        )
     digest = hashlib.sha256(raw).hexdigest()
     frame = _read_parquet(path, raw) if policy.input.format == "parquet" else _read_csv(path, raw, policy)
     missing = [c for c in policy.source_columns if c not in frame.columns]
@@ -56,7 +72,30 @@ def read_extract(path: Path, policy: SharingPolicy) -> RawExtract:
         )
     if ROW in frame.columns:
         raise InputError(f"{path}: the extract has a column named {ROW!r}, which kansrijk reserves")
-    return RawExtract(path=path, frame=frame.with_row_index(ROW, offset=1), sha256=digest)
+    named = {*policy.source_columns, *policy.never_share, *policy.dropped}
+    # for the operator's note only: a header is the partner's own text, but a hostile one (a spreadsheet formula)
+    # is not repeated as it is
+    unexpected = tuple(_UNSAFE.sub("?", c)[:48] for c in frame.columns if c not in named)
+    if policy.input.format == "parquet":
+        return RawExtract(path, frame.with_row_index(ROW, offset=1), digest, "row", unexpected)
+    return RawExtract(path, _with_lines(frame, raw, policy.input.quote), digest, "line", unexpected)
+
+
+def _with_lines(frame: pl.DataFrame, raw: bytes, quote: str) -> pl.DataFrame:
+    """``frame`` with ``__row`` = the line each record starts on (header line 1). Without line breaks inside
+    quoted fields that is the record's index + 2 (polars keeps blank lines as empty records, so they count); with
+    them, every break inside an earlier record moves the line down by one."""
+    header_breaks = sum(c.count("\n") for c in frame.columns)
+    first = 2 + header_breaks
+    plain = header_breaks + frame.height + int(raw.endswith(b"\n"))  # the line breaks of a file without any in a field
+    if quote.encode() not in raw or raw.count(b"\n") == plain:
+        return frame.with_row_index(ROW, offset=first)
+    breaks = pl.sum_horizontal(
+        pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c, t in frame.schema.items() if t == pl.String
+    )
+    return frame.with_columns(
+        (pl.int_range(pl.len(), dtype=pl.Int64) + first + breaks.cum_sum().shift(1, fill_value=0)).alias(ROW)
+    ).select(ROW, *frame.columns)
 
 
 def _read_parquet(path: Path, raw: bytes) -> pl.DataFrame:
@@ -92,12 +131,8 @@ def _read_csv(path: Path, raw: bytes, policy: SharingPolicy) -> pl.DataFrame:
             infer_schema=False,
             missing_utf8_is_empty_string=False,
         )
-    except pl.exceptions.PolarsError as exc:
-        where = _line_of(str(exc)) or _first_malformed_line(raw, fmt.separator, fmt.quote)
-        raise InputError(
-            f"{path}: {where}the file cannot be read as CSV with separator {fmt.separator!r} and quote {fmt.quote!r}",
-            hint="check the separator and quote character in the sharing policy",
-        ) from None
+    except pl.exceptions.PolarsError:
+        raise _csv_error(path, raw, fmt.separator, fmt.quote) from None
     if len(frame.columns) == 1 and fmt.separator not in frame.columns[0] and len(policy.source_columns) > 1:
         raise InputError(
             f"{path}: the header has one column; the file is probably not separated by {fmt.separator!r}",
@@ -106,18 +141,23 @@ def _read_csv(path: Path, raw: bytes, policy: SharingPolicy) -> pl.DataFrame:
     return frame
 
 
-def _first_malformed_line(raw: bytes, separator: str, quote: str) -> str:
-    """Locate the first structurally broken record after polars refused the file (error path only).
+def _csv_error(path: Path, raw: bytes, separator: str, quote: str) -> InputError:
+    """What is wrong where, after polars refused the file (error path only), as an ``InputError`` that names
+    the line and the problem, and gives the advice for that problem (not a generic one).
 
     polars does not say where a ragged row or a stray quote is, so the standard library's strict CSV reader walks
     the file once and reports, by line number (never by content), the first record that: has another number of
-    fields than the header, is rejected by the reader (a quoted field never closed is reported where it opens),
-    or has a quote inside a field that is not quoted.
-    """
+    fields than the header (the separator), is rejected by the reader or runs on over several lines (a quoted
+    field never closed, reported where it opens), or has a quote inside a field that is not quoted."""
     text = raw.decode("utf-8", errors="replace")
     lines = text.splitlines()
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quotechar=quote, strict=True)
     start = 1
+    unclosed = InputError(
+        f"{path}: line {{line}}: a quoted field opens on this line and is not closed (quote character {quote!r})",
+        hint=f"close the quote in the source, or, if {quote!r} is not the quote character, fix input.quote in the "
+        "sharing policy",
+    )
     try:
         header = next(reader)
         while True:
@@ -125,21 +165,33 @@ def _first_malformed_line(raw: bytes, separator: str, quote: str) -> str:
             fields = next(reader)
             if not fields:
                 continue
-            if len(fields) != len(header) or reader.line_num != start:
-                return f"line {start}: "
+            if reader.line_num != start and any(quote in f for f in lines[start - 1].split(separator)):
+                return _at(unclosed, start)
+            if len(fields) != len(header):
+                return InputError(
+                    f"{path}: line {start}: has {len(fields)} fields, the header has {len(header)} "
+                    f"(separator {separator!r})",
+                    hint="remove the surplus or add the missing field in the source; if the whole file looks like "
+                    "this, check input.separator in the sharing policy",
+                )
             raw_fields = lines[start - 1].split(separator)
             if not any(f.startswith(quote) for f in raw_fields) and any(quote in f for f in raw_fields):
-                return f"line {start}: "
+                return InputError(
+                    f"{path}: line {start}: a quote character ({quote}) inside a field that is not quoted",
+                    hint=f"quote that field and double the quote inside it ({quote}{quote}), or remove it",
+                )
     except StopIteration:
-        return ""
+        pass
     except csv.Error:
-        return f"line {start}: "
+        return _at(unclosed, start)
+    return InputError(
+        f"{path}: the file cannot be read as CSV with separator {separator!r} and quote {quote!r}",
+        hint="check input.separator and input.quote in the sharing policy against the file",
+    )
 
 
-def _line_of(message: str) -> str:
-    # polars names the line in its message; pass on only the number, never the offending text.
-    match = re.search(r"line (\d+)", message)
-    return f"line {match.group(1)}: " if match else ""
+def _at(error: InputError, line: int) -> InputError:
+    return InputError(error.message.replace("{line}", str(line)), hint=error.hint)
 
 
 def reference_year_from_filename(path: Path, policy: SharingPolicy) -> int | None:

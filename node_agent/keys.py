@@ -10,6 +10,7 @@ Files (all written atomically; secret files mode 0600, passphrase-protected by `
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,33 @@ def link_key_fingerprint(path: Path, passphrase: str) -> str:
 
 def load_signing_key(path: Path, passphrase: str) -> bytes:
     return crypto.read_secret_key(Path(path), "ed25519-signing", passphrase)
+
+
+_LABEL = re.compile(r"^(?P<partner>[a-z][a-z0-9_]*) epoch (?P<epoch>[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerSigningKey:
+    """A partner's secret signing key with the partner and epoch its key file records (``keygen`` writes them in
+    the label, which is authenticated together with the key)."""
+
+    path: Path
+    key: bytes
+    partner: str
+    epoch: int
+
+
+def load_partner_signing_key(path: Path, passphrase: str) -> PartnerSigningKey:
+    """The signing key in ``path`` and whose it is. ``KeyMaterialError`` when the file does not say which partner
+    and epoch it belongs to (a key not made by ``kansrijk node keygen``)."""
+    found = crypto.read_secret_key_file(Path(path), "ed25519-signing", passphrase)
+    match = _LABEL.match(found.label)
+    if match is None:
+        raise KeyMaterialError(
+            f"{path}: the key file does not say which partner and key epoch it belongs to (label {found.label!r})",
+            hint="use the signing key made by `kansrijk node keygen --partner NAME --epoch N`",
+        )
+    return PartnerSigningKey(Path(path), found.key, match["partner"], int(match["epoch"]))
 
 
 def load_coordinator_key(path: Path) -> bytes:

@@ -9,6 +9,7 @@ columns the policy does not map are never selected, which is the minimisation.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
@@ -30,12 +31,15 @@ SDQ_DIFFICULTY_SCALES = ("emotional", "conduct", "hyperactivity", "peer")
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One rule on one field: ``fault`` is true where the row breaks it (never null)."""
+    """One rule on one field: ``fault`` is true where the row breaks it (never null); ``expected`` says what the
+    rule wants in the operator's terms (a date format with an example, the allowed codes, a range), from the
+    policy and the schema only, never from the data."""
 
     field: str
     variable: str
     rule: str
     fault: pl.Expr
+    expected: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +142,20 @@ def column_plan(
         staged[parsed_name(source)] = expr
         return pl.col(parsed_name(source))
 
-    def fault(rule: str, expr: pl.Expr, variable: str = spec.variable) -> None:
-        checks.append(Check(field=source, variable=variable, rule=rule, fault=expr.fill_null(False)))
+    def fault(rule: str, expr: pl.Expr, expected: str = "", variable: str = spec.variable) -> None:
+        checks.append(Check(field=source, variable=variable, rule=rule, fault=expr.fill_null(False), expected=expected))
 
     if spec.required and spec.empty_value is None:
-        fault("required", ~present)
+        fault("required", ~present, "a value (the field is required)")
 
     parse = spec.effective_parse
     if parse == "date":
-        parsed = stage(_parse_date(source, dtype, spec.date_formats or fmt.date_formats))
-        fault("not_a_date", present & parsed.is_null())
-        fault("date_after_reference_year", parsed.dt.year() > year)
+        formats = spec.date_formats or fmt.date_formats
+        parsed = stage(_parse_date(source, dtype, formats))
+        fault("not_a_date", present & parsed.is_null(), expected_date(formats))
+        fault("date_after_reference_year", parsed.dt.year() > year, f"a date in {year} or before")
         year_value = parsed.dt.year().cast(pl.Int64)
-        fault("out_of_range", _outside(year_value, spec.variable))
+        fault("out_of_range", _outside(year_value, spec.variable), expected_range(spec.variable, "a year"))
         outputs[spec.variable] = year_value
         if spec.generalise == "year_month":
             outputs[spec.month_variable] = parsed.dt.month().cast(pl.Int64)
@@ -158,7 +163,7 @@ def column_plan(
 
     if parse == "bool":
         value = stage(_parse_bool(source, dtype, fmt.true_values, fmt.false_values))
-        fault("not_a_boolean", present & value.is_null())
+        fault("not_a_boolean", present & value.is_null(), f"one of {', '.join([*fmt.true_values, *fmt.false_values])}")
         outputs[spec.variable] = value
         return staged, outputs, checks
 
@@ -168,8 +173,11 @@ def column_plan(
             if parse == "int"
             else _parse_decimal(source, dtype, fmt.decimal if dtype == pl.String else ".")
         )
-        fault("not_an_integer" if parse == "int" else "not_a_number", present & value.is_null())
-        fault("out_of_range", _outside(value, spec.variable))
+        number = "a whole number" if parse == "int" else f"a number with decimal mark {fmt.decimal!r}"
+        if dtype != pl.String:
+            number = "a number"
+        fault("not_an_integer" if parse == "int" else "not_a_number", present & value.is_null(), number)
+        fault("out_of_range", _outside(value, spec.variable), expected_range(spec.variable, "a number"))
         if spec.generalise == "round":
             value = _round(value, spec)
         elif spec.generalise == "bands":
@@ -179,7 +187,7 @@ def column_plan(
             value = value.cast(pl.String)
         outputs[spec.variable] = value
         if spec.variable == "year":
-            fault("other_reference_year", value != year)
+            fault("other_reference_year", value != year, f"{year} (the reference year)")
         return staged, outputs, checks
 
     # text: categories and codes
@@ -189,17 +197,44 @@ def column_plan(
     else:
         value = text
     if var.kind == Kind.CATEGORY:
-        fault("unknown_category", present & ~value.is_in(list(var.categories)).fill_null(False))
+        allowed = list(spec.values) if spec.values is not None else list(var.categories)
+        fault("unknown_category", present & ~value.is_in(list(var.categories)).fill_null(False),
+              "one of " + ", ".join(str(a) for a in allowed))  # fmt: skip
     elif var.kind == Kind.CODE and var.pattern is not None:
-        fault("malformed_code", present & ~value.str.contains(var.pattern).fill_null(False))
+        fault("malformed_code", present & ~value.str.contains(var.pattern).fill_null(False),
+              f"a code matching {var.pattern}")  # fmt: skip
     elif var.kind in (Kind.INT, Kind.FLOAT):
         value = value.cast(var.dtype, strict=False)
-        fault("not_a_number", present & value.is_null())
-        fault("out_of_range", _outside(value, spec.variable))
+        fault("not_a_number", present & value.is_null(), "a number")
+        fault("out_of_range", _outside(value, spec.variable), expected_range(spec.variable, "a number"))
     if spec.empty_value is not None:
         value = pl.when(present).then(value).otherwise(pl.lit(spec.empty_value))
     outputs[spec.variable] = value
     return staged, outputs, checks
+
+
+_DATE_EXAMPLE = dt.date(2023, 12, 31)
+
+
+def expected_date(formats: list[str]) -> str:
+    """``a date as DD-MM-YYYY (e.g. 31-12-2023)``: the policy's formats in words, with an example of each."""
+    shown = [
+        f"{fmt.replace('%d', 'DD').replace('%m', 'MM').replace('%Y', 'YYYY').replace('%y', 'YY')} "
+        f"(e.g. {_DATE_EXAMPLE.strftime(fmt)})"
+        for fmt in formats
+    ]
+    return "a date as " + " or ".join(shown)
+
+
+def expected_range(variable: str, what: str) -> str:
+    var = VARIABLES[variable]
+    if var.minimum is not None and var.maximum is not None:
+        return f"{what} from {var.minimum:g} to {var.maximum:g}"
+    if var.minimum is not None:
+        return f"{what} of at least {var.minimum:g}"
+    if var.maximum is not None:
+        return f"{what} of at most {var.maximum:g}"
+    return what
 
 
 def _outside(value: pl.Expr, variable: str) -> pl.Expr:
@@ -222,12 +257,14 @@ def sdq_plan(sdq: SdqScoring, schema: pl.Schema) -> tuple[dict[str, pl.Expr], di
     present = [_present(col, schema[col]) for col in sdq.items]
     for col, value, here in zip(sdq.items, items, present, strict=True):
         bad = here & (value.is_null() | ~value.is_in([0, 1, 2]).fill_null(False))
-        checks.append(Check(field=col, variable="sdq_total", rule="sdq_item_not_0_1_2", fault=bad.fill_null(False)))
+        checks.append(
+            Check(col, "sdq_total", "sdq_item_not_0_1_2", bad.fill_null(False), expected="0, 1 or 2 (or empty)")
+        )
     answered = pl.sum_horizontal([h.cast(pl.Int32) for h in present])
     complete = answered == len(sdq.items)
     span = f"{sdq.items[0]}..{sdq.items[-1]}"
     checks.append(
-        Check(field=span, variable="sdq_total", rule="sdq_items_incomplete", fault=((answered > 0) & ~complete))
+        Check(span, "sdq_total", "sdq_items_incomplete", (answered > 0) & ~complete, expected="all 25 items or none")
     )
 
     def item(number: int) -> pl.Expr:
@@ -243,13 +280,16 @@ def sdq_plan(sdq: SdqScoring, schema: pl.Schema) -> tuple[dict[str, pl.Expr], di
         recorded = pl.col(parsed_name(sdq.total))
         recorded_present = _present(sdq.total, schema[sdq.total])
         checks += [
-            Check(sdq.total, "sdq_total", "not_an_integer", (recorded_present & recorded.is_null()).fill_null(False)),
-            Check(sdq.total, "sdq_total", "out_of_range", _outside(recorded, "sdq_total").fill_null(False)),
+            Check(sdq.total, "sdq_total", "not_an_integer", (recorded_present & recorded.is_null()).fill_null(False),
+                  expected="a whole number"),
+            Check(sdq.total, "sdq_total", "out_of_range", _outside(recorded, "sdq_total").fill_null(False),
+                  expected=expected_range("sdq_total", "a number")),
             Check(
                 sdq.total,
                 "sdq_total",
                 "sdq_total_disagrees_with_items",
                 (complete & recorded.is_not_null() & (recorded != difficulties)).fill_null(False),
+                expected="the sum of the four difficulty scales of the items",
             ),
         ]
         total = pl.when(complete).then(difficulties).otherwise(recorded)
@@ -285,7 +325,8 @@ def rule_check(rule: Rule) -> Check:
             broken = broken | (value < rule.minimum)
         if rule.maximum is not None:
             broken = broken | (value > rule.maximum)
-    return Check(field="", variable=rule.variable, rule=rule.name, fault=(applies & broken).fill_null(False))
+    return Check(field="", variable=rule.variable, rule=rule.name, fault=(applies & broken).fill_null(False),
+                 expected=f"the sharing policy's rule {rule.name!r}")  # fmt: skip
 
 
 def build_plan(policy: SharingPolicy, schema: pl.Schema, year: int) -> Plan:
@@ -309,7 +350,9 @@ def build_plan(policy: SharingPolicy, schema: pl.Schema, year: int) -> Plan:
     rules = []
     for rule in policy.rules:
         check = rule_check(rule)
-        rules.append(Check(source_of.get(rule.variable, rule.variable), check.variable, check.rule, check.fault))
+        rules.append(
+            Check(source_of.get(rule.variable, rule.variable), check.variable, check.rule, check.fault, check.expected)
+        )
     # Non-strict: a value the canonical type cannot hold (a WOZ of 1e308, inf, NaN) is already flagged
     # out_of_range, so its row goes to quarantine; a strict cast would crash before the row got there.
     ordered = {name: outputs[name].cast(VARIABLES[name].dtype, strict=False) for name in policy.shared_variables}

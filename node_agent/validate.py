@@ -3,10 +3,12 @@
 A row is quarantined when any check fails: the BSN (present, nine digits, 11-check, not duplicated within the
 extract: a later exact copy of a row is a ``duplicate_row``, different rows sharing a BSN are all
 ``duplicate_bsn``), each mapped column (required, parses, schema range/category/code pattern, reference year), the
-SDQ items, and the policy's cross-field ``[[rules]]``. The quarantine report lists one line per (row, field, rule):
-the 1-based data row, the source column, the canonical variable and the rule name. It never holds the BSN or any
-raw value, so it can be read by the operator who fixes the extract; it stays at the partner and is not in the
-bundle.
+SDQ items, and the policy's cross-field ``[[rules]]``. The quarantine report lists one line per (record, field,
+rule): where the record is (``line`` in a CSV file, header = line 1, as every message says; ``row`` in a Parquet
+file), the source column, the canonical variable, the rule name and what the rule expects (a date format with an
+example, the allowed codes, a range: from the policy and the schema, never from the data). It never holds the BSN
+or any raw value, so it can be read by the operator who fixes the extract; it stays at the partner and is not in
+the bundle.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from node_agent.extract import ROW, RawExtract
 from node_agent.transform import Check, _text, build_plan
 
 BSN = "__bsn"
-QUARANTINE_SCHEMA = {"row": pl.Int64, "field": pl.String, "variable": pl.String, "rule": pl.String}
+QUARANTINE_COLUMNS = ("field", "variable", "rule", "expected")
+
+
+def quarantine_schema(position: str) -> dict[str, pl.DataType]:
+    """The report's columns: the record's position (``line`` or ``row``, see ``RawExtract.position``) first."""
+    return {position: pl.Int64(), **{c: pl.String() for c in QUARANTINE_COLUMNS}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,7 @@ class ValidationResult:
     rows_in: int
     rows_quarantined: int
     year: int
+    position: str = "row"
 
     @property
     def fault_rate(self) -> float:
@@ -43,8 +51,23 @@ class ValidationResult:
         """Rows failing each rule (a row failing two rules counts once under each)."""
         if self.quarantine.is_empty():
             return {}
-        counts = self.quarantine.group_by("rule").agg(pl.col("row").n_unique().alias("rows")).sort(["rows", "rule"])
+        counts = (
+            self.quarantine.group_by("rule")
+            .agg(pl.col(self.position).n_unique().alias("rows"))
+            .sort(["rows", "rule"])
+        )
         return dict(zip(counts["rule"].to_list()[::-1], counts["rows"].to_list()[::-1], strict=True))
+
+    def expected_by_rule(self) -> dict[str, list[str]]:
+        """Per rule, what it expects of each field it failed on (``field: expected``), for the summary."""
+        if self.quarantine.is_empty():
+            return {}
+        pairs = self.quarantine.select("rule", "field", "expected").unique().sort(["rule", "field"])
+        out: dict[str, list[str]] = {}
+        for rule, fld, expected in pairs.iter_rows():
+            if expected:
+                out.setdefault(rule, []).append(f"{fld}: {expected}" if fld else expected)
+        return out
 
 
 def bsn_checks(column: str, dtype: pl.DataType) -> tuple[dict[str, pl.Expr], list[Check]]:
@@ -54,9 +77,9 @@ def bsn_checks(column: str, dtype: pl.DataType) -> tuple[dict[str, pl.Expr], lis
     staged = {"__bsn_format": bsn_format_ok_expr(bsn), "__bsn_valid": bsn_valid_expr(bsn)}
     fmt, valid = pl.col("__bsn_format"), pl.col("__bsn_valid")
     return staged, [
-        Check(column, "pseudonym", "bsn_missing", bsn.is_null()),
-        Check(column, "pseudonym", "bsn_not_9_digits", (~fmt).fill_null(False)),
-        Check(column, "pseudonym", "bsn_fails_11_check", (fmt & ~valid).fill_null(False)),
+        Check(column, "pseudonym", "bsn_missing", bsn.is_null(), "a BSN"),
+        Check(column, "pseudonym", "bsn_not_9_digits", (~fmt).fill_null(False), "a BSN of nine digits"),
+        Check(column, "pseudonym", "bsn_fails_11_check", (fmt & ~valid).fill_null(False), "a BSN passing the 11-check"),
     ]
 
 
@@ -113,8 +136,8 @@ def validate_extract(extract: RawExtract, policy: SharingPolicy, year: int) -> V
     duplicates = _duplicates(frame, work)
     all_flags = {
         **all_flags,
-        "__dup_row": Check(bsn_column, "pseudonym", "duplicate_row", pl.lit(False)),
-        "__dup_bsn": Check(bsn_column, "pseudonym", "duplicate_bsn", pl.lit(False)),
+        "__dup_row": Check(bsn_column, "pseudonym", "duplicate_row", pl.lit(False), "no exact copy of a row"),
+        "__dup_bsn": Check(bsn_column, "pseudonym", "duplicate_bsn", pl.lit(False), "one row per BSN"),
     }
     work = (
         work.join(duplicates, on=ROW, how="left", maintain_order="left")
@@ -125,22 +148,25 @@ def validate_extract(extract: RawExtract, policy: SharingPolicy, year: int) -> V
     clean = work.filter(~pl.col("__faulty")).select(ROW, BSN, *plan.outputs)
     return ValidationResult(
         clean=clean,
-        quarantine=_report(faulty, all_flags),
+        quarantine=_report(faulty, all_flags, extract.position),
         rows_in=frame.height,
         rows_quarantined=faulty.height,
         year=year,
+        position=extract.position,
     )
 
 
-def _report(faulty: pl.DataFrame, flags: Mapping[str, Check]) -> pl.DataFrame:
+def _report(faulty: pl.DataFrame, flags: Mapping[str, Check], position: str) -> pl.DataFrame:
+    schema = quarantine_schema(position)
     if faulty.is_empty() or not flags:
-        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        return pl.DataFrame(schema=schema)
     meta = pl.DataFrame(
         {
             "flag": list(flags),
             "field": [c.field for c in flags.values()],
             "variable": [c.variable for c in flags.values()],
             "rule": [c.rule for c in flags.values()],
+            "expected": [c.expected for c in flags.values()],
         }
     )
     return (
@@ -148,8 +174,8 @@ def _report(faulty: pl.DataFrame, flags: Mapping[str, Check]) -> pl.DataFrame:
         .unpivot(index=ROW, variable_name="flag", value_name="hit")
         .filter(pl.col("hit"))
         .join(meta, on="flag", how="left")
-        .select(pl.col(ROW).alias("row"), "field", "variable", "rule")
+        .select(pl.col(ROW).alias(position), *QUARANTINE_COLUMNS)
         .unique()
-        .sort(["row", "field", "rule"])
-        .cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+        .sort([position, "field", "rule"])
+        .cast(schema)  # type: ignore[arg-type]
     )

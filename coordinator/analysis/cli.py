@@ -8,36 +8,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator.service import client as gate_client
 from coordinator.workspace import DEFAULT_PASSPHRASE_ENV, passphrase_from_env_or_prompt
-from kansrijk.console import progress_bar
+from kansrijk.console import console, progress_bar
 from kansrijk.errors import InputError
 
 if TYPE_CHECKING:
     from coordinator.analysis.run import AnalysisReport
 
-console = Console(highlight=False)
 
-DEFAULT_FACTORS = Path("policies/factors/factor-model.toml")
-DEFAULT_RELEASE = Path("policies/release/sdc-only.toml")
-_STYLE = {"released": "green", "suppressed": "yellow", "refused": "red"}
+_STYLE = {"released": "green", "suppressed": "yellow", "refused": "red", "skipped": "magenta"}
 
 
 def analyse(
     plan: Annotated[Path, typer.Option("--plan", help="The signed analysis plan (policies/analysis/*.toml).")],
+    factors: Annotated[
+        Path, typer.Option("--factors", help="The signed factor model (e.g. policies/factors/factor-model.toml).")
+    ],
     workspace: Annotated[
         Path | None,
         typer.Argument(help="The coordinator workspace (after `coordinator link`); with --gate-socket, the gate's."),
     ] = None,
-    factors: Annotated[Path, typer.Option("--factors", help="The signed factor model.")] = DEFAULT_FACTORS,
     release_policy: Annotated[
         Path | None,
         typer.Option(
             "--release-policy",
-            help=f"The signed release policy (default {DEFAULT_RELEASE}; with --gate-socket, the gate's own).",
+            help="The signed release policy the gate runs under (e.g. policies/release/sdc-only.toml); required "
+            "without --gate-socket, refused with it (the service runs under its own).",
         ),
     ] = None,
     officer_key: Annotated[
@@ -71,11 +70,21 @@ def analyse(
     runs them on its side under the release policy and officer keys it was started with (docs/deployment.md);
     the output and exit codes are the same. WS may then be left out; when given it must be the gate's.
 
+    The policy files are named explicitly (no defaults relative to the working directory), so the command
+    runs the same from any directory.
+
     Example: kansrijk coordinator analyse ws --plan policies/analysis/rotterdam-groeit.toml
+    --factors policies/factors/factor-model.toml --release-policy policies/release/sdc-only.toml
     --officer-key officer.pub
     """
     if gate_socket is None and workspace is None:
         raise InputError("no workspace given", hint="kansrijk coordinator analyse WS --plan … (or --gate-socket)")
+    if gate_socket is None and release_policy is None:
+        # no default: a path relative to wherever the command happens to run would pick up another policy, or none
+        raise InputError(
+            "--release-policy is required: the signed release policy the gate releases under",
+            hint="pass it, e.g. --release-policy policies/release/sdc-only.toml --officer-key officer.pub",
+        )
     with progress_bar("analysing", unit="tree fits") as (progress, task):
 
         def total(steps: int) -> None:
@@ -94,7 +103,8 @@ def analyse(
 
             assert workspace is not None
             passphrase = passphrase_from_env_or_prompt(passphrase_env)
-            report = run_analysis(workspace, plan, factors, release_policy or DEFAULT_RELEASE, officer_key or [],
+            assert release_policy is not None
+            report = run_analysis(workspace, plan, factors, release_policy, officer_key or [],
                                   progress_total=total, progress=advance, passphrase=passphrase)  # fmt: skip
     if as_json:
         doc = {
@@ -111,7 +121,7 @@ def analyse(
     for column in ("release", "verdict", "released numbers / reason"):
         table.add_column(column, overflow="fold")
     for line in report.lines:
-        detail = line.summary if line.verdict != "refused" else "; ".join(line.reasons)
+        detail = line.summary if line.verdict not in ("refused", "skipped") else "; ".join(line.reasons)
         if line.note:
             detail = f"{detail}  [{line.note}]" if detail else line.note
         table.add_row(line.name, f"[{_STYLE.get(line.verdict, 'white')}]{line.verdict}[/]", detail)

@@ -17,6 +17,7 @@ the digests of the plan and factor model that produced it, so the ledger ties ea
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,9 +65,11 @@ from kansrijk.gate.specs import (
     TreeSpec,
     where,
 )
+from kansrijk.outcomes import outcome as outcome_def
 from kansrijk.policy.analysis import check_plan_against_release
 from kansrijk.policy.factors import PROXIES_SUFFIX
 from kansrijk.policy.signing import OfficerKey
+from kansrijk.schema import PARTNERS
 
 REQUESTED_BY = "analysis"
 Progress = Callable[[int], None]
@@ -140,13 +143,34 @@ class Scope:
     years: tuple[int, ...] = ()
 
 
-def scopes_of(datasets: dict[int, pl.DataFrame], pooled: bool) -> list[Scope]:
+def scopes_of(
+    datasets: dict[int, pl.DataFrame], pooled: bool, pool_years: Sequence[int] | None = None
+) -> list[Scope]:
+    """Each year on its own and, when ``pooled``, the years of ``pool_years`` (default: all) pooled."""
     out = [Scope(str(y), f"reference year {y}", f, False, (y,)) for y, f in sorted(datasets.items())]
-    if pooled and len(datasets) > 1:
-        frame = pl.concat([datasets[y] for y in sorted(datasets)], how="diagonal_relaxed")
-        years = "+".join(str(y) for y in sorted(datasets))
-        out.append(Scope("pooled", f"reference years {years} pooled", frame, True, tuple(sorted(datasets))))
+    pool = sorted(datasets if pool_years is None else [y for y in pool_years if y in datasets])
+    if pooled and len(pool) > 1:
+        frame = pl.concat([datasets[y] for y in pool], how="diagonal_relaxed")
+        years = "+".join(str(y) for y in pool)
+        out.append(Scope("pooled", f"reference years {years} pooled", frame, True, tuple(pool)))
     return out
+
+
+def _missing(policies: LoadedPolicies, frame: pl.DataFrame) -> list[str]:
+    """What the plan asks for that a year's linked dataset does not hold: outcomes, the association variable."""
+    plan = policies.plan
+    missing = [o for o in plan.outcomes if o not in frame.columns]
+    if plan.association is not None and plan.association.variable not in frame.columns:
+        missing.append(f"association ({plan.association.variable})")
+    return missing
+
+
+def complete_years(policies: LoadedPolicies, datasets: dict[int, pl.DataFrame]) -> list[int]:
+    """The years that hold everything the plan asks for that any year holds: only they are pooled (the gate
+    refuses a pooled request naming a variable one of its years lacks, and pooling them would mix populations)."""
+    wanted = set().union(*(set(_missing(policies, pl.DataFrame())) - set(_missing(policies, f))
+                           for f in datasets.values())) if datasets else set()  # fmt: skip
+    return sorted(y for y, f in datasets.items() if not wanted & set(_missing(policies, f)))
 
 
 def cohort_conditions(policies: LoadedPolicies) -> tuple[Condition, ...]:
@@ -233,7 +257,11 @@ def analysis_requests(
     settings = _settings(policies)
     stamp = _stamp(policies)
     cohort = cohort_conditions(policies)
-    scopes = scopes_of(attach_previous_years(datasets, plan.features.previous_year), plan.cohort.pooled)
+    scopes = scopes_of(
+        attach_previous_years(datasets, plan.features.previous_year),
+        plan.cohort.pooled,
+        complete_years(policies, datasets),
+    )
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
     for scope in scopes:
         for o in plan.outcomes:
@@ -582,6 +610,57 @@ def _year_differences(
                 )
 
 
+# --- what the plan asks for but the data cannot give --------------------------------------------------------
+def skipped_lines(policies: LoadedPolicies, datasets: dict[int, pl.DataFrame]) -> list[SummaryLine]:
+    """One line (verdict ``skipped``) per reference year whose linked dataset lacks outcomes or the association
+    variable the plan names, because the partner that holds them delivered nothing for that year, and one for
+    the pooled scope when such years are left out of it. Nothing is requested from the gate for them; the line
+    says what is missing and who delivered, so no year or outcome drops out of the analysis without a word."""
+    plan = policies.plan
+    out: list[SummaryLine] = []
+    for year, frame in sorted(datasets.items()):
+        missing = _missing(policies, frame)
+        if not missing:
+            continue
+        delivered = [p for p in PARTNERS if f"in_{p}" in frame.columns and bool(frame.get_column(f"in_{p}").any())]
+        holders = {outcome_def(o).partner for o in plan.outcomes if o not in frame.columns}
+        absent = sorted(holders - set(delivered))
+        why = (
+            f"{', '.join(absent)} delivered no extract for {year} (delivered: {', '.join(delivered) or 'none'})"
+            if absent
+            else "the linked dataset does not hold their variables"
+        )
+        out.append(_skipped(str(year), missing, f"not analysed for {year}: {', '.join(missing)}; {why}"))
+    pooled = complete_years(policies, datasets)
+    left_out = sorted(set(datasets) - set(pooled))
+    if plan.cohort.pooled and len(datasets) > 1 and left_out:
+        kept = "+".join(str(y) for y in pooled) if len(pooled) > 1 else "none (fewer than two complete years)"
+        out.append(
+            _skipped(
+                "pooled",
+                [],
+                f"{', '.join(str(y) for y in left_out)} left out of the pooled analysis (it lacks what the other "
+                f"years hold); pooled: {kept}",
+            )
+        )
+    return out
+
+
+def _skipped(scope: str, missing: list[str], reason: str) -> SummaryLine:
+    return SummaryLine(
+        name=f"{scope}.skipped",
+        kind="none",
+        scope=scope,
+        outcome=",".join(missing),
+        feature_set="",
+        part="skipped",
+        verdict="skipped",
+        summary="",
+        reasons=(reason,),
+        note="nothing was requested from the gate",
+    )
+
+
 # --- releasing ---------------------------------------------------------------------------------------------
 def summarise_release(planned: Planned, result: Any) -> SummaryLine:
     """A summary line from the gate's result; numbers only from ``result.document['values']``."""
@@ -595,7 +674,7 @@ def summarise_release(planned: Planned, result: Any) -> SummaryLine:
         feature_set=planned.feature_set,
         part=planned.part,
         verdict=verdict,
-        summary=_describe(planned, values) if values else "",
+        summary=_describe(planned, values, noisy=bool(getattr(result, "document", {}).get("noisy"))) if values else "",
         reasons=tuple(getattr(result, "reasons", ())),
         note=planned.note,
         released=dict(values) if isinstance(values, dict) else {},
@@ -606,7 +685,8 @@ def _fmt(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
-def _describe(planned: Planned, values: dict[str, Any]) -> str:
+def _describe(planned: Planned, values: dict[str, Any], *, noisy: bool = False) -> str:
+    """The released numbers in a line; a noisy (DP) number is marked ``≈``, an exact one ``=``."""
     kind = planned.request.kind
     if kind == "dp_model":
         return describe_dp_model(values)
@@ -637,9 +717,13 @@ def _describe(planned: Planned, values: dict[str, Any]) -> str:
     if "rows" in values:
         cols = values["columns"]
         rows = values["rows"]
-        return "; ".join(
-            " ".join(f"{c}={_fmt(v)}" for c, v in zip(cols, r, strict=False) if c != "status") for r in rows[:8]
-        )
+        mark = "≈" if noisy or values.get("exact") is False else "="
+
+        def cell(c: str, v: Any) -> str:  # the statistics (n, sum, mean, quantiles) carry the noise, not the keys
+            statistic = c in ("n", "sum", "mean") or re.fullmatch(r"q[0-9.]+", c) is not None
+            return f"{c}{mark}{_fmt(v)}" if statistic and v is not None else f"{c}={_fmt(v)}"
+
+        return "; ".join(" ".join(cell(c, v) for c, v in zip(cols, r, strict=False) if c != "status") for r in rows[:8])
     return ""
 
 
@@ -671,10 +755,12 @@ def run_analysis(
         )
         leaf_rules = LeafRules(min_leaf_persons=tree_rules.min_leaf_persons, min_class_count=tree_rules.min_class_count)
         datasets = load_datasets(workspace, policies.plan, policies.plan_path)
-        fits = count_model_fits(policies, scopes_of(datasets, policies.plan.cohort.pooled))
+        fits = count_model_fits(
+            policies, scopes_of(datasets, policies.plan.cohort.pooled, complete_years(policies, datasets))
+        )
         if progress_total is not None:
             progress_total(fits)
-        lines = [
+        lines = skipped_lines(policies, datasets) + [
             summarise_release(planned, gate.release(planned.request, requested_by=REQUESTED_BY))
             for planned in analysis_requests(policies, datasets, leaf_rules=leaf_rules, progress=progress)
         ]
@@ -696,5 +782,6 @@ __all__ = [
     "count_model_fits",
     "run_analysis",
     "scopes_of",
+    "skipped_lines",
     "summarise_release",
 ]

@@ -60,8 +60,9 @@ class Entry:
 
     @property
     def deciding(self) -> tuple[Verdict, ...]:
-        """The verdicts that did not simply pass (for a refusal: the rules that refused and why)."""
-        return tuple(v for v in self.verdicts if v.verdict != "pass")
+        """The verdicts that did not simply pass (for a refusal: the rules that refused and why), and an officer's
+        approval of a refused output (who approved it and what it lifted), which is always shown."""
+        return tuple(v for v in self.verdicts if v.verdict != "pass" or v.rule == "officer_review")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,7 @@ class LedgerRow:
 
     @property
     def deciding(self) -> tuple[Verdict, ...]:
-        return tuple(v for v in self.verdicts if v.verdict != "pass")
+        return tuple(v for v in self.verdicts if v.verdict != "pass" or v.rule == "officer_review")
 
 
 def ledger_rows(releases: Sequence[Release], given: LedgerEntries, head: LedgerHead) -> list[LedgerRow]:

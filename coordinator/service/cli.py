@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator.service import client
 from coordinator.service.harden import harden_workspace
 from coordinator.service.server import ServeOptions, parse_mode, serve_gate
+from kansrijk.console import console, fmt_epsilon
 from kansrijk.gate.cli import print_entries
-
-console = Console(highlight=False, soft_wrap=True)
 
 app = typer.Typer(
     help=(
@@ -133,14 +131,14 @@ def status_command(socket_path: SocketOption, as_json: JsonOption = False) -> No
         console.print("[yellow]no partner registry installed[/]")
     table = Table(title="ingested bundles")
     for column in ("partner", "period", "extract id", "bundle digest", "epoch", "rows", "quarantined", "ingested"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a digest wraps in its cell on a narrow terminal, never cut
     for b in status.bundles:
-        table.add_row(b.partner, b.period, b.extract_id, b.bundle_digest[:19] + "…", str(b.key_epoch),
+        table.add_row(b.partner, b.period, b.extract_id, b.bundle_digest, str(b.key_epoch),
                       str(b.row_count), str(b.quarantine_count), b.ingested_at)  # fmt: skip
     console.print(table)
     if status.link_runs:
         runs = Table(title="link runs")
-        for column in ("year", "persons", "excluded", "dataset", "linked"):
+        for column in ("year", "persons in dataset", "excluded", "dataset", "linked"):
             runs.add_column(column)
         for r in status.link_runs:
             runs.add_row(str(r.year), str(r.persons), str(r.excluded), r.dataset, r.linked_at)
@@ -148,7 +146,10 @@ def status_command(socket_path: SocketOption, as_json: JsonOption = False) -> No
     console.print(f"release policy {status.policy_digest}")
     if status.budget is not None:
         b = status.budget
-        console.print(f"budget of {b.dataset}: ε spent {b.epsilon_spent} of {b.epsilon_total}, left {b.epsilon_left}")
+        console.print(
+            f"budget of {b.dataset}: ε spent {fmt_epsilon(b.epsilon_spent)} of {fmt_epsilon(b.epsilon_total)}, "
+            f"left {fmt_epsilon(b.epsilon_left)}"
+        )
     else:
         console.print("no DP budget in the release policy")
     if status.ledger is not None:

@@ -7,14 +7,19 @@ that writes or reads that layout; the coordinator uses the API below and nothing
 Public API (stable; keyword-only options, frozen values):
 
 ``seal_bundle(payload, *, partner, extract_id, extract_year, policy_digest, quarantine_count, signing_key,
-link_key_fingerprint, recipient_public_key, key_epoch=1, previous_bundle_hash=None, created_at=None) -> bytes``
+link_key_fingerprint, recipient_public_key, key_epoch=1, previous_bundle_hash=None, created_at=None,
+declared_empty=False) -> bytes``
     Build the manifest for ``payload`` (a polars DataFrame: ``pseudonym`` Binary(32) first, then canonical
     variables of ``kansrijk.schema`` with their schema dtypes), encrypt and sign. Raises ``SchemaMismatch`` if the
-    payload is not of that shape.
+    payload is not of that shape. ``declared_empty`` records, signed, that the partner holds nobody for the year
+    (the payload must then have no rows); the coordinator refuses a 0-row bundle without it.
 ``seal_parquet(manifest, payload_parquet, *, signing_key, recipient_public_key) -> bytes``
     The lower layer: seal already-serialised Parquet bytes under a manifest built by ``build_manifest``.
 ``read_manifest(data) -> Manifest``
     Parse the framing and the manifest only. **Not verified**: for display and routing, never for trust.
+``read_manifest_file(path) -> Manifest | None``
+    The same from a file, reading only its header and manifest (not the payload); None when the file is not a
+    bundle of this format. Not verified either.
 ``verify_bundle(data, trusted_keys) -> Manifest``
     Framing, then the manifest signature against the partner's registered key(s), then the manifest's schema.
     ``trusted_keys`` maps partner name to its raw Ed25519 public key (32 bytes) or a collection of them (key
@@ -75,6 +80,7 @@ __all__ = [
     "canonical_json",
     "open_bundle",
     "read_manifest",
+    "read_manifest_file",
     "seal_bundle",
     "seal_parquet",
     "verify_bundle",
@@ -154,6 +160,10 @@ class Manifest:
     previous_bundle_hash: str | None
     payload: PayloadInfo
     created_at: str
+    # The partner said explicitly that it holds nobody for the year (``prepare --declare-empty``). Present in the
+    # JSON only when true, so every other manifest keeps its exact bytes; a 0-row manifest without it is refused
+    # at ingest, and it never goes with rows.
+    declared_empty: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -180,7 +190,7 @@ class Manifest:
             "previous_bundle_hash": self.previous_bundle_hash,
             "payload": {"format": self.payload.format, "sha256": self.payload.sha256, "size": self.payload.size},
             "created_at": self.created_at,
-        }
+        } | ({"declared_empty": True} if self.declared_empty else {})
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes that are signed and framed (see ``canonical_json``)."""
@@ -250,6 +260,7 @@ def build_manifest(
     payload_sha256: str,
     payload_size: int,
     created_at: datetime | None = None,
+    declared_empty: bool = False,
 ) -> Manifest:
     """A format-version-1 manifest, checked for well-formedness (``ValueError`` naming the field otherwise)."""
     when = (created_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -273,6 +284,7 @@ def build_manifest(
         previous_bundle_hash=previous_bundle_hash,
         payload=PayloadInfo(format="parquet", sha256=payload_sha256, size=payload_size),
         created_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        declared_empty=declared_empty,
     )
     problem = _manifest_problem(manifest)
     if problem is not None:
@@ -294,6 +306,7 @@ def seal_bundle(
     key_epoch: int = 1,
     previous_bundle_hash: str | None = None,
     created_at: datetime | None = None,
+    declared_empty: bool = False,
 ) -> bytes:
     """Serialise ``payload`` to Parquet, build and sign its manifest, encrypt it for ``recipient_public_key``.
 
@@ -321,6 +334,7 @@ def seal_bundle(
         payload_sha256=crypto.sha256_hex(parquet),
         payload_size=len(parquet),
         created_at=created_at,
+        declared_empty=declared_empty,
     )
     return seal_parquet(manifest, parquet, signing_key=signing_key, recipient_public_key=recipient_public_key)
 
@@ -523,7 +537,9 @@ def _exact_keys(obj: dict[str, Any], keys: set[str], path: str) -> None:
 
 def _manifest_from_object(obj: Any) -> Manifest:
     _expect(obj, "manifest", dict)
-    _exact_keys(obj, _TOP_KEYS, "manifest")
+    _exact_keys(obj, _TOP_KEYS | ({"declared_empty"} & set(obj)), "manifest")
+    if "declared_empty" in obj and obj["declared_empty"] is not True:
+        raise ValueError("declared_empty: present only as true")
     keys = _expect(obj["keys"], "keys", dict)
     _exact_keys(keys, {"signing", "link", "recipient", "epoch"}, "keys")
     payload = _expect(obj["payload"], "payload", dict)
@@ -560,6 +576,7 @@ def _manifest_from_object(obj: Any) -> Manifest:
             size=_expect(payload["size"], "payload.size", int),
         ),
         created_at=_expect(obj["created_at"], "created_at", str),
+        declared_empty="declared_empty" in obj,
     )
 
 
@@ -573,6 +590,7 @@ def _manifest_problem(m: Manifest) -> str | None:
         (bool(_EXTRACT_ID.match(m.extract_id)), "extract_id must be 1..128 characters of [A-Za-z0-9._-]"),
         (1900 <= m.extract_year <= 2100, "extract_year must be in 1900..2100"),
         (0 <= m.row_count <= MAX_ROWS, f"row_count must be in 0..{MAX_ROWS}"),
+        (not m.declared_empty or m.row_count == 0, "declared_empty goes only with row_count 0"),
         (0 <= m.quarantine_count <= 2**53, "quarantine_count must be a non-negative integer"),
         (all(bool(_NAME.match(c.name)) for c in m.columns), "column names must be lower-case names"),
         (all(bool(_FINGERPRINT.match(f)) for f in (m.keys.signing, m.keys.link, m.keys.recipient)), "fingerprints"),
@@ -592,6 +610,26 @@ def _manifest_problem(m: Manifest) -> str | None:
 def read_manifest(data: bytes, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Manifest:
     """The manifest of a bundle, parsed but **not verified**. Use ``verify_bundle`` before trusting anything."""
     return _parse_manifest(_parse_frame(data, max_payload_bytes=max_payload_bytes).manifest_bytes)
+
+
+def read_manifest_file(path: Any) -> Manifest | None:
+    """The manifest of the bundle file at ``path`` from its first bytes only (a payload may be gigabytes), or None
+    when the file is not a readable bundle of this format. **Not verified**: for finding files, never for trust."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEADER.size)
+            if len(head) < _HEADER.size:
+                return None
+            magic, version, manifest_len = _HEADER.unpack(head)
+            if magic != MAGIC or version != FORMAT_VERSION or not 0 < manifest_len <= MAX_MANIFEST_BYTES:
+                return None
+            manifest_bytes = fh.read(manifest_len)
+    except OSError:
+        return None
+    try:
+        return _parse_manifest(manifest_bytes)
+    except BundleMalformed:
+        return None
 
 
 def _candidate_keys(value: bytes | Collection[bytes]) -> list[bytes]:

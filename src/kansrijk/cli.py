@@ -11,11 +11,31 @@ from __future__ import annotations
 import click
 import typer
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from kansrijk import __version__
 from kansrijk.console import err_console
 from kansrijk.errors import KansrijkError
+
+
+def _flags_take_no_value() -> None:
+    """A flag (``--json``, ``--force``, ``--help``) takes no value, so ``--help`` must not show a type next to it
+    (typer's rich help writes ``<bool>``, which reads as if the option wanted one). Every other option keeps its
+    type. Installed once, here in the composition root, for every command."""
+    original = TyperOption.display_type_rich
+    if getattr(original, "_kansrijk_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: click.Context) -> str | None:
+        if self.is_flag and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._kansrijk_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 class _KansrijkGroup(TyperGroup):
@@ -66,7 +86,7 @@ def _mount() -> None:
     from coordinator.query_cli import app as query_app
     from coordinator.service.cli import app as gate_service_app
     from kansrijk.demo import demo_command
-    from kansrijk.gate.cli import ledger_app, policy_app
+    from kansrijk.gate.cli import ledger_app, policy_app, review_app
     from kansrijk.synth.cli import app as synth_app
     from node_agent.cli import app as node_app
 
@@ -76,6 +96,7 @@ def _mount() -> None:
     app.add_typer(gate_service_app, name="gate")
     app.add_typer(policy_app, name="policy")
     app.add_typer(ledger_app, name="ledger")
+    app.add_typer(review_app, name="review")
     app.add_typer(query_app, name="query")
     app.command("demo")(demo_command)
 

@@ -275,7 +275,23 @@ def write_secret_key(
     return fp
 
 
+@dataclass(frozen=True, slots=True)
+class SecretKeyFile:
+    """A decrypted secret key and its label. The label is authenticated with the key (it is in the associated
+    data of the encryption), so it can be trusted as much as the key itself."""
+
+    kind: str
+    key: bytes
+    label: str
+    fingerprint: str
+
+
 def read_secret_key(path: Path, kind: SecretKind, passphrase: str) -> bytes:
+    """Read and decrypt a secret key file (see ``read_secret_key_file``); only the key."""
+    return read_secret_key_file(path, kind, passphrase).key
+
+
+def read_secret_key_file(path: Path, kind: SecretKind, passphrase: str) -> SecretKeyFile:
     """Read and decrypt a secret key file. Refuses files readable by group or others, wrong kinds, weak
     KDF settings and wrong passphrases, each with its own message (none of which contains key material)."""
     path = Path(path)
@@ -309,7 +325,7 @@ def read_secret_key(path: Path, kind: SecretKind, passphrase: str) -> bytes:
         ) from None
     if not constant_time_equal(fingerprint(kind, _public_of(kind, key)).encode(), header["fingerprint"].encode()):
         raise KeyMaterialError(f"{path}: key does not match its recorded fingerprint")
-    return key
+    return SecretKeyFile(kind=kind, key=key, label=str(header["label"]), fingerprint=str(header["fingerprint"]))
 
 
 def write_public_key(path: Path, kind: PublicKind, key: bytes, *, label: str) -> str:

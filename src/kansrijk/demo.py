@@ -19,13 +19,17 @@ real parties would act:
    at the end: the operator's side sends the signed plan over the service's local socket, the gate trains and
    releases on its side. The demo runs the service under the same OS user as itself, so the process boundary
    holds but the file boundary does not; in deployment the gate has its own user (docs/deployment.md);
-7. the report is built from ``WS/released/`` only, the ledger is verified, and the privacy officer signs its
+7. the review route: the analyst asks for a refused output (a hand-built one-split tree on sex, refused on the
+   training rule because it was built without a minimum leaf size) to be reviewed, with a justification; the
+   privacy officer reads the request and signs an approval (``officer/reviews/R000001.json``); the gate verifies
+   it and releases the tree with the approval in its ledger entry (``kansrijk.gate.review``);
+8. the report is built from ``WS/released/`` only, the ledger is verified, and the privacy officer signs its
    head (an anchor kept outside the workspace: ``officer/ledger-anchor.json``).
 
 Layout of ``--out`` (README.txt in it says the same)::
 
     city/                 the synthetic city: extracts/ (partners' raw files) and ground_truth/ (kept apart)
-    officer/              the privacy officer's signing key pair and the signed ledger anchor
+    officer/              the privacy officer's signing key pair, the signed ledger anchor, reviews/ (decisions)
     policies/             the policies as signed for this run (each FILE has FILE.sig), partners.toml included
     partners/<p>/keys/    partner p's signing key pair and its copy of the link key
     partners/<p>/outbox/  the sealed bundles partner p hands over
@@ -90,6 +94,7 @@ STAGES = (
     "coordinator ingests the bundles",
     "coordinator links the partners",
     "analysis through the release gate",
+    "privacy officer reviews a refused output",
     "report from released outputs",
     "verify the ledger",
 )
@@ -160,6 +165,7 @@ class DemoResult:
     ledger_head: str
     files_checked: int
     anchor: Path | None = None
+    review: str = ""  # what the review route did, in one line
     seconds: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -316,6 +322,61 @@ def _dp_model_lines(lines: Sequence[Any], released: Path) -> tuple[DpModelLine, 
     return tuple(out)
 
 
+REVIEW_JUSTIFICATION = (
+    "a one-split tree on sex, built by hand to show the outcome's rate per sex in tree form; it was built without "
+    "a minimum leaf size, but each of its two leaves holds every person of one sex"
+)
+
+
+def _review_round(
+    workspace: Path, release_policy: Path, officer_dir: Path, passphrase: str, year: int, show: DemoProgress
+) -> str:
+    """The review route once: the analyst's tree is refused, put to review, approved by the officer and released
+    with the approval in the ledger. Returns one line for the summary."""
+    from kansrijk.gate.release import Gate
+    from kansrijk.gate.review import apply_decision, request_review, sign_decision
+    from kansrijk.gate.specs import SplitNode, TreeSpec, where
+    from node_agent.keys import load_signing_key
+
+    officer_pub = officer_dir / "officer-signing.pub"
+    tree = TreeSpec(
+        name=f"{year}.psychosocial_risk.sex_tree",
+        description="Psychosocial risk by sex as a one-split tree, built by hand without a minimum leaf size "
+        "(min_samples_leaf 1): refused on the training rule, released on the privacy officer's review.",
+        years=(year,),
+        population=(where("age_years", ">=", 0), where("age_years", "<=", 23)),
+        outcome="psychosocial_risk",
+        features=("sex",),
+        nodes=(SplitNode(node_id=0, var="sex", categories=("F",), left=1, right=2), SplitNode(node_id=1),
+               SplitNode(node_id=2)),
+        min_samples_leaf=1,
+        max_depth=1,
+    )
+    with Gate.open(workspace, release_policy, [officer_pub], passphrase=passphrase) as gate:
+        refused = gate.release(tree, requested_by="analysis")
+        if refused.outcome != "refused":
+            return f"none needed: {tree.name} was {refused.outcome}"
+        review = request_review(gate, refused.entry_id, justification=REVIEW_JUSTIFICATION)
+    show.advance()
+    decision = officer_dir / "reviews" / f"{review.review_id}.json"
+    decision.parent.mkdir(parents=True, exist_ok=True)
+    officer_key = load_signing_key(officer_dir / "officer-signing.key", passphrase)
+    sign_decision(workspace, review.review_id, officer_key, approve=True, out=decision,
+                  note="both leaves hold thousands of persons; the training rule is a proxy here")  # fmt: skip
+    del officer_key
+    show.advance()
+    with Gate.open(workspace, release_policy, [officer_pub], passphrase=passphrase) as gate:
+        applied = apply_decision(gate, decision, [officer_pub])
+    show.advance()
+    result = applied.result
+    if result is None or result.outcome == "refused":
+        return f"{review.review_id}: {tree.name} approved, then refused at release ({applied.review.status})"
+    return (
+        f"{review.review_id}: {tree.name} refused ({refused.entry_id}), approved by the officer "
+        f"({decision.relative_to(officer_dir.parent)}), {result.outcome} as {result.entry_id}"
+    )
+
+
 def _copy_secret(source: Path, target: Path) -> None:
     atomic_write_bytes(target, source.read_bytes(), mode=0o600)
 
@@ -361,6 +422,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         generate_partner_keys,
         load_coordinator_key,
         load_link_key,
+        load_partner_signing_key,
         load_signing_key,
         new_link_key,
     )
@@ -474,7 +536,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     rows_in = rows_quarantined = 0
     for partner in PARTNERS:
         keys_dir = out / "partners" / partner / "keys"
-        signing_key = load_signing_key(partner_keys[partner].secret_key, passphrase)
+        signing_key = load_partner_signing_key(partner_keys[partner].secret_key, passphrase)
         link_key = load_link_key(keys_dir / "link.key", passphrase)
         previous: Path | None = None
         for year in years:
@@ -487,7 +549,6 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
                 coordinator_public_key=coordinator_public,
                 previous_bundle=previous,
                 quarantine_dir=out / "partners" / partner / "quarantine",
-                key_epoch=partner_keys[partner].epoch,
                 year=year,
             )
             previous = result.bundle_path
@@ -540,14 +601,19 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
             progress=show.advance,
         )
 
-    # 9. report ----------------------------------------------------------------------------------------------
+    # 9. the review route: a refused output put to the privacy officer ---------------------------------------
     stage(8)
+    show.total(3)
+    review = _review_round(workspace, policies / RELEASE_POLICY, officer_dir, passphrase, years[-1], show)
+
+    # 10. report ---------------------------------------------------------------------------------------------
+    stage(9)
     show.total(1)
     report = build_report(workspace, out / "report.html", release_policy=policies / RELEASE_POLICY)
     show.advance()
 
-    # 10. ledger ---------------------------------------------------------------------------------------------
-    stage(9)
+    # 11. ledger ---------------------------------------------------------------------------------------------
+    stage(10)
     show.total(1)
     verified = verify_ledger(workspace)
     officer_key = load_signing_key(officer_dir / "officer-signing.key", passphrase)
@@ -585,6 +651,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         ledger_head=verified.head_hash,
         anchor=officer_dir / ANCHOR_FILE,
         files_checked=verified.files_checked,
+        review=review,
         seconds=dict(timer.seconds),
         notes=tuple(notes),
     )
@@ -603,6 +670,8 @@ def _write_readme(out: Path) -> None:
         + f"--officer-key {out}/officer/officer-signing.pub\n"
         + f"  kansrijk coordinator report {out}/coordinator --out {out}/report.html --force "
         + f"--policy {out}/policies/{RELEASE_POLICY}\n"
+        + f"  kansrijk review list {out}/coordinator        # the review route: request, decision, release\n"
+        + f"  kansrijk review show {out}/coordinator R000001\n"
         + "\nThe gate service. The analysis ran in a release gate of its own process: the demo started\n"
         + "`kansrijk gate serve`, sent it the signed plan and factor model over its local socket, the gate trained\n"
         + "and released on its side, and the demo stopped it. It ran under the same OS user as the demo, so the\n"
@@ -657,9 +726,10 @@ def summary_rows(result: DemoResult) -> Sequence[tuple[str, str]]:
         ("DP models (noisy)", "; ".join(dp_parts) or "none"),
         ("releases passed / suppressed / refused", f"{result.released} / {result.suppressed} / {result.refused}"),
         ("ε spent / left", spent),
+        ("officer review of a refused output", result.review or "none"),
         (
             "ledger",
-            f"{result.ledger_entries} entries verified, head {result.ledger_head[:16]}…"
+            f"{result.ledger_entries} entries verified, head {result.ledger_head}"
             + (f", anchored by the officer ({result.anchor.name})" if result.anchor else ""),
         ),
         ("report", str(result.report)),
@@ -729,12 +799,12 @@ def demo_command(
 
     Example: kansrijk demo --out demo-run --persons 20000 --force
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    from kansrijk.console import console
+    from kansrijk.console import err_console as err
+
     options = DemoOptions(
         out=out, persons=persons, years=parse_years(years), seed=seed, force=force, min_positives=min_positives
     )

@@ -113,6 +113,13 @@ class SchemaMismatch(BundleError):
     exit_code = 17
 
 
+class EmptyBundle(BundleError):
+    """The bundle holds no rows and its partner did not declare the extract empty (an empty export is almost
+    always a mistake; a partner that holds nobody for the year seals with ``--declare-empty``)."""
+
+    exit_code = 18
+
+
 # --- release gate (exit 20..29) -------------------------------------------------------------------------
 class GateError(KansrijkError):
     """The release gate refused or could not process a release request."""
@@ -136,6 +143,21 @@ class AnchorInvalid(GateError):
     """A ledger anchor file is malformed, signed by an untrusted key, or its signature does not verify."""
 
     exit_code = 24
+
+
+class NotReviewable(GateError):
+    """A refused output cannot be put to (or released by) an officer's review: not a refusal, a DP output, a rule
+    a review never lifts (budget, differencing, name, requester, fixed rules), a pending review, or an output that
+    changed since it was reviewed. Nothing is released."""
+
+    exit_code = 27
+
+
+class ApprovalInvalid(GateError):
+    """An officer's review decision is malformed, signed by an untrusted key, altered, for another request or
+    workspace, or used before. Nothing is released."""
+
+    exit_code = 28
 
 
 # --- analysis (exit 30..39) -----------------------------------------------------------------------------

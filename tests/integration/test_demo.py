@@ -91,6 +91,22 @@ def test_report_shows_the_dp_models_and_what_privacy_cost(demo_run) -> None:
     assert "Differentially private vs non-private" in models and "ROC AUC DP" in models
 
 
+def test_the_demo_walks_the_review_route_end_to_end(demo_run) -> None:
+    from kansrijk.gate.review import list_reviews, verify_reviews
+
+    out, output = demo_run
+    ws = out / "coordinator"
+    (review,) = list_reviews(ws)
+    assert review.status == "released" and review.release_name == "2023.psychosocial_risk.sex_tree"
+    assert [v["rule"] for v in review.refused] == ["tree_training"]
+    assert (out / "officer" / "reviews" / "R000001.json").is_file() and verify_reviews(ws) == 1
+    document = json.loads((ws / "released" / "2023.psychosocial_risk.sex_tree.json").read_text())
+    assert document["epsilon_spent"] == "0"
+    assert any(v["rule"] == "officer_review" and "review R000001 approved" in v["reason"] for v in document["verdicts"])
+    assert "officer_review: review R000001 approved by privacy officer" in (out / "report.html").read_text()
+    assert "officer review of a refused output" in output and "released as L0000" in re.sub(r"[\s│]+", " ", output)
+
+
 def test_every_party_left_its_files_where_the_docs_say(demo_run) -> None:
     out, _ = demo_run
     for partner in ("cbs", "gemeente", "cjg", "duo"):

@@ -36,8 +36,9 @@ CATEGORIES = {
     "test_gate_service_attacks": "service",
     "test_spec_attacks": "specs",
     "test_history_audit": "history",
+    "test_review_attacks": "review",
 }
-ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "history", "service", "fuzz", "faults")
+ORDER = ("bundles", "extracts", "secrets", "gate", "specs", "history", "review", "service", "fuzz", "faults")
 # The attack classes of test_spec_attacks.py, in the order of the attack -> verdict table.
 ATTACK_CLASSES = (
     "population differencing",

@@ -53,7 +53,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     return Node(city.extracts[("gemeente", 2023)], city.extracts[("cjg", 2023)], sk, spk, rk, rpk, crypto.random_key())
 
 
-def _prepare(node: Node, tmp: Path, data: bytes, partner: str = "gemeente", name: str = "x.csv"):
+def _prepare(node: Node, tmp: Path, data: bytes, partner: str = "gemeente", name: str = "x.csv", **options):
     src = tmp / "in" / name
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(data)
@@ -66,6 +66,7 @@ def _prepare(node: Node, tmp: Path, data: bytes, partner: str = "gemeente", name
         coordinator_public_key=node.recipient_public,
         quarantine_dir=tmp / "q",
         year=2023,
+        **options,
     )
 
 
@@ -119,7 +120,8 @@ def test_formula_injection_in_every_text_field_reaches_no_output(node: Node, tmp
     result = _prepare(node, tmp_path, _edit(b"\n".join(lines) + b"\n", b";", edits))
     quarantine = pl.read_csv(result.quarantine_path)
     mapped = {"Geslacht", "Buurtcode", "Wijkcode", "WOZ_waarde", "Bijstand", "Geboortedatum", "Verzuimmeldingen"}
-    flagged = set(zip(quarantine["row"].to_list(), quarantine["field"].to_list(), strict=True))
+    # the report numbers lines as the messages do: data row r (lines[r]) is line r + 1
+    flagged = set(zip((quarantine["line"] - 1).to_list(), quarantine["field"].to_list(), strict=True))
     missing = {(r, c) for (r, c) in edits if c in mapped} - flagged
     tally.attack("formula in a mapped field is quarantined by row and field", not missing, count=14)
     outputs = _outputs(node, tmp_path, result)
@@ -235,7 +237,7 @@ def test_huge_negative_and_nan_money_is_quarantined_by_row_and_field(node, tmp_p
     tally.attack(f"WOZ_waarde = {value}", False)  # replaced below once the row is quarantined
     result = _prepare(node, tmp_path, data)
     q = pl.read_csv(result.quarantine_path)
-    hit = q.filter((pl.col("row") == 3) & (pl.col("field") == "WOZ_waarde"))
+    hit = q.filter((pl.col("line") == 4) & (pl.col("field") == "WOZ_waarde"))  # lines[3] is line 4
     ok = hit.height >= 1 and result.rows_quarantined == 1
     tally.cases.clear()
     tally.node.user_properties.clear()
@@ -248,15 +250,21 @@ def test_huge_negative_and_nan_bmi_is_quarantined(node, tmp_path, tally, value) 
     data = _edit(node.city_cjg.read_bytes(), b",", {(3, "bmi"): value.encode()})
     result = _prepare(node, tmp_path, data, "cjg")
     q = pl.read_csv(result.quarantine_path)
-    ok = q.filter((pl.col("row") == 3) & (pl.col("field") == "bmi")).height == 1
+    ok = q.filter((pl.col("line") == 4) & (pl.col("field") == "bmi")).height == 1  # lines[3] is line 4
     tally.attack(f"bmi = {value}", ok)
     assert ok
 
 
-def test_header_only_and_one_row_extracts_give_consistent_bundles(node, tmp_path, tally) -> None:
+def test_header_only_extract_is_refused_unless_declared_empty_and_one_row_seals(node, tmp_path, tally) -> None:
+    """An empty export is almost always a mistake: a header without rows seals nothing unless the partner
+    declares the extract empty, which the signed manifest then says."""
     lines = node.city_gemeente.read_bytes().split(b"\n")
-    empty = _prepare(node, tmp_path / "h", lines[0] + b"\n")
+    with pytest.raises(InputError, match="header but no data rows"):
+        _prepare(node, tmp_path / "h", lines[0] + b"\n")
+    refused = _nothing_written(tmp_path / "h")
+    declared = _prepare(node, tmp_path / "d", lines[0] + b"\n", declare_empty=True)
     one = _prepare(node, tmp_path / "1", lines[0] + b"\n" + lines[1] + b"\n")
-    ok = (empty.manifest.row_count, empty.rows_in, one.manifest.row_count, one.rows_in) == (0, 0, 1, 1)
-    tally.attack("header-only and one-row extracts", ok, count=2)
+    ok = refused and (declared.manifest.row_count, declared.manifest.declared_empty) == (0, True)
+    ok = ok and (one.manifest.row_count, one.rows_in, one.manifest.declared_empty) == (1, 1, False)
+    tally.attack("header-only extract refused; declared empty and one-row extracts seal", ok, count=2)
     assert ok

@@ -316,3 +316,19 @@ def test_canonical_json_is_stable_under_reparsing(obj):
 def test_canonical_json_refuses_floats():
     with pytest.raises(TypeError):
         bundle.canonical_json({"a": 1.5})
+
+
+def test_declared_empty_is_signed_only_as_true_and_only_without_rows(keys):
+    empty = _payload(0)
+    sealed = _seal(keys, empty, declared_empty=True)
+    manifest = bundle.verify_bundle(sealed, {"gemeente": keys.signing_public})
+    assert manifest.declared_empty and manifest.row_count == 0
+    assert b'"declared_empty":true' in manifest.canonical_bytes()
+    plain = bundle.read_manifest(_seal(keys, empty))
+    assert not plain.declared_empty and b"declared_empty" not in plain.canonical_bytes()
+    with pytest.raises(ValueError, match="declared_empty goes only with row_count 0"):
+        _seal(keys, _payload(3), declared_empty=True)
+    obj = json.loads(plain.canonical_bytes())
+    for value in (False, 1, "true"):
+        with pytest.raises(ValueError, match="declared_empty"):
+            bundle._manifest_from_object({**obj, "declared_empty": value})

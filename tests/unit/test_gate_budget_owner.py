@@ -139,4 +139,4 @@ def test_ledger_show_and_verify_work_with_the_persons_key(tmp_path: Path) -> Non
     assert shown.exit_code == 0 and "t0" in shown.output
     verified = runner.invoke(app, ["ledger", "verify", str(ws)])
     assert verified.exit_code == 0, verified.output
-    assert f"persons:{fp}: epsilon 1/10" in verified.output
+    assert f"persons:{fp}: ε 0.1" in verified.output

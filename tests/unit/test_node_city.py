@@ -82,10 +82,11 @@ def _raw(city, partner: str) -> pl.DataFrame:
 
 
 def _quarantine(root: Path, partner: str) -> pl.DataFrame:
+    """The report with ``row`` as the ground truth counts (1-based data rows): a CSV report gives lines (header
+    line 1; the synthetic extracts hold no line break inside a field, so row = line - 1), a Parquet one rows."""
     (path,) = (root / partner / "quarantine").glob("*.quarantine.csv")
-    return pl.read_csv(
-        path, schema_overrides={"row": pl.Int64, "field": pl.String, "rule": pl.String, "variable": pl.String}
-    )
+    report = pl.read_csv(path, infer_schema=False).with_columns(pl.col("^(line|row)$").cast(pl.Int64))
+    return report.with_columns((pl.col("line") - 1).alias("row")) if "line" in report.columns else report
 
 
 @pytest.mark.parametrize("partner", PARTNERS)

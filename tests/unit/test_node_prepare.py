@@ -245,8 +245,11 @@ def lenient(tmp_path: Path, partner: str) -> Path:
 
 
 def quarantine(result_or_dir) -> pl.DataFrame:
+    """The report, with ``row`` the 1-based data row these tests count in: a CSV report gives the line (header
+    line 1, and these extracts hold no line break inside a field, so row = line - 1), a Parquet report the row."""
     path = result_or_dir.quarantine_path if hasattr(result_or_dir, "quarantine_path") else result_or_dir
-    return pl.read_csv(path, schema_overrides={"field": pl.String, "variable": pl.String, "rule": pl.String})
+    report = pl.read_csv(path, infer_schema=False).with_columns(pl.col("^(line|row)$").cast(pl.Int64))
+    return report.with_columns((pl.col("line") - 1).alias("row")) if "line" in report.columns else report
 
 
 def _faults(q: pl.DataFrame) -> set[tuple[int, str, str]]:
@@ -367,7 +370,7 @@ def test_quarantine_report_holds_no_bsn_and_no_raw_value(keys, tmp_path):
         lenient(tmp_path, "gemeente"),
     )
     text = result.quarantine_path.read_text()
-    assert text.splitlines()[0] == "row,field,variable,rule"
+    assert text.splitlines()[0] == "line,field,variable,rule,expected"
     for value in (rows[1]["BSN"], "zeer-geheim-bedrag", "Onbekend-123", rows[0]["BSN"]):
         assert value not in text
     assert result.quarantine_path.parent == tmp_path / "quarantine"

@@ -20,6 +20,11 @@ of every other node of a released tree) and the populations they name (``populat
 ids, stored once per distinct population) live there too; an entry's ``record_digest`` covers its records
 and their population digests.
 
+The officer review of refused outputs (``kansrijk.gate.review``) keeps two tables here: ``refused_specs`` (the spec
+of every refused release that carries no data, so a review can recompute it; its digest is the entry's
+``request_digest``, which ``verify_ledger`` checks) and ``reviews`` (each review request, the officer's signed
+decision, and the entry that released an approved output).
+
 ``verify_ledger`` recomputes the chain, checks every signature against the workspace's gate public key (and,
 when given, that this key is a pinned one), and cross-checks the budget, the differencing records and their
 populations, and every file anywhere under ``released/``; any mismatch is ``LedgerCorrupted``.
@@ -107,6 +112,28 @@ CREATE TABLE IF NOT EXISTS audit_records (
     part   INTEGER NOT NULL,
     record BLOB NOT NULL,
     PRIMARY KEY (seq, part)
+);
+CREATE TABLE IF NOT EXISTS refused_specs (
+    seq  INTEGER PRIMARY KEY REFERENCES ledger(seq),
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    review_id      TEXT PRIMARY KEY,
+    refused_seq    INTEGER NOT NULL REFERENCES ledger(seq),
+    release_name   TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    requested_by   TEXT NOT NULL,
+    justification  TEXT NOT NULL,
+    requested_at   TEXT NOT NULL,
+    refused        TEXT NOT NULL,
+    released_form  TEXT NOT NULL,
+    values_digest  TEXT NOT NULL,
+    review_digest  TEXT NOT NULL UNIQUE,
+    status         TEXT NOT NULL,
+    decision       TEXT,
+    decided_at     TEXT,
+    released_seq   INTEGER
 );
 """
 
@@ -367,6 +394,19 @@ def entries(conn: sqlite3.Connection) -> list[LedgerEntry]:
     return [_entry(r) for r in conn.execute("SELECT * FROM ledger ORDER BY seq")]
 
 
+def record_refused_spec(conn: sqlite3.Connection, seq: int, spec: Any) -> None:
+    """Inside the write transaction of refused entry ``seq``: keep its spec, when it carries no data, so the
+    requester can put the refusal to a privacy officer's review (``kansrijk.gate.review``)."""
+    from kansrijk.gate.requests import RequestInvalid
+    from kansrijk.gate.specs import spec_to_json
+
+    try:
+        text = canonical(spec_to_json(spec)).decode()
+    except RequestInvalid:
+        return  # a spec that carries data (scores, importances) cannot be recomputed for a review
+    conn.execute("INSERT OR REPLACE INTO refused_specs(seq, spec) VALUES (?, ?)", (seq, text))
+
+
 def released_names(conn: sqlite3.Connection) -> set[str]:
     rows = conn.execute("SELECT release_name FROM ledger WHERE outcome IN ('released', 'suppressed')")
     return {r[0] for r in rows}
@@ -434,6 +474,7 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             for seq, blob in conn.execute("SELECT seq, record FROM audit_records ORDER BY seq, part"):
                 audit_blobs.setdefault(seq, []).append(bytes(blob))
             populations = _read_populations(conn)
+            refused_specs = _read_refused_specs(conn)
             head_seq, head_hash = head(conn)
             recorded_gate_key = _meta(conn, "gate_key")
         except sqlite3.DatabaseError as exc:
@@ -495,6 +536,7 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             raise LedgerCorrupted(f"{where}: entry {i} has unreadable outputs")
         for name, digest in outputs.items():
             expected_files[name] = digest
+    _check_refused_specs(refused_specs, rows, where)
     if records or node_records or audit_blobs:
         orphans = sorted({*records, *node_records, *audit_blobs})
         raise LedgerCorrupted(f"{where}: differencing record(s) for entries {orphans} have no ledger entry")
@@ -592,6 +634,30 @@ def _read_populations(conn: sqlite3.Connection) -> dict[str, tuple[bytes, int]]:
     if "populations" not in tables:  # a ledger from before populations were recorded, opened read-only
         return {}
     return {r["digest"]: (bytes(r["ids"]), int(r["size"])) for r in conn.execute("SELECT * FROM populations")}
+
+
+def _read_refused_specs(conn: sqlite3.Connection) -> dict[int, str]:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "refused_specs" not in tables:  # a ledger from before refusals could be reviewed, opened read-only
+        return {}
+    return {int(r["seq"]): str(r["spec"]) for r in conn.execute("SELECT seq, spec FROM refused_specs")}
+
+
+def _check_refused_specs(specs: dict[int, str], rows: list[dict[str, Any]], where: Path) -> None:
+    """Each kept spec belongs to a refused entry and is the very request that entry records (its digest)."""
+    from kansrijk.gate.requests import RequestInvalid
+    from kansrijk.gate.specs import parse_spec
+
+    for seq, text in sorted(specs.items()):
+        row = rows[seq - 1] if 0 < seq <= len(rows) else None
+        if row is None or row["outcome"] != "refused":
+            raise LedgerCorrupted(f"{where}: a refused spec is kept for entry {seq}, which is not a refusal")
+        try:
+            digest = parse_spec(json.loads(text)).digest()
+        except (ValueError, RequestInvalid):
+            raise LedgerCorrupted(f"{where}: the refused spec of entry {seq} is unreadable (edited)") from None
+        if digest != row["request_digest"]:
+            raise LedgerCorrupted(f"{where}: the refused spec of entry {seq} is not the request it records (edited)")
 
 
 def _released_files(released: Path) -> dict[str, Path]:

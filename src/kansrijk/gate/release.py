@@ -498,6 +498,34 @@ class Gate:
             document=document,
         )
 
+    # -- officer review: the one way a refused output is released (kansrijk.gate.review) ------------------------
+    def release_reviewed(self, approved: Any) -> ReleaseResult:
+        """Release an output the gate refused, on a privacy officer's approval that ``kansrijk.gate.review`` has
+        verified (signature of a trusted officer, this exact request and its refusing rules, not used before, the
+        numbers unchanged) and recomputed from the gate's own data (``approved``: a ``review.ApprovedRelease``).
+
+        It goes through the one commit path like every release, as an output-checked release: it never spends
+        or touches the DP budget (epsilon 0, no budget), and the name and differencing against the whole release
+        history are checked again there. ``approved.mark_released`` runs inside the commit's transaction."""
+        if self.policy.rule_for(approved.spec.kind).method != "sdc" or approved.spec.kind == "dp_model":
+            raise RequestInvalid(f"release {approved.spec.name!r}: an officer's review never releases a DP output")
+
+        def produce() -> tuple[Any, Any]:
+            approved.mark_released(self._conn, ledger_mod.next_seq(self._conn))
+            return approved.values, None
+
+        def audited() -> tuple[RuleOutcome, list[AuditRecord]]:
+            """The release-history audit is never lifted: the approved numbers are refused if, with every earlier
+            exact release, they pin a small group (no cells can be withheld from values the officer approved)."""
+            records = list(approved.audit_records)
+            return history_mod.outcome(history_mod.run(self._audit_history(), records, self.policy.sdc)), records
+
+        result = self._commit(approved.spec, approved.requested_by, list(approved.verdicts), method="sdc",
+                              epsilon=Fraction(0), budget=None, record=approved.record, produce=produce,
+                              debited="", audited=audited if approved.audit_records else None)  # fmt: skip
+        ledger_mod.write_head_file(self.released_dir, *ledger_mod.head(self._conn))
+        return result
+
     # -- differentially private models ------------------------------------------------------------------
     def _release_dp_model(
         self, request: DpModelRequest, spec: ReleaseSpec, requested_by: str, verdicts: list[RuleOutcome]
@@ -803,6 +831,7 @@ class Gate:
             verdicts=[v.to_json() for v in verdicts],
             outputs={},
         )
+        ledger_mod.record_refused_spec(self._conn, entry.seq, spec)  # for an officer's review (gate.review)
         return Refused(name=spec.name, kind=spec.kind, verdicts=tuple(verdicts), entry_id=entry.entry_id)
 
 

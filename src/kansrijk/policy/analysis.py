@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from datetime import date
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -331,6 +332,15 @@ class DpModelPlan(PolicyModel):
         return self
 
 
+class Retention(PolicyModel):
+    """How long the coordinator keeps the study's person-level data (for the DPIA annex, ``policy dpia``)."""
+
+    workspace_until: date = Field(
+        description="The date by which the coordinator destroys the workspace's person-level data and keys."
+    )
+    after: str = Field(min_length=10, description="What is destroyed then and what is kept (released outputs, ledger).")
+
+
 class AnalysisPlan(PolicyModel):
     """An analysis plan file (``kind = "analysis"``)."""
 
@@ -348,6 +358,7 @@ class AnalysisPlan(PolicyModel):
     association: Association | None = Association()
     release_trees: bool = True
     dp_model: DpModelPlan = DpModelPlan()
+    retention: Retention | None = None
 
     @field_validator("outcomes")
     @classmethod

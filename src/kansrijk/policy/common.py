@@ -19,6 +19,12 @@ class PolicyModel(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
+    @classmethod
+    def bound_message(cls, key: str, value: object) -> str | None:
+        """For a number past a bound at ``key``: a message naming the rule, the bound and its source, or None to
+        keep the validator's own. A policy kind with documented floors and ceilings overrides this."""
+        return None
+
 
 def policy_digest(raw: bytes) -> str:
     """The digest that identifies a policy file's exact bytes (recorded in manifests and ledger entries)."""
@@ -51,17 +57,21 @@ def parse_policy(path: Path, model: type[M], raw: bytes | None = None) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(format_validation_error(path, exc)) from None
+        raise PolicyError(format_validation_error(path, exc, model)) from None
 
 
 # Bound errors of numbers: the message gives the bound, and the value is a policy number (never personal data).
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
-def format_validation_error(path: Path, exc: ValidationError) -> str:
+def format_validation_error(path: Path, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s)"]
     for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        got = f" (got {error['input']!r})" if error["type"] in _BOUND_ERRORS else ""
-        lines.append(f"  {path}: {where}: {error['msg']}{got}")
+        message = str(error["msg"]).removeprefix("Value error, ")  # pydantic's label, not the officer's words
+        if error["type"] in _BOUND_ERRORS:
+            explain = getattr(model, "bound_message", None)
+            named = explain(where, error["input"]) if explain is not None else None
+            message = named or f"{message} (got {error['input']!r})"
+        lines.append(f"  {path}: {where}: {message}")
     return "\n".join(lines)

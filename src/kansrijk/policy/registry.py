@@ -143,9 +143,20 @@ class PartnerRegistry(PolicyModel):
                         hint="ask the partner to re-seal the extract with its current key",
                     )
                 return key
+        owner = next(
+            (name for name, other in self.partners.items() for k in other.keys if k.fingerprint == key_fingerprint),
+            None,
+        )
+        if owner is not None:
+            raise UnknownPartner(
+                f"signing key {key_fingerprint} is partner {owner!r}'s, but the bundle says it is {partner!r}'s: "
+                f"it was sealed with another partner's key",
+                hint=f"ask {partner} to seal the extract again with its own signing key; do not register the key",
+            )
         raise UnknownPartner(
             f"signing key {key_fingerprint} is not registered for partner {partner!r}",
-            hint="ask the privacy officer to add the partner's new key (next epoch) to the registry",
+            hint="if the partner rotated its key, ask the privacy officer to add the new key (next epoch) to the "
+            "registry after checking its fingerprint with the partner; otherwise refuse the bundle",
         )
 
     def check_allowed(self, partner: str, *, schema_version: str, policy_digest: str) -> None:

@@ -19,6 +19,7 @@ same persons spends from one budget.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -116,7 +117,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("sdc.p_percent", "ceiling", Fraction(1), "a share", domain=True),
     Limit("sdc.nk_n", "floor", _f(FLOOR_NK_N), "(n,k) dominance over the 2 largest: Bundesbank RDSC, ACRO"),
     Limit("sdc.nk_n", "ceiling", Fraction(10), "a handful of contributors", domain=True),
-    Limit("sdc.nk_k", "ceiling", _f(FLOOR_NK_K), "Bundesbank RDSC; ACRO uses 0.90"),
+    Limit("sdc.nk_k", "ceiling", _f(FLOOR_NK_K), "(n,k) dominance share: Bundesbank RDSC (ACRO uses 0.90)"),
     Limit("sdc.nk_k", "floor", Fraction(0), "a share", exclusive=True, domain=True),
     Limit("sdc.min_dof", "floor", _f(FLOOR_MIN_DOF), "residual degrees of freedom: ACRO, SACRO-ML"),
     Limit(
@@ -135,7 +136,7 @@ LIMITS: tuple[Limit, ...] = (
         "sdc.max_suppressed_share",
         "ceiling",
         _f(CEILING_MAX_SUPPRESSED_SHARE),
-        "share of withheld cells before the whole table is refused",
+        "share of withheld cells before the whole table is refused: kansrijk, stricter than ACRO",
     ),
     Limit("sdc.max_suppressed_share", "floor", Fraction(0), "a share", exclusive=True, domain=True),
     Limit(
@@ -150,24 +151,28 @@ LIMITS: tuple[Limit, ...] = (
         "sdc.tree.risky_max_depth",
         "ceiling",
         _f(CEILING_RISKY_MAX_DEPTH),
-        "tree depth before SACRO-ML's unnecessary-risk rule refuses",
+        "tree depth before the unnecessary-risk rule refuses: SACRO-ML",
     ),
     Limit("sdc.tree.risky_max_depth", "floor", Fraction(0), "a depth", domain=True),
-    Limit("dp.epsilon_total", "ceiling", CEILING_EPSILON_TOTAL, "epsilon over all releases about the same persons"),
+    Limit("dp.epsilon_total", "ceiling", CEILING_EPSILON_TOTAL, "epsilon over all releases about the same persons: "
+          "Dwork, Kohli & Mulligan 2019 and the US Census 2020 (docs/privacy-officer.md)"),
     Limit("dp.epsilon_total", "floor", Fraction(0), "a budget", exclusive=True, domain=True),
-    Limit("dp.epsilon_per_release_max", "ceiling", CEILING_EPSILON_PER_RELEASE, "epsilon of one table release"),
+    Limit("dp.epsilon_per_release_max", "ceiling", CEILING_EPSILON_PER_RELEASE, "epsilon of one table release: "
+          "Dwork & Roth 2014 (epsilon a small constant, at most 1)"),
     Limit("dp.epsilon_per_release_max", "floor", Fraction(0), "a cap", exclusive=True, domain=True),
     Limit(
         "dp.delta_total",
         "ceiling",
         CEILING_DELTA_TOTAL,
-        "the gate's mechanisms are pure DP and spend 0",
+        "delta over all releases: far below 1/n (the gate's mechanisms are pure DP and spend 0)",
         exclusive=True,
     ),
     Limit("dp.delta_total", "floor", Fraction(0), "a probability", domain=True),
-    Limit("dp_model.max_epsilon", "ceiling", CEILING_DP_MODEL_EPSILON, "epsilon of one DP model release"),
+    Limit("dp_model.max_epsilon", "ceiling", CEILING_DP_MODEL_EPSILON, "epsilon of one DP model release: "
+          "kansrijk, the cost of four table releases at the 0.5 cap"),
     Limit("dp_model.max_epsilon", "floor", Fraction(0), "a cap", exclusive=True, domain=True),
-    Limit("outputs.*.epsilon", "ceiling", CEILING_EPSILON_PER_RELEASE, "epsilon of one table release"),
+    Limit("outputs.*.epsilon", "ceiling", CEILING_EPSILON_PER_RELEASE, "epsilon of one table release: "
+          "Dwork & Roth 2014 (epsilon a small constant, at most 1)"),
     Limit("outputs.*.epsilon", "floor", Fraction(0), "a cost", exclusive=True, domain=True),
     Limit("outputs.*.rounding", "floor", Fraction(1), "1: no rounding", domain=True),
 )
@@ -195,16 +200,47 @@ UNBOUNDED: dict[str, str] = {
 }
 
 
-def _ceiling(bound: Fraction, constant: str) -> AfterValidator:
-    """A validator refusing a value above ``bound``; the error's location names the key path, the message the
-    value, the ceiling and where its reason is written down."""
+def bound_message(key: str, value: object) -> str | None:
+    """Why ``value`` at ``key`` does not validate, when it is past one of the ``LIMITS``: the value, the floor or
+    ceiling, the rule it protects and where the bound comes from, and what to set instead. None when no limit of
+    that key is broken (the caller keeps the validator's own message)."""
+    generic = _generic(key)
+    try:
+        v = Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        return None
+    broken = sorted((lim for lim in LIMITS if lim.key == generic and not lim.holds(v)), key=lambda lim: lim.domain)
+    if not broken:
+        return None
+    limit = broken[0]
+    shown = str(value)
+    bound = str(limit.bound) if isinstance(value, Fraction) else _number(limit.bound)
+    rule, _, source = limit.why.partition(": ")
+    if limit.domain:
+        need = ("more than" if limit.exclusive else "at least") if limit.side == "floor" else "at most"
+        return f"{shown} is not a possible value: {generic} is {rule} and must be {need} {bound}"
+    word = "floor" if limit.side == "floor" else "ceiling"
+    past = "below" if limit.side == "floor" else "above"
+    if limit.exclusive:
+        past = f"at or {past}"
+    if limit.side == "floor":
+        fix = f"set more than {bound}" if limit.exclusive else f"set {bound} or more"
+    else:
+        fix = f"set less than {bound}" if limit.exclusive else f"set {bound} or less"
+    origin = f"; the {word} comes from {source}" if source else ""
+    return (
+        f"{shown} is {past} the {word} {bound} (rule: {rule}{origin}; kansrijk.policy.release.LIMITS, "
+        f"docs/privacy-officer.md 'Floors and ceilings'): {fix}"
+    )
+
+
+def _ceiling(key: str) -> AfterValidator:
+    """A validator refusing a value past the ``LIMITS`` of ``key`` with ``bound_message``."""
 
     def check(value: Fraction) -> Fraction:
-        if value > bound:
-            raise ValueError(
-                f"{value} is above the ceiling {bound} ({constant}; see docs/privacy-officer.md, "
-                f"'Floors and ceilings'): set {bound} or less"
-            )
+        message = bound_message(key, value)
+        if message is not None:
+            raise ValueError(message)
         return value
 
     return AfterValidator(check)
@@ -325,12 +361,12 @@ class DpBudget(PolicyModel):
     """The differential-privacy budget (privacy unit: one person). The gate keeps one budget per person-key space
     of the workspace, shared by every policy over those persons; each policy's caps apply to its own releases."""
 
-    epsilon_total: Annotated[ExactNumber, _ceiling(CEILING_EPSILON_TOTAL, "CEILING_EPSILON_TOTAL")] = Field(
+    epsilon_total: Annotated[ExactNumber, _ceiling("dp.epsilon_total")] = Field(
         description="Total epsilon over all releases about the workspace's persons, under every policy."
     )
     delta_total: ExactNumber = Field(default=Fraction(0), description="Total delta (0: pure DP only).")
     epsilon_per_release_max: Annotated[
-        ExactNumber, _ceiling(CEILING_EPSILON_PER_RELEASE, "CEILING_EPSILON_PER_RELEASE")
+        ExactNumber, _ceiling("dp.epsilon_per_release_max")
     ] = Field(description="No single release may spend more.")
     max_persons: int = Field(
         default=10_000_000,
@@ -353,10 +389,7 @@ class DpBudget(PolicyModel):
     @classmethod
     def _delta_below_ceiling(cls, value: Fraction) -> Fraction:
         if not 0 <= value < CEILING_DELTA_TOTAL:
-            raise ValueError(
-                f"{value} is not in [0, {CEILING_DELTA_TOTAL}) (CEILING_DELTA_TOTAL; see docs/privacy-officer.md, "
-                f"'Floors and ceilings'): set a smaller delta, or 0 for pure DP"
-            )
+            raise ValueError(f"{bound_message('dp.delta_total', value)}, or 0 for pure DP")
         return value
 
 
@@ -367,7 +400,7 @@ class DpModelRules(PolicyModel):
     fixes how it is split and which public bin edges numeric features use.
     """
 
-    max_epsilon: Annotated[ExactNumber, _ceiling(CEILING_DP_MODEL_EPSILON, "CEILING_DP_MODEL_EPSILON")] = Field(
+    max_epsilon: Annotated[ExactNumber, _ceiling("dp_model.max_epsilon")] = Field(
         description="No single DP model release may spend more (instead of the per-release cap of tables)."
     )
     models: tuple[Literal["dp_tree", "dp_boosted"], ...] = Field(
@@ -404,7 +437,7 @@ class OutputRule(PolicyModel):
     """How one output kind is checked."""
 
     method: Method = "sdc"
-    epsilon: Annotated[ExactNumber, _ceiling(CEILING_EPSILON_PER_RELEASE, "CEILING_EPSILON_PER_RELEASE")] | None = (
+    epsilon: Annotated[ExactNumber, _ceiling("outputs.*.epsilon")] | None = (
         Field(default=None, description="Epsilon each release of this kind spends (dp).")
     )
     rounding: int = Field(
@@ -429,6 +462,10 @@ def _default_outputs() -> dict[str, OutputRule]:
 
 class ReleasePolicy(PolicyModel):
     """A release policy file (``kind = "release"``)."""
+
+    @classmethod
+    def bound_message(cls, key: str, value: object) -> str | None:
+        return bound_message(key, value)
 
     kind: Literal["release"]
     version: Literal[1] = 1
@@ -546,14 +583,20 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
         lines.append("Differential privacy: not used (no [dp] section); no output carries noise.")
     else:
         d = policy.dp
+        per_output = sorted({rule.epsilon for rule in policy.outputs.values() if rule.epsilon is not None})
         lines += [
-            f"Differential privacy (privacy unit: one person): at most epsilon {d.epsilon_total} "
-            f"(delta {d.delta_total}) over all releases about the persons of the workspace, and at most "
-            f"{d.epsilon_per_release_max} per release. The budget belongs to those persons, not to this policy or "
-            f"its dataset label '{policy.dataset}': the gate keeps one budget per workspace person-key space (the "
-            f"coordinator pseudonym key), and every policy over the same persons, whatever its name, spends from "
-            f"it; a re-link does not reset it. The budget is checked and debited before any noise is drawn; a "
-            f"release that does not fit is refused. Group categories and value bounds must be public.",
+            "What epsilon means for one person: " + epsilon_in_words(per_output[0] if per_output else
+                                                                    d.epsilon_per_release_max, d.epsilon_total),
+            "",
+        ]
+        lines += [
+            f"Differential privacy (privacy unit: one person): at most epsilon {_number(d.epsilon_total)} "
+            f"(delta {_number(d.delta_total)}) over all releases about the persons of the workspace, and at most "
+            f"{_number(d.epsilon_per_release_max)} per release. The budget belongs to those persons, not to this "
+            f"policy or its dataset label '{policy.dataset}': the gate keeps one budget per workspace person-key "
+            f"space (the coordinator pseudonym key), and every policy over the same persons, whatever its name, "
+            f"spends from it; a re-link does not reset it. The budget is checked and debited before any noise is "
+            f"drawn; a release that does not fit is refused. Group categories and value bounds must be public.",
         ]
     if policy.dp_model is not None:
         m = policy.dp_model
@@ -571,10 +614,12 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
     lines.append("Per output kind:")
     for kind in OUTPUT_KINDS:
         rule = policy.rule_for(kind)
+        eps = _number(rule.epsilon) if rule.epsilon is not None else ""
         how = {
             "sdc": "output checking on the exact values",
-            "dp": f"differential privacy only (epsilon {rule.epsilon} per release), no output checking",
-            "dp+sdc": f"output checking on the true data, then released with DP noise (epsilon {rule.epsilon})",
+            "dp": f"differential privacy only (epsilon {eps} per release), no output checking",
+            "dp+sdc": "output checking on the true data, then released with DP noise "
+            f"(epsilon {eps})",
         }[rule.method]
         lines.append(f"- {kind}: {how}.")
     lines += ["", *explain_limits(policy)]
@@ -602,6 +647,28 @@ def explain_release_policy(policy: ReleasePolicy) -> list[str]:
         "- A request by someone outside the allow-list is refused and recorded.",
     ]
     return lines + stricter
+
+
+def _odds_after(prior: float, epsilon: Fraction) -> float:
+    """The most an epsilon-DP release can move a belief ``prior`` about one person: odds times e^epsilon."""
+    odds = prior / (1 - prior) * math.exp(float(epsilon))
+    return odds / (1 + odds)
+
+
+def epsilon_in_words(per_release: Fraction, total: Fraction) -> str:
+    """Epsilon in terms of one person, for a privacy officer (pure epsilon-DP, privacy unit one person)."""
+    one, whole = math.exp(float(per_release)), math.exp(float(total))
+    e1, et = _number(per_release), _number(total)
+    return (
+        f"whatever an attacker already knows, one release at epsilon {e1} changes the odds of any conclusion the "
+        f"attacker draws about a person (that they are in the data, that they have an outcome) by at most a factor "
+        f"e^{e1} = {one:.3f}, {(one - 1):.1%} at most: the release looks nearly the same whether or not that "
+        f"person's record is in the data. Over the whole budget (epsilon {et}) the factor is at most e^{et} = "
+        f"{whole:,.0f} on the odds: an attacker who first thought it 1 in 100 that a person has an outcome could at "
+        f"worst come to think it {_odds_after(0.01, total):.0%} after every release, 1 in 1,000 becomes "
+        f"{_odds_after(0.001, total):.1%}. A smaller epsilon is stronger; the budget caps what all releases "
+        f"together can reveal about anyone."
+    )
 
 
 def _values(policy: ReleasePolicy, key: str) -> list[tuple[str, object]]:
@@ -635,6 +702,9 @@ def _number(value: object) -> str:
     while d % 5 == 0:
         d //= 5
     return format(float(f), "g") if d == 1 and len(format(float(f), "g")) < 12 else str(f)
+
+
+format_number = _number  # public name: how every policy number is written for a person
 
 
 def explain_limits(policy: ReleasePolicy) -> list[str]:

@@ -275,3 +275,50 @@ def load_sharing_policy(path: Path) -> tuple[SharingPolicy, str]:
     """
     raw = read_policy_bytes(path)
     return parse_policy(Path(path), SharingPolicy, raw), policy_digest(raw)
+
+
+# --- plain-language explanation ---------------------------------------------------------------------------
+def describe_column(source: str, spec: ColumnMap) -> str:
+    """How one source column leaves, in words: the variable and the form (generalisation)."""
+    var = VARIABLES[spec.variable]
+    form = {
+        "none": "as it is" if var.kind != Kind.CATEGORY else "as its category",
+        "year": "as the year only (the full date never leaves)",
+        "year_month": "as year and month only (the day never leaves)",
+        "round": f"rounded to {spec.round_to:g}" if spec.round_to is not None else "rounded",
+        "bands": f"only as its band ({len(spec.bands or [])} bands from {(spec.bands or [0])[0]})",
+    }.get(spec.generalise, spec.generalise)
+    return f"{source} → {spec.variable} ({var.description.rstrip('.')}), {form}"
+
+
+def explain_sharing_policy(policy: SharingPolicy) -> list[str]:
+    """What a partner shares, in what form, why and under which basis, in sentences an officer can check."""
+    lines = [
+        f"Sharing policy of partner '{policy.partner}' (reviewed by {policy.reviewed_by} on {policy.reviewed_on}).",
+        f"Purpose: {' '.join(policy.purpose.split())}",
+        f"Legal basis: {' '.join(policy.legal_basis.split())}",
+        "",
+        f"Identity: the BSN (column {policy.input.bsn_column}) never leaves. It must pass the 11-check; it is "
+        "replaced by a keyed pseudonym (HMAC-SHA256 with the link key all partners share and the coordinator never "
+        "holds), which the coordinator re-keys with its own key at once, so no one holding a bundle or the "
+        "coordinator's tables can recompute it from a BSN.",
+        "",
+        "Shared, one column per line (nothing else leaves):",
+        *(f"- {describe_column(source, spec)}" for source, spec in policy.columns.items()),
+    ]
+    if policy.sdq is not None:
+        lines.append(
+            f"- the {len(policy.sdq.items)} SDQ items → only the scores {', '.join(policy.sdq.share)} (the answers "
+            "themselves never leave)"
+        )
+    lines += [
+        "",
+        f"Never shared (asserted absent from every bundle): {', '.join(policy.never_share) or 'none listed'}.",
+        f"Dropped on purpose: {', '.join(policy.dropped) or 'none'}; every other column of the extract is dropped "
+        "as well and named once in a note when the node prepares it.",
+        f"Faulty rows (BSN, types, ranges, the {len(policy.rules)} cross-field rules) stay at the partner in a local "
+        f"quarantine report without values; above {policy.max_fault_rate:.0%} faulty rows nothing is sealed.",
+        "Each bundle is signed with the partner's key, encrypted for the coordinator only, and names this file's "
+        "digest; the coordinator refuses a digest the registry does not list.",
+    ]
+    return lines

@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from kansrijk.console import progress_bar
+from kansrijk.console import console, progress_bar
 from kansrijk.errors import InputError
 from kansrijk.synth.city import generate_city
 
 app = typer.Typer(
     help="Generate the synthetic city: raw partner extracts plus a separate ground truth.", no_args_is_help=True
 )
-_out = Console(highlight=False)
+_out = console
 
 
 def _parse_years(text: str) -> tuple[int, ...]:
