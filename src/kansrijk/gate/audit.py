@@ -332,6 +332,37 @@ class _Program:
         return np.asarray(self.h.getSolution().col_value)
 
 
+def _null_moves(
+    a: sp.csr_matrix, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, cand: np.ndarray, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each candidate atom, two feasible values found without a linear program: move the true point along
+    the candidate's own direction in the null space of the released numbers (``e_v`` minus its projection on the
+    rows of ``a``: every released number stays true) as far as the bounds allow, both ways. Returns the lowest and
+    highest value of each candidate along its direction (a certificate: both points are feasible)."""
+    gram = (a @ a.T).toarray()
+    pinv = np.linalg.pinv(gram, hermitian=True)
+    low = x[cand].astype(np.float64).copy()
+    high = low.copy()
+    at = sp.csr_matrix(a.T)
+    for start in range(0, cand.size, chunk):
+        part = cand[start : start + chunk]
+        d = -(at @ (pinv @ a[:, part].toarray()))  # atoms x k: every column in the null space of a
+        d[part, np.arange(part.size)] += 1.0
+        d[np.abs(d) < 1e-9] = 0.0
+        room_up = (hi - x)[:, None]
+        room_down = (lo - x)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_max = np.where(d > 0, room_up / d, np.where(d < 0, room_down / d, np.inf)).min(axis=0)
+            t_min = np.where(d > 0, room_down / d, np.where(d < 0, room_up / d, -np.inf)).max(axis=0)
+        dv = d[part, np.arange(part.size)]
+        ok = dv > 1e-6  # a direction that moves the candidate (0: its value is fixed by the released numbers)
+        t_max, t_min = t_max * (1 - 1e-9), t_min * (1 - 1e-9)  # stay inside the bounds despite rounding
+        idx = np.arange(start, start + part.size)
+        low[idx] = np.where(ok, x[part] + np.maximum(t_min, -1e12) * dv, low[idx])
+        high[idx] = np.where(ok, x[part] + np.minimum(t_max, 1e12) * dv, high[idx])
+    return low, high
+
+
 def _audit_component(
     system: System, atoms: np.ndarray, small: np.ndarray, quantity: str, interval: int, p: float, seed: int
 ) -> tuple[dict[int, tuple[float, float]], int]:
@@ -359,6 +390,10 @@ def _audit_component(
         seen_hi[idx] = np.maximum(seen_hi[idx], v)
         open_[idx] &= _width(seen_lo[idx], seen_hi[idx], quantity) < need[idx]
 
+    # first without a program: each small atom's own null-space direction from the true point; most clear here
+    moved_lo, moved_hi = _null_moves(a, system.truth[atoms], lo, hi, cand)
+    seen_lo, seen_hi = np.minimum(seen_lo, moved_lo), np.maximum(seen_hi, moved_hi)
+    open_ &= _width(seen_lo, seen_hi, quantity) < need
     # batches: push every open small atom up, then down, with random weights; most move by the interval at once
     for _ in range(3):
         idx = np.flatnonzero(open_)
