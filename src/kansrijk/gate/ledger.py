@@ -471,7 +471,11 @@ def verify_ledger(workspace: Path, *, gate_key: Path | None = None) -> LedgerRep
             records = {r["seq"]: dict(r) for r in conn.execute("SELECT * FROM table_records")}
             node_records = _read_node_records(conn)
             audit_blobs: dict[int, list[bytes]] = {}
-            for seq, blob in conn.execute("SELECT seq, record FROM audit_records ORDER BY seq, part"):
+            has_audit = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_records'"
+            ).fetchone()  # a ledger from before the release-history audit has none
+            stored = "SELECT seq, record FROM audit_records ORDER BY seq, part"
+            for seq, blob in conn.execute(stored) if has_audit else ():
                 audit_blobs.setdefault(seq, []).append(bytes(blob))
             populations = _read_populations(conn)
             refused_specs = _read_refused_specs(conn)
