@@ -103,7 +103,7 @@ def test_the_demo_walks_the_review_route_end_to_end(demo_run) -> None:
     document = json.loads((ws / "released" / "2023.psychosocial_risk.sex_tree.json").read_text())
     assert document["epsilon_spent"] == "0"
     assert any(v["rule"] == "officer_review" and "review R000001 approved" in v["reason"] for v in document["verdicts"])
-    assert "officer_review: review R000001 approved by privacy officer" in (out / "report.html").read_text()
+    assert "officer_review (pass): review R000001 approved by privacy officer" in (out / "report.html").read_text()
     assert "officer review of a refused output" in output and "released as L0000" in re.sub(r"[\s│]+", " ", output)
 
 

@@ -68,7 +68,7 @@ def test_the_review_route_end_to_end(site) -> None:
     assert again.exit_code == 28 and "used once" in again.stderr
     report = site["tmp"] / "report.html"
     assert run("coordinator", "report", ws, "--out", str(report)).exit_code == 0
-    assert "officer_review: review R000001 approved by privacy officer" in report.read_text(encoding="utf-8")
+    assert "officer_review (pass): review R000001 approved by privacy officer" in report.read_text(encoding="utf-8")
 
 
 def test_a_rejection_is_recorded_and_releases_nothing(site) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from kansrijk.errors import PolicyError
+from kansrijk.policy.diff import diff_policy_files
 from kansrijk.policy.release import ReleasePolicy, explain_release_policy, judge_change
-from kansrijk.policy.signing import diff_policies, load_policy
+from kansrijk.policy.signing import load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = 'kind = "release"\ntitle = "t"\ndataset = "d"\n'
@@ -82,7 +83,7 @@ def test_diff_is_semantic_and_judges_direction(tmp_path):
     b = tmp_path / "b.toml"
     a.write_text(BASE)
     b.write_text(BASE + "[sdc]\nmin_persons_per_cell = 10\nnk_k = 0.8\n")  # 10 is the default: no change
-    changes = diff_policies(a, b)
+    changes = diff_policy_files(a, b).changes
     assert [c.key for c in changes] == ["sdc.nk_k"]
     assert judge_change("sdc.nk_k", 0.85, 0.8) == "stricter"
     assert judge_change("dp.epsilon_total", "4", "8") == "looser"

@@ -595,7 +595,7 @@ def test_refusal_details_stay_in_the_ledger(released_ws, tmp_path: Path) -> None
     nodes, cells or counts the gate would not release."""
     ws, _ = released_ws
     export = _export_ledger(ws, tmp_path / "entries.json")
-    docs = [json.loads(x) for x in re.findall(r"\{.*?\n\}", export.read_text(), re.S)]
+    docs = [json.loads(x) for x in export.read_text().splitlines() if x.strip()]  # JSON Lines
     refused = next(d for d in docs if d["release"] == REFUSED)
     refused["verdicts"].append(
         {"rule": "differencing", "verdict": "refuse", "reason": "isolates fewer than 10 persons: node 77 (detail-x)"}
@@ -624,7 +624,7 @@ def test_a_stale_or_foreign_ledger_export_is_refused(released_ws, tmp_path: Path
     ws, _ = released_ws
     only = _released_only(ws, tmp_path / "copy")
     export = _export_ledger(ws, tmp_path / "entries.json")
-    docs = [json.loads(x) for x in re.findall(r"\{.*?\n\}", export.read_text(), re.S)]
+    docs = [json.loads(x) for x in export.read_text().splitlines() if x.strip()]  # JSON Lines
     assert len(docs) == len(_ledger_ids(ws))
     stale = tmp_path / "stale.json"
     stale.write_text("\n".join(json.dumps(d) for d in docs[:-1]))  # an export from before the last release

@@ -217,64 +217,9 @@ def load_signed_policy(policy_path: Path, trusted_officer_keys: Sequence[Officer
     return model, digest
 
 
-# --- semantic diff -------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PolicyChange:
-    """One key that differs between two policy files (after defaults are filled in)."""
-
-    key: str
-    before: Any
-    after: Any
-
-    @property
-    def change(self) -> str:
-        if self.before is _MISSING:
-            return "added"
-        if self.after is _MISSING:
-            return "removed"
-        return "changed"
-
-
-_MISSING: Any = type("Missing", (), {"__repr__": lambda self: "(absent)"})()
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, list | tuple):
-        return {prefix: list(value)}
-    return {prefix: value}
-
-
-def diff_policies(a: Path, b: Path) -> list[PolicyChange]:
-    """Key-by-key differences between two policy files of the same kind, defaults included, so a key
-    that was only written out explicitly (same value as its default) is not a change."""
-    kind_a, model_a = load_policy(Path(a))
-    kind_b, model_b = load_policy(Path(b))
-    if kind_a != kind_b:
-        return [PolicyChange("kind", kind_a, kind_b)]
-    fa = _flatten(model_a.model_dump(mode="json"))
-    fb = _flatten(model_b.model_dump(mode="json"))
-    changes = []
-    for key in sorted(set(fa) | set(fb)):
-        before, after = fa.get(key, _MISSING), fb.get(key, _MISSING)
-        if before == after:
-            continue
-        section = any(k.startswith(key + ".") for k in (*fa, *fb))
-        if section and before in (None, _MISSING) and after in (None, _MISSING):
-            continue  # a section absent on one side: its keys are listed one by one instead
-        changes.append(PolicyChange(key, before, after))
-    return changes
-
-
 __all__ = [
     "POLICY_KINDS",
-    "PolicyChange",
     "PolicySignature",
-    "diff_policies",
     "load_policy",
     "load_signed_policy",
     "policy_kind",
