@@ -190,6 +190,18 @@ def record(tally: Any, attack_class: str, name: str, stopped: bool, outcome: Any
     return tally.attack(name, stopped, attack_class=attack_class, how=said or how(outcome))
 
 
+def stopped_as_invalid(b: Bench, tally: Any, attack_class: str, label: str, obj: Any, message: str) -> None:
+    """A malformed JSON spec is refused as ``RequestInvalid`` naming ``message``, and changes nothing."""
+    before = b.state()
+    try:
+        out = b.release(parse_spec(obj))
+    except RequestInvalid as exc:
+        out = exc
+    stopped = isinstance(out, RequestInvalid) and message in str(out) and b.state() == before
+    record(tally, attack_class, label, stopped, out)
+    assert stopped, (how(out), str(out)[:400])
+
+
 # --- population differencing with chosen populations ---------------------------------------------------------
 DIFF = "population differencing"
 
@@ -570,15 +582,7 @@ BAD_TREES = {
 @pytest.mark.parametrize("label", list(BAD_TREES))
 def test_malformed_tree_specs_are_request_invalid(bench, tally, label: str) -> None:
     obj, message = BAD_TREES[label]
-    b = bench()
-    before = b.state()
-    try:
-        out = b.release(parse_spec(obj))
-    except RequestInvalid as exc:
-        out = exc
-    stopped = isinstance(out, RequestInvalid) and message in str(out) and b.state() == before
-    record(tally, TREE, label, stopped, out)
-    assert stopped, (how(out), str(out)[:300])
+    stopped_as_invalid(bench(), tally, TREE, label, obj, message)
 
 
 def test_tree_leaves_the_gate_counts_as_tiny_are_refused(bench, tally) -> None:
@@ -948,15 +952,7 @@ def test_bad_conditions_variables_years_and_names_are_request_invalid(bench, tal
         obj: Any = json.loads(json.dumps(_count()).replace('"by"', f'"population": [{text}], "by"'))
     else:
         obj, message = BAD_CONDITIONS[label]
-    b = bench({2023: city(), 2024: city()})
-    before = b.state()
-    try:
-        out = b.release(parse_spec(obj))
-    except RequestInvalid as exc:
-        out = exc
-    stopped = isinstance(out, RequestInvalid) and message in str(out) and b.state() == before
-    record(tally, COND, label, stopped, out)
-    assert stopped, (how(out), str(out)[:400])
+    stopped_as_invalid(bench({2023: city(), 2024: city()}), tally, COND, label, obj, message)
 
 
 def test_the_year_variable_itself_selects_rows_but_isolates_nobody(bench, tally) -> None:
