@@ -188,22 +188,50 @@ def attacker_finds(b: Bench, numbers: list[tuple[np.ndarray, float, np.ndarray |
             woz = cells[0][2]
             truth = np.bincount(atom, weights=woz, minlength=len(keys))
             lo, hi = sizes * 1e5, list(sizes * 1.5e6)
-        for i in np.flatnonzero((sizes < T) & (a.sum(axis=0) > 0)):
+        groups = [[i] for i in np.flatnonzero((sizes < T) & (a.sum(axis=0) > 0))]
+        for part in withheld_parts(b):  # a withheld cell whose persons other releases split into several groups
+            atoms_in = np.unique(atom[part])
+            whole = all((atom[~part] != g).all() for g in atoms_in)
+            if whole and len(atoms_in) >= 2 and 0 < part.sum() < T and a[:, atoms_in].any():
+                groups.append(atoms_in.tolist())
+        for group in groups:
             span = []
             for sign in (1.0, -1.0):
                 c = np.zeros(len(keys))
-                c[i] = sign
+                c[group] = sign
                 res = scipy.optimize.linprog(c, A_eq=a, b_eq=rhs, bounds=list(zip(lo, hi, strict=True)), method="highs")
-                span.append(sign * res.fun if res.status == 0 else sign * np.inf)
+                span.append(sign * res.fun if res.status == 0 else -sign * np.inf)  # unbounded: no bound that way
             low, high = span[0], span[1]
+            size, true = int(sizes[group].sum()), float(truth[group].sum())
             narrow = (
                 np.floor(high + 1e-6) - np.ceil(low - 1e-6) < INTERVAL
                 if kind == "count"
-                else high - low < 0.2 * abs(truth[i])
+                else high - low < 0.2 * abs(true)
             )
             if narrow:
-                found.append(f"{kind} of a group of {sizes[i]}: true {truth[i]:g}, pinned to [{low:g}, {high:g}]")
+                found.append(f"{kind} of a group of {size}: true {true:g}, pinned to [{low:g}, {high:g}]")
     return found
+
+
+def withheld_parts(b: Bench) -> list[np.ndarray]:
+    """The persons of every cell a table withheld (the attacker knows the grid from the spec and the document)."""
+    f = b.frame
+    parts = []
+    for name, spec in b.sent.items():
+        doc = b.document(name)
+        if doc is None or doc["noisy"] or isinstance(spec, TreeSpec) or "rows" not in doc["values"]:
+            continue
+        columns, by = doc["values"]["columns"], list(getattr(spec, "by", ()))
+        base = _mask(f, spec)
+        for row in doc["values"]["rows"]:
+            cell = dict(zip(columns, row, strict=True))
+            if cell["status"] == "released":
+                continue
+            inside = base.copy()
+            for var in by:
+                inside &= f[var].to_numpy() == cell[var]
+            parts.append(inside)
+    return parts
 
 
 def verdict(outcome: Any) -> str:
@@ -249,6 +277,41 @@ def test_without_the_audit_the_linked_tables_would_pin_the_withheld_cells(bench)
             extra.append((m, float(m.sum()), None))
     found = attacker_finds(b, published(b) + extra)
     assert found, "the independent attacker must find the withheld cells when margins are published"
+
+
+def test_a_withheld_cell_split_by_another_table_is_not_pinned_as_a_whole(bench, tally) -> None:
+    """Positives by buurt withholds two buurten (4 and 7); positives by sex splits every buurt's positives in two,
+    so each withheld buurt is now two groups, neither pinned (each trades persons with its buurt's neighbours);
+    positives by wijk then pins each withheld buurt as a whole (wijk minus the two released buurten = 4). An audit
+    of single groups misses it: the withheld cell is a group of its own."""
+    b = bench()
+    positives = (where(RISK, "==", True),)
+    by_buurt = b.release(CountSpec(name="pos_by_buurt", years=(2023,), population=positives, by=("buurt_code",)))
+    assert isinstance(by_buurt, Suppressed), verdict(by_buurt)
+    by_sex = b.release(CountSpec(name="pos_by_sex", years=(2023,), population=positives, by=("sex",)))
+    by_wijk = b.release(CountSpec(name="pos_by_wijk", years=(2023,), population=positives, by=("wijk_code",)))
+    outcomes = [by_sex, by_wijk]
+    assert any(v.rule == "history_audit" and v.verdict != "pass" for o in outcomes for v in o.verdicts), [
+        verdict(o) for o in outcomes
+    ]
+    found = record(tally, "linked tables (history)", "withheld buurten split by sex, then wijk totals", b, by_wijk)
+    assert not found, found
+
+
+def test_without_the_audit_a_split_withheld_cell_would_be_pinned(bench) -> None:
+    """The attacker above can fail: positives by sex and by wijk, published next to positives by buurt, pin the
+    withheld buurten as wholes while no single group of the attacker's is pinned."""
+    b = bench()
+    positives = (where(RISK, "==", True),)
+    b.release(CountSpec(name="pos_by_buurt", years=(2023,), population=positives, by=("buurt_code",)))
+    f = b.frame
+    pos = f[RISK].to_numpy()
+    extra = [(pos & (f["sex"].to_numpy() == s), float((pos & (f["sex"].to_numpy() == s)).sum()), None) for s in "MF"]
+    for w in WIJKEN:
+        m = pos & (f["wijk_code"].to_numpy() == w)
+        extra.append((m, float(m.sum()), None))
+    found = attacker_finds(b, published(b) + extra)
+    assert found and all("group of 4" in x or "group of 7" in x for x in found), found
 
 
 # --- chains of three releases -------------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.optimize
+import scipy.sparse as sp
 from gate_kit import gate_workspace, signed_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kansrijk.gate.audit import COUNT, PERSON_YEARS, AuditCell, AuditRecord, audit, build_system
+from kansrijk.gate.audit import COUNT, PERSON_YEARS, AuditCell, AuditRecord, _null_moves, audit, build_system
 from kansrijk.gate.ledger import LedgerCorrupted, verify_ledger
 from kansrijk.gate.release import Gate, Refused, Released, Suppressed
 from kansrijk.gate.specs import CountSpec, where
@@ -83,8 +84,9 @@ def test_the_interval_is_in_whole_persons() -> None:
     """x + z = 4 and z + e = 2 (x: 3 persons, z and e: 1 each): x in [2, 4], z and e in [0, 2]. Three whole
     values each: disclosed under an interval of 3, not under 2; an exact pin is disclosed under any interval."""
     x, z, e = [1, 2, 3], [4], [5]
-    first = count([*x, *z], seq=1)
-    second = count([*z, *e])
+    # each release's parts are its atoms (a part released whole would be a small group pinned by itself)
+    first = count([*x, *z], [0, 0, 0, 1], [((0, 1), None)], seq=1)
+    second = count([*z, *e], [0, 1], [((0, 1), None)])
     narrow = run([first], [second], interval=3)
     assert {(d.size, d.low, d.high) for d in narrow.disclosures} == {(3, 2.0, 4.0), (1, 0.0, 2.0)}
     assert run([first], [second], interval=2).ok
@@ -119,7 +121,8 @@ def test_components_the_new_release_does_not_touch_are_not_audited() -> None:
 
 # --- incremental = full = an independent attacker ----------------------------------------------------------------
 def brute_force(records: list[AuditRecord], interval: int) -> set[tuple[int, ...]]:
-    """The small groups pinned by all ``records``: atoms by membership of every cell, one LP per bound (scipy)."""
+    """The small groups pinned by all ``records``: atoms by membership of every cell, and the small parts of a
+    record made of whole atoms (a withheld cell other releases split), one LP per bound (scipy)."""
     people = np.unique(np.concatenate([r.ids for r in records]))
     rows, rhs = [], []
     for r in records:
@@ -133,16 +136,25 @@ def brute_force(records: list[AuditRecord], interval: int) -> set[tuple[int, ...
     keys, atom = np.unique(member.T, axis=0, return_inverse=True)
     atom = atom.ravel()
     sizes = np.bincount(atom)
+    # the groups: every small atom, and every small part of a record (one code) made of whole atoms
+    groups = [[i] for i in np.flatnonzero((sizes < T) & keys.any(axis=1))]
+    for r in records:
+        for code in np.unique(r.codes):
+            inside = np.isin(people, r.ids[r.codes == code])
+            atoms_in = np.unique(atom[inside])
+            whole = all((atom[~inside] != a).all() for a in atoms_in)
+            if whole and len(atoms_in) >= 2 and inside.sum() < T and keys[atoms_in].any():
+                groups.append(atoms_in.tolist())
     pinned = set()
-    for i in np.flatnonzero((sizes < T) & keys.any(axis=1)):
+    for group in groups:
         bounds = []
         for sign in (1.0, -1.0):
             c = np.zeros(len(keys))
-            c[i] = sign
+            c[group] = sign
             res = scipy.optimize.linprog(c, A_eq=keys.T.astype(float), b_eq=rhs, bounds=(0, None), method="highs")
-            bounds.append(sign * res.fun if res.status == 0 else sign * np.inf)
+            bounds.append(sign * res.fun if res.status == 0 else -sign * np.inf)  # unbounded: no bound that way
         if np.floor(bounds[1] + 1e-6) - np.ceil(bounds[0] - 1e-6) < interval:
-            pinned.add(tuple(people[atom == i].tolist()))
+            pinned.add(tuple(people[np.isin(atom, group)].tolist()))
     return pinned
 
 
@@ -176,6 +188,55 @@ def test_the_incremental_audit_agrees_with_an_independent_attacker(seq: list[Aud
             assert not brute_force(accepted, interval)
         else:
             assert brute_force([*accepted, rec], interval)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seq=sequences())
+def test_a_history_folded_release_by_release_is_the_history_built_at_once(seq: list[AuditRecord]) -> None:
+    """The gate's folded history (each record folded once, reused while its list grows) gives exactly the system
+    a fresh build of all records gives: the same atoms, the same released cells over them."""
+    for k in range(1, len(seq) + 1):
+        folded = build_system(seq[: k - 1], seq[k - 1 : k], reuse=True)
+        fresh = build_system(seq[:k], reuse=False)
+        assert np.array_equal(folded.sizes, fresh.sizes)
+        assert np.array_equal(folded.truth, fresh.truth)
+        assert (folded.matrix != fresh.matrix).nnz == 0
+        assert np.array_equal(folded.rhs, fresh.rhs)
+
+
+@st.composite
+def systems(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
+    """A 0/1 matrix of released cells over atoms (every atom in some cell), positive atom sizes, and the groups to
+    audit: every atom, and a few random unions of atoms."""
+    n_atoms = draw(st.integers(2, 9))
+    n_cells = draw(st.integers(1, 6))
+    bits = draw(st.lists(st.booleans(), min_size=n_atoms * n_cells, max_size=n_atoms * n_cells))
+    a = np.array(bits, dtype=float).reshape(n_cells, n_atoms)
+    a[draw(st.integers(0, n_cells - 1)), a.sum(axis=0) == 0] = 1.0
+    sizes = np.array(draw(st.lists(st.integers(1, 12), min_size=n_atoms, max_size=n_atoms)), dtype=float)
+    unions = draw(st.lists(st.sets(st.integers(0, n_atoms - 1), min_size=2, max_size=n_atoms), max_size=3))
+    groups = np.vstack([np.eye(n_atoms), *[np.isin(np.arange(n_atoms), list(u)).astype(float) for u in unions]])
+    return a, sizes, sp.csr_matrix(groups)
+
+
+@settings(max_examples=150, deadline=None)
+@given(system=systems())
+def test_the_moves_without_a_program_never_claim_more_room_than_the_attacker_has(system) -> None:
+    """Soundness of the fast path: the values ``_null_moves`` reports for a group (from the step bound or the exact
+    direction) lie within the attacker's own bounds (two LPs each, scipy here): it never clears an atom an attacker
+    could pin. A wider claim would release a disclosive number."""
+    a, x, groups = system
+    low, high = _null_moves(sp.csr_matrix(a), x, np.zeros(x.size), np.full(x.size, np.inf), groups,
+                            np.full(groups.shape[0], 2.0), COUNT)  # fmt: skip
+    b = a @ x
+    for g in range(groups.shape[0]):
+        c = groups[g].toarray().ravel()
+        lo = scipy.optimize.linprog(c, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
+        hi = scipy.optimize.linprog(-c, A_eq=a, b_eq=b, bounds=(0, None), method="highs")
+        assert low[g] >= lo.fun - 1e-6 * (1 + abs(lo.fun))
+        if hi.status == 0:  # bounded above
+            assert high[g] <= -hi.fun + 1e-6 * (1 + abs(hi.fun))
+        assert low[g] <= c @ x <= high[g]
 
 
 # --- the gate keeps its audit records, and the ledger covers them ------------------------------------------------

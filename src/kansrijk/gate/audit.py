@@ -13,19 +13,27 @@ together are one linear system ``A x = b`` over the atoms' sizes (or sums), with
 value's public bounds times the atom's size). Withheld cells are not in the system; noisy (DP) numbers are not
 either: their protection is the budget.
 
-**The question.** For every atom of fewer than ``t`` persons (``sdc.min_persons_per_cell``), the attacker's best
-bounds on its size are the minimum and maximum of ``x_atom`` over that system: a linear program, as the attacker
-would solve it (tau-Argus's audit of protection levels). The atom is *disclosed* when its integer interval is
-narrower than ``sdc.audit_interval`` persons (exact: width 0); an atom's sum when its interval is narrower than
-``2 p`` of its value (the p% rule on what differences of sums reveal). Hierarchies (buurt within wijk, ages within
-bands) need no declaration here: the atoms come from the persons themselves, so a wijk cell is exactly the union of
-its buurten's persons whatever the codes say.
+**The question.** For every group of fewer than ``t`` persons (``sdc.min_persons_per_cell``) an attacker can
+single out, the attacker's best bounds on its size are the minimum and maximum of its value over that system: a
+linear program, as the attacker would solve it (tau-Argus's audit of protection levels). The groups are every small
+atom, and every small part of a release (a withheld cell: the persons of one code) made of two or more whole atoms:
+other releases may split a withheld cell so that no atom of it is pinned while the cell as a whole is (its buurt's
+total minus the buurt's released cells). A group is *disclosed* when its integer interval is narrower than
+``sdc.audit_interval`` persons (exact: width 0); a group's sum when its interval is narrower than ``2 p`` of its
+value (the p% rule on what differences of sums reveal). Hierarchies (buurt within wijk, ages within bands) need no
+declaration here: the atoms come from the persons themselves, so a wijk cell is exactly the union of its buurten's
+persons whatever the codes say.
 
-**Speed.** The atoms are built with one pass over every record's persons (a 64-bit XOR signature per person).
+**Speed.** Each record is folded once into its system's history (an append-only person index and every person's
+64-bit XOR signature); a new release costs one pass over its own persons, one sort of the signatures and a sparse
+product per record (``O(N log N + sum of record sizes)`` for ``N`` persons, no re-sorting of the history's records).
 Only the connected components of the system that the new release touches are audited (a release over other years
-or other persons leaves their bounds unchanged). In a component, the true sizes are one feasible point; a few
-linear programs with random weights push every small atom up and down at once and clear every atom they move by
-the interval; only the atoms left get their own two programs. ``audit`` reports how many programs it solved.
+or other persons leaves their bounds unchanged). In a component, the true sizes are one feasible point; each
+group's own direction in the null space of the released numbers moves it without a linear program. For a single
+atom the step is bounded from the atoms' leverages alone (``O(atoms x rank)``, ``rank`` at most the number of
+released cells), which clears almost every atom; the rest get their exact direction, then a few linear programs
+with random weights push every open group up and down at once; only the groups left get their own two programs.
+``audit`` reports how many programs it solved.
 
 Persons are counted in one unit per system: person-years (one row per person per reference year), or distinct
 persons (pooled tables count persons). A single-year release is in both systems.
@@ -43,9 +51,9 @@ from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
+from threadpoolctl import threadpool_limits
 
 COUNT = "count"
 PERSON_YEARS = "person-years"
@@ -175,12 +183,13 @@ def _part_keys(codes: np.ndarray, record: int) -> np.ndarray:
     return np.where(codes < 0, np.uint64(0), x)
 
 
-def _membership(record: AuditRecord) -> np.ndarray:
+def _membership(record: AuditRecord) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """Each person's class of released-cell membership in ``record`` (the cells containing their code), or -1 in
-    none: two persons whose codes differ but lie in the same released cells (a withheld cell's codes, two leaves
-    under one released node) are one to an attacker, and must be one atom (finer atoms would each look loose)."""
+    none, and the cells of every class: two persons whose codes differ but lie in the same released cells (a
+    withheld cell's codes, two leaves under one released node) are one to an attacker, and must be one atom (finer
+    atoms would each look loose)."""
     if not record.cells:
-        return np.full(record.codes.size, -1, dtype=np.int64)
+        return np.full(record.codes.size, -1, dtype=np.int64), []
     codes, inverse = np.unique(record.codes, return_inverse=True)
     cells_of: dict[int, list[int]] = {}
     for i, cell in enumerate(record.cells):
@@ -189,7 +198,7 @@ def _membership(record: AuditRecord) -> np.ndarray:
     classes: dict[tuple[int, ...], int] = {}
     mapped = np.array([classes.setdefault(tuple(cells_of[int(c)]), len(classes)) if int(c) in cells_of else -1
                        for c in codes], dtype=np.int64)  # fmt: skip
-    return mapped[inverse.ravel()]
+    return mapped[inverse.ravel()], list(classes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,77 +212,194 @@ class System:
     matrix: sp.csr_matrix  # cells x atoms, 0/1
     rhs: np.ndarray
     cell_entry: np.ndarray  # the ledger entry of every cell (0: the release being checked)
+    # groups of fewer than the threshold that are unions of two or more atoms (a withheld cell whose persons
+    # other releases split): groups x atoms, 0/1. An attacker may pin the union when no atom of it is pinned
+    unions: sp.csr_matrix | None = None
 
 
-def build_system(records: Sequence[AuditRecord]) -> System:
-    """The atoms of ``records`` (one quantity, one unit) and the released cells as rows over them."""
-    with np.errstate(over="ignore"):
-        ids = np.concatenate([r.ids.astype(np.uint64) for r in records])
-        keys = np.concatenate([_part_keys(_membership(r), i) for i, r in enumerate(records)])
-    order = np.argsort(ids, kind="stable")
-    ids, keys = ids[order], keys[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    signature = np.bitwise_xor.reduceat(keys, starts)
-    person_ids = ids[starts]
-    _, atom_of_person, sizes = np.unique(signature, return_inverse=True, return_counts=True)
-    atom_of_person = atom_of_person.ravel()
-    n_atoms = sizes.size
+@dataclass(eq=False)
+class _Folded:
+    """One record as folded into a ``_History``: where its persons sit in the history's person index, their
+    membership class, and the released cells x classes incidence."""
 
-    values = None
-    bounds: tuple[float, float] | None = None
-    if records[0].quantity != COUNT:
-        # every record of a sum system sums the same (clipped) value of the same persons: take it from any
-        known = pl.concat(
-            [pl.DataFrame({"id": r.ids.astype(np.uint64), "v": r.values}) for r in records if r.values is not None]
-        ).unique("id", keep="first")
-        per_person = pl.DataFrame({"id": person_ids}).join(known, on="id", how="left").get_column("v").to_numpy()
-        values = np.bincount(atom_of_person, weights=np.nan_to_num(per_person), minlength=n_atoms)
-        lo = min(r.bounds[0] for r in records if r.bounds)  # type: ignore[index]
-        hi = max(r.bounds[1] for r in records if r.bounds)  # type: ignore[index]
-        bounds = (lo, hi)
+    record: AuditRecord
+    positions: np.ndarray
+    classes: np.ndarray
+    incidence: sp.csr_matrix  # cells x classes
+    small: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # per threshold
 
-    blocks: list[sp.csr_matrix] = []
-    rhs: list[float] = []
-    entry: list[int] = []
-    for r in records:
-        if not r.cells:
+    def small_parts(self, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+        """The positions and codes of the persons in parts (codes) of fewer than ``threshold`` persons."""
+        if threshold not in self.small:
+            _, inverse, counts = np.unique(self.record.codes, return_inverse=True, return_counts=True)
+            mask = counts[inverse.ravel()] < threshold
+            self.small[threshold] = (self.positions[mask], self.record.codes[mask])
+        return self.small[threshold]
+
+
+class _History:
+    """The persons of one system's records, folded once each: an append-only person index, every person's 64-bit
+    XOR signature over the records' membership classes (persons with the same signature are one atom) and their
+    values (sums). A new release is folded into a copy of the signatures only, so checking it costs one pass over
+    its own persons plus one sort of the signatures, whatever the length of the history."""
+
+    def __init__(self) -> None:
+        self.folded: list[_Folded] = []
+        self.ids = np.zeros(0, dtype=np.uint64)  # person index -> id, append-only
+        self.order = np.zeros(0, dtype=np.int64)  # the index sorted by id, for lookups
+        self.signature = np.zeros(0, dtype=np.uint64)
+        self.present = np.zeros(0, dtype=bool)
+        self.values = np.zeros(0, dtype=np.float64)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """The person index of every id, appending the ids not seen yet (their signature 0, not yet present)."""
+        ids = ids.astype(np.uint64)
+        sorted_ids = self.ids[self.order]
+        at = np.searchsorted(sorted_ids, ids)
+        found = np.zeros(ids.size, dtype=bool)
+        if sorted_ids.size:
+            found = (at < sorted_ids.size) & (sorted_ids[np.minimum(at, sorted_ids.size - 1)] == ids)
+        if not found.all():
+            fresh = np.unique(ids[~found])
+            self.ids = np.concatenate([self.ids, fresh])
+            self.order = np.argsort(self.ids, kind="stable")
+            self.signature = np.concatenate([self.signature, np.zeros(fresh.size, dtype=np.uint64)])
+            self.present = np.concatenate([self.present, np.zeros(fresh.size, dtype=bool)])
+            self.values = np.concatenate([self.values, np.full(fresh.size, np.nan)])
+            sorted_ids = self.ids[self.order]
+            at = np.searchsorted(sorted_ids, ids)
+        return self.order[at]
+
+    def fold(self, record: AuditRecord) -> _Folded:
+        positions = self.positions(record.ids)
+        classes, cells_of = _membership(record)
+        rows = [i for cells in cells_of for i in cells]
+        cols = np.repeat(np.arange(len(cells_of)), [len(c) for c in cells_of])
+        incidence = sp.csr_matrix(
+            (np.ones(len(rows)), (np.asarray(rows, dtype=np.int64), cols)), shape=(len(record.cells), len(cells_of))
+        )
+        return _Folded(record, positions, classes, incidence)
+
+    def keep(self, folded: _Folded) -> None:
+        """Add a folded record to the history for good."""
+        self._apply(folded, len(self.folded), self.signature, self.values)
+        self.present[folded.positions] = True
+        self.folded.append(folded)
+
+    @staticmethod
+    def _apply(folded: _Folded, k: int, signature: np.ndarray, values: np.ndarray) -> None:
+        with np.errstate(over="ignore"):
+            np.bitwise_xor.at(signature, folded.positions, _part_keys(folded.classes, k))
+        record = folded.record
+        if record.values is not None:
+            unknown = np.isnan(values[folded.positions])
+            values[folded.positions[unknown]] = record.values[unknown]
+
+    def system(self, new: Sequence[_Folded], threshold: int | None = None) -> System:
+        """The atoms and released cells of the history plus ``new`` (not kept), and (with ``threshold``) the
+        parts of fewer persons that are unions of several atoms."""
+        signature, values, present = self.signature.copy(), self.values.copy(), self.present.copy()
+        for k, f in enumerate(new, start=len(self.folded)):
+            self._apply(f, k, signature, values)
+            present[f.positions] = True
+        index = np.flatnonzero(present)
+        _, atom_of, sizes = np.unique(signature[index], return_inverse=True, return_counts=True)
+        n_atoms = sizes.size
+        atom_at = np.full(signature.size, -1, dtype=np.int64)
+        atom_at[index] = atom_of.ravel()
+
+        blocks: list[sp.csr_matrix] = []
+        rhs: list[float] = []
+        entry: list[int] = []
+        for f in (*self.folded, *new):
+            if not f.record.cells:
+                continue
+            # every atom lies in one class of every record (the class is part of its signature)
+            class_of_atom = np.full(n_atoms, -1, dtype=np.int64)
+            class_of_atom[atom_at[f.positions]] = f.classes
+            atoms = np.flatnonzero(class_of_atom >= 0)
+            members = sp.csr_matrix(
+                (np.ones(atoms.size), (class_of_atom[atoms], atoms)), shape=(f.incidence.shape[1], n_atoms)
+            )  # classes x atoms
+            blocks.append((f.incidence @ members).tocsr())
+            rhs.extend(c.value for c in f.record.cells)
+            entry.extend([f.record.seq] * len(f.record.cells))
+        matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_atoms))
+        records = [f.record for f in (*self.folded, *new)]
+        if records and records[0].quantity != COUNT:
+            truth = np.bincount(atom_of.ravel(), weights=np.nan_to_num(values[index]), minlength=n_atoms)
+            lo = min(r.bounds[0] for r in records if r.bounds)  # type: ignore[index]
+            hi = max(r.bounds[1] for r in records if r.bounds)  # type: ignore[index]
+            lower, upper = sizes * lo, sizes * hi
+        else:
+            truth = sizes.astype(np.float64)
+            lower, upper = np.zeros(n_atoms), np.full(n_atoms, np.inf)
+        unions = None
+        if threshold is not None:
+            unions = _unions([f.small_parts(threshold) for f in (*self.folded, *new)], atom_at, sizes)
+        return System(sizes, truth, lower, upper, matrix, np.asarray(rhs, dtype=np.float64), np.asarray(entry), unions)
+
+
+def _unions(parts: Sequence[tuple[np.ndarray, np.ndarray]], atom_at: np.ndarray, sizes: np.ndarray) -> sp.csr_matrix:
+    """Every small part (the persons of one code of one record) made of whole atoms, two or more: groups x atoms.
+    A part that shares an atom with persons outside it is not a group an attacker can single out."""
+    found: set[tuple[int, ...]] = set()
+    for positions, codes in parts:
+        if codes.size == 0:
             continue
-        atoms_here = atom_of_person[np.searchsorted(person_ids, r.ids.astype(np.uint64))]
-        codes, code_of = np.unique(r.codes, return_inverse=True)
-        parts = sp.csr_matrix(
-            (np.ones(code_of.size), (code_of.ravel(), atoms_here)), shape=(codes.size, n_atoms)
-        )  # codes x atoms
-        cell_of = np.repeat(np.arange(len(r.cells)), [len(c.codes) for c in r.cells])
-        wanted = np.concatenate([np.asarray(c.codes, dtype=np.int64) for c in r.cells])
-        pos = np.searchsorted(codes, wanted)
-        present = (pos < codes.size) & (codes[np.minimum(pos, codes.size - 1)] == wanted)
-        cells = sp.csr_matrix(
-            (np.ones(int(present.sum())), (cell_of[present], pos[present])), shape=(len(r.cells), codes.size)
-        )  # cells x codes
-        block = (cells @ parts).tocsr()
-        block.data[:] = 1.0
-        blocks.append(block)
-        rhs.extend(c.value for c in r.cells)
-        entry.extend([r.seq] * len(r.cells))
-    matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_atoms))
-    if values is None:
-        truth = sizes.astype(np.float64)
-        lower, upper = np.zeros(n_atoms), np.full(n_atoms, np.inf)
+        atoms = atom_at[positions]
+        pairs, counts = np.unique(np.stack([codes.astype(np.int64), atoms]), axis=1, return_counts=True)
+        whole = counts == sizes[pairs[1]]
+        for code in np.unique(pairs[0]):
+            here = pairs[0] == code
+            if here.sum() >= 2 and whole[here].all():
+                found.add(tuple(int(a) for a in pairs[1][here]))
+    groups = sorted(found)
+    rows = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+    cols = np.asarray([a for g in groups for a in g], dtype=np.int64)
+    return sp.csr_matrix((np.ones(cols.size), (rows, cols)), shape=(len(groups), sizes.size))
+
+
+# the histories of recent calls, per system: a gate passes its growing list of records, so the next call folds
+# only the records added since (matched by identity: records are immutable once stored)
+_HISTORIES: list[_History] = []
+_KEEP_HISTORIES = 8
+
+
+def _history_for(records: Sequence[AuditRecord], reuse: bool) -> _History:
+    """A history with exactly ``records`` folded: the longest cached one whose records are a prefix of them,
+    extended, or a new one."""
+    best: _History | None = None
+    if reuse:
+        for h in _HISTORIES:
+            n = len(h.folded)
+            prefix = n <= len(records) and all(f.record is r for f, r in zip(h.folded, records, strict=False))
+            if prefix and (best is None or n > len(best.folded)):
+                best = h
+    if best is None:
+        best = _History()
+        if reuse:
+            _HISTORIES.insert(0, best)
+            del _HISTORIES[_KEEP_HISTORIES:]
     else:
-        assert bounds is not None
-        truth = values
-        lower, upper = sizes * bounds[0], sizes * bounds[1]
-    return System(sizes, truth, lower, upper, matrix, np.asarray(rhs, dtype=np.float64), np.asarray(entry))
+        _HISTORIES.remove(best)
+        _HISTORIES.insert(0, best)
+    for r in records[len(best.folded) :]:
+        best.keep(best.fold(r))
+    return best
+
+
+def build_system(
+    records: Sequence[AuditRecord], new: Sequence[AuditRecord] = (), *, reuse: bool = False,
+    threshold: int | None = None,
+) -> System:  # fmt: skip
+    """The atoms of ``records`` and ``new`` (one quantity, one unit) and the released cells as rows over them;
+    with ``threshold``, the small parts that are unions of atoms too."""
+    history = _history_for(records, reuse)
+    return history.system([history.fold(r) for r in new], threshold)
 
 
 # --- the attacker's programs ----------------------------------------------------------------------------------
-def _needed(system: System, atoms: np.ndarray, quantity: str, interval: int, p: float) -> np.ndarray:
-    """The interval width each small atom's value must keep."""
-    if quantity == COUNT:
-        return np.full(atoms.size, float(interval))
-    return np.maximum(2 * p * np.abs(system.truth[atoms]), 1e-6)
-
-
 def _width(low: np.ndarray, high: np.ndarray, quantity: str) -> np.ndarray:
     if quantity == COUNT:  # integers: the attacker knows a count is whole
         return np.floor(high + 1e-6) - np.ceil(low - 1e-6)
@@ -332,100 +458,164 @@ class _Program:
         return np.asarray(self.h.getSolution().col_value)
 
 
-def _null_moves(
-    a: sp.csr_matrix, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, cand: np.ndarray, chunk: int = 512
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each candidate atom, two feasible values found without a linear program: move the true point along
-    the candidate's own direction in the null space of the released numbers (``e_v`` minus its projection on the
-    rows of ``a``: every released number stays true) as far as the bounds allow, both ways. Returns the lowest and
-    highest value of each candidate along its direction (a certificate: both points are feasible)."""
+def _row_space(a: sp.csr_matrix) -> np.ndarray | None:
+    """An orthonormal basis ``Q`` (atoms x rank) of the row space of ``a``, from the eigenvectors of the small
+    Gram matrix ``a a^T`` (cells x cells): ``Q = a^T U diag(1/sqrt(lambda))``. None when the eigenvalues left out
+    as zero carry more than a trace of ``||a||_F^2`` (the Gram matrix's trace): then ``Q`` would not span every
+    row to working precision, and the caller proves nothing without a linear program."""
     gram = (a @ a.T).toarray()
-    pinv = np.linalg.pinv(gram, hermitian=True)
-    low = x[cand].astype(np.float64).copy()
-    high = low.copy()
-    at = sp.csr_matrix(a.T)
-    for start in range(0, cand.size, chunk):
-        part = cand[start : start + chunk]
-        d = -(at @ (pinv @ a[:, part].toarray()))  # atoms x k: every column in the null space of a
-        d[part, np.arange(part.size)] += 1.0
+    with threadpool_limits(1, user_api="blas"):  # a few hundred cells: threads cost more than they give
+        w, u = np.linalg.eigh(gram)
+    total = float(np.trace(gram))
+    keep = w > 1e-9 * max(float(w.max(initial=0.0)), 1.0)
+    if float(np.abs(w[~keep]).sum()) > 1e-9 * max(total, 1.0):
+        return None
+    return np.asarray(a.T @ (u[:, keep] / np.sqrt(w[keep])))
+
+
+def _null_moves(
+    a: sp.csr_matrix, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: sp.csr_matrix, need: np.ndarray,
+    quantity: str, chunk: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """For each candidate group ``s`` (a row of ``groups``: one atom, or a union of atoms), two feasible values of
+    ``s . x`` found without a linear program: move the true point along the group's own direction in the null
+    space of the released numbers, ``d = s - Q Q^T s`` (every released number stays true), as far as the bounds
+    allow, both ways. Returns the lowest and highest value of each group along its direction (a certificate: both
+    points are feasible).
+
+    For a single atom ``v`` the step is first bounded without forming ``d``: ``d_v = 1 - |Q_v|^2`` and, for every
+    other atom, ``|d_j| = |Q_j . Q_v| <= |Q_j| |Q_v|`` (Cauchy-Schwarz), so a step of
+    ``t <= slack_j / (|Q_j| |Q_v|)`` keeps every atom within its bounds; one pass over the atoms' leverages
+    (``O(atoms x rank)``) clears most candidates. Only the groups this bound leaves too narrow (and the unions)
+    get their exact direction (dense, in chunks)."""
+    value = groups @ x
+    low, high = value.astype(np.float64).copy(), value.astype(np.float64).copy()
+    q = _row_space(a)
+    if q is None:
+        return low, high
+    single = np.flatnonzero(groups.getnnz(axis=1) == 1)
+    if single.size:
+        cand = groups[single].indices  # the atom of each single-atom group
+        norms = np.sqrt(np.square(q).sum(axis=1))
+        slack = np.minimum(x - lo, hi - x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(norms > 1e-12, slack / norms, np.inf)  # each atom's room per unit of |d_j| / |Q_v|
+        order = np.argsort(ratio)
+        first, second = order[0], order[min(1, order.size - 1)]
+        m = np.where(cand == first, ratio[second] if order.size > 1 else np.inf, ratio[first])  # min over j != v
+        qv = norms[cand]
+        dv = 1.0 - np.square(qv)
+        moves = dv > 1e-6  # 0: the atom's value is fixed by the released numbers
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_other = np.where(qv > 1e-12, m / qv, np.inf)
+            t_up = np.minimum(t_other, (hi[cand] - x[cand]) / dv)
+            t_down = np.minimum(t_other, (x[cand] - lo[cand]) / dv)
+        t_up, t_down = np.minimum(t_up * (1 - 1e-9), 1e12), np.minimum(t_down * (1 - 1e-9), 1e12)
+        low[single] = np.where(moves, x[cand] - t_down * dv, low[single])
+        high[single] = np.where(moves, x[cand] + t_up * dv, high[single])
+    left = np.flatnonzero(_width(low, high, quantity) < need)
+    room_up = (hi - x)[:, None]
+    room_down = (lo - x)[:, None]
+    for start in range(0, left.size, chunk):
+        idx = left[start : start + chunk]
+        s = groups[idx].T.toarray()  # atoms x k
+        d = s - q @ (q.T @ s)  # every column in the null space of a
         d[np.abs(d) < 1e-9] = 0.0
-        room_up = (hi - x)[:, None]
-        room_down = (lo - x)[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             t_max = np.where(d > 0, room_up / d, np.where(d < 0, room_down / d, np.inf)).min(axis=0)
             t_min = np.where(d > 0, room_down / d, np.where(d < 0, room_up / d, -np.inf)).max(axis=0)
-        dv = d[part, np.arange(part.size)]
-        ok = dv > 1e-6  # a direction that moves the candidate (0: its value is fixed by the released numbers)
+        dv = (s * d).sum(axis=0)  # how much the group's value moves per unit step
+        ok = dv > 1e-6  # 0: the group's value is fixed by the released numbers
         t_max, t_min = t_max * (1 - 1e-9), t_min * (1 - 1e-9)  # stay inside the bounds despite rounding
-        idx = np.arange(start, start + part.size)
-        low[idx] = np.where(ok, x[part] + np.maximum(t_min, -1e12) * dv, low[idx])
-        high[idx] = np.where(ok, x[part] + np.minimum(t_max, 1e12) * dv, high[idx])
+        low[idx] = np.where(ok, value[idx] + np.maximum(t_min, -1e12) * dv, low[idx])
+        high[idx] = np.where(ok, value[idx] + np.minimum(t_max, 1e12) * dv, high[idx])
     return low, high
 
 
 def _audit_component(
-    system: System, atoms: np.ndarray, small: np.ndarray, quantity: str, interval: int, p: float, seed: int
+    system: System, atoms: np.ndarray, groups: sp.csr_matrix, quantity: str, interval: int, p: float, seed: int
 ) -> tuple[dict[int, tuple[float, float]], int]:
-    """Bounds of the small atoms of one component that stay narrower than needed, and the programs solved."""
+    """Bounds of the candidate groups (rows of ``groups``, over this component's ``atoms``) that stay narrower than
+    needed, by row, and the programs solved."""
     sub = system.matrix[:, atoms]
     used = np.flatnonzero(sub.getnnz(axis=1))
     a = sp.csr_matrix(sub[used])
     b = system.rhs[used]
-    lo, hi = system.lower[atoms], system.upper[atoms]
-    local = {int(g): i for i, g in enumerate(atoms)}
-    cand = np.array([local[int(g)] for g in small])
-    need = _needed(system, small, quantity, interval, p)
-    seen_lo = system.truth[atoms][cand].copy()
+    lo, hi, x = system.lower[atoms], system.upper[atoms], system.truth[atoms]
+    truth = groups @ x
+    need = np.full(truth.size, float(interval)) if quantity == COUNT else np.maximum(2 * p * np.abs(truth), 1e-6)
+    seen_lo = truth.copy()
     seen_hi = seen_lo.copy()
-    open_ = np.ones(cand.size, dtype=bool)
+    open_ = np.ones(truth.size, dtype=bool)
     rng = np.random.default_rng(seed)
     programs = 0
-    program = _Program(a, b, lo, hi)
+    program = functools.cache(lambda: _Program(a, b, lo, hi))  # built only when a linear program is needed
 
-    def update(x: np.ndarray | None, idx: np.ndarray) -> None:
-        if x is None:
+    def update(point: np.ndarray | None, idx: np.ndarray) -> None:
+        if point is None:
             return
-        v = x[cand[idx]]
+        v = groups[idx] @ point
         seen_lo[idx] = np.minimum(seen_lo[idx], v)
         seen_hi[idx] = np.maximum(seen_hi[idx], v)
         open_[idx] &= _width(seen_lo[idx], seen_hi[idx], quantity) < need[idx]
 
-    # first without a program: each small atom's own null-space direction from the true point; most clear here
-    moved_lo, moved_hi = _null_moves(a, system.truth[atoms], lo, hi, cand)
+    # first without a program: each group's own null-space direction from the true point; most clear here
+    moved_lo, moved_hi = _null_moves(a, x, lo, hi, groups, need, quantity)
     seen_lo, seen_hi = np.minimum(seen_lo, moved_lo), np.maximum(seen_hi, moved_hi)
     open_ &= _width(seen_lo, seen_hi, quantity) < need
-    # batches: push every open small atom up, then down, with random weights; most move by the interval at once
+    # batches: push every open group up, then down, with random weights; most move by the interval at once
     for _ in range(3):
         idx = np.flatnonzero(open_)
         if idx.size == 0:
             break
         for sign in (-1.0, 1.0):
-            c = np.zeros(atoms.size)
-            c[cand[idx]] = sign * rng.uniform(1.0, 2.0, idx.size)
+            c = np.asarray(groups[idx].T @ (sign * rng.uniform(1.0, 2.0, idx.size))).ravel()
             programs += 1
-            update(program.solve(c), np.flatnonzero(open_))  # None when unbounded: the one-by-one will say
+            update(program().solve(c), np.flatnonzero(open_))  # None when unbounded: the one-by-one will say
             idx = np.flatnonzero(open_)
             if idx.size == 0:
                 break
     # the rest, one by one: its own maximum, then its own minimum
     pinned: dict[int, tuple[float, float]] = {}
     for i in np.flatnonzero(open_):
-        if not open_[i]:  # cleared meanwhile by another atom's solution
+        if not open_[i]:  # cleared meanwhile by another group's solution
             continue
         for sign in (-1.0, 1.0):
-            c = np.zeros(atoms.size)
-            c[cand[i]] = sign
+            c = sign * groups[i].toarray().ravel()
             programs += 1
-            x = program.solve(c)
-            if x is None:  # unbounded: not pinned
+            point = program().solve(c)
+            if point is None:  # unbounded: not pinned
                 open_[i] = False
                 break
-            update(x, np.flatnonzero(open_))  # every solution may clear other atoms too
+            update(point, np.flatnonzero(open_))  # every solution may clear other groups too
             if not open_[i]:
                 break
         if open_[i]:
-            pinned[int(small[i])] = (float(seen_lo[i]), float(seen_hi[i]))
+            pinned[int(i)] = (float(seen_lo[i]), float(seen_hi[i]))
     return pinned, programs
+
+
+def _candidates(
+    system: System, unions: sp.csr_matrix, atoms: np.ndarray, covered: np.ndarray, threshold: int
+) -> sp.csr_matrix:
+    """The groups to audit in one component, over its atoms: every small covered atom, and every small union's
+    part in the component (the parts of a union in independent components are pinned together only if each is)."""
+    small = np.flatnonzero((system.sizes[atoms] < threshold) & covered[atoms])
+    singles = sp.csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, atoms.size))
+    if unions.shape[0] == 0:
+        return singles
+    part = sp.csr_matrix(unions[:, atoms])
+    part.sort_indices()
+    part = part[np.flatnonzero(part.getnnz(axis=1) >= 2)]
+    part = part[np.flatnonzero(np.asarray(part[:, np.flatnonzero(covered[atoms])].sum(axis=1)).ravel() > 0)]
+    if part.shape[0] == 0:
+        return singles
+    rows = {tuple(part.indices[part.indptr[i] : part.indptr[i + 1]]) for i in range(part.shape[0])}
+    extra = sorted(rows)
+    r = np.repeat(np.arange(len(extra)), [len(e) for e in extra])
+    c = np.asarray([a for e in extra for a in e], dtype=np.int64)
+    unique = sp.csr_matrix((np.ones(c.size), (r, c)), shape=(len(extra), atoms.size))
+    return sp.vstack([singles, unique], format="csr")
 
 
 def audit(
@@ -445,8 +635,12 @@ def audit(
     result = AuditResult()
     systems = {r.system for r in new if r.cells}
     for quantity, unit in sorted(systems):
-        records = [r for r in (*history, *new) if r.system == (quantity, unit)]
-        system = build_system(records)
+        system = build_system(
+            [r for r in history if r.system == (quantity, unit)],
+            [r for r in new if r.system == (quantity, unit)],
+            reuse=incremental,
+            threshold=threshold,
+        )
         result.atoms += system.sizes.size
         n_cells = system.matrix.shape[0]
         graph = sp.bmat([[None, system.matrix], [system.matrix.T, None]], format="csr")
@@ -455,19 +649,20 @@ def audit(
         new_rows = np.flatnonzero(system.cell_entry == 0)
         touched = np.unique(label[new_rows]) if incremental else np.unique(atom_label)
         covered = np.asarray(system.matrix.sum(axis=0)).ravel() > 0
+        unions = system.unions if system.unions is not None else sp.csr_matrix((0, system.sizes.size))
         for comp in touched:
             atoms = np.flatnonzero(atom_label == comp)
-            small = atoms[(system.sizes[atoms] < threshold) & covered[atoms]]
-            if small.size == 0:
+            groups = _candidates(system, unions, atoms, covered, threshold)
+            if groups.shape[0] == 0:
                 continue
             result.components += 1
-            result.candidates += small.size
-            pinned, programs = _audit_component(system, atoms, small, quantity, interval, p, seed=int(comp))
+            result.candidates += groups.shape[0]
+            pinned, programs = _audit_component(system, atoms, groups, quantity, interval, p, seed=int(comp))
             rows = np.flatnonzero(label[:n_cells] == comp)
             result.programs += programs
-            for atom, (low, high) in pinned.items():
+            truth = groups @ system.truth[atoms]
+            size = groups @ system.sizes[atoms]
+            for g, (low, high) in pinned.items():
                 entries = tuple(sorted({int(e) for e in system.cell_entry[rows]}, key=lambda s: (s == 0, s)))
-                result.disclosures.append(
-                    Disclosure(quantity, unit, int(system.sizes[atom]), float(system.truth[atom]), low, high, entries)
-                )
+                result.disclosures.append(Disclosure(quantity, unit, int(size[g]), float(truth[g]), low, high, entries))
     return result
