@@ -168,8 +168,9 @@ def _route(f: pl.DataFrame, spec: TreeSpec, target: int) -> np.ndarray:
 
 def attacker_finds(b: Bench, numbers: list[tuple[np.ndarray, float, np.ndarray | None]] | None = None) -> list[str]:
     """Small groups the attacker pins: for counts, the finest groups (persons sharing every published cell's
-    membership) of 1..t-1 persons whose count a linear program over all published counts bounds to fewer than
-    INTERVAL whole values; for sums, such groups whose WOZ total it bounds to within 10%."""
+    membership), the withheld cells and the persons between two nested published cells, of 1..t-1 persons, whose
+    count a linear program over all published counts bounds to fewer than INTERVAL whole values; for sums, such
+    groups whose WOZ total it bounds to within 10%."""
     numbers = published(b) if numbers is None else numbers
     found: list[str] = []
     for kind in ("count", "sum"):
@@ -194,6 +195,11 @@ def attacker_finds(b: Bench, numbers: list[tuple[np.ndarray, float, np.ndarray |
             whole = all((atom[~part] != g).all() for g in atoms_in)
             if whole and len(atoms_in) >= 2 and 0 < part.sum() < T and a[:, atoms_in].any():
                 groups.append(atoms_in.tolist())
+        for outer in member:  # and the persons between two nested published cells
+            for inner in member:
+                between = outer & ~inner
+                if not (inner & ~outer).any() and 0 < between.sum() < T:
+                    groups.append(np.unique(atom[between]).tolist())
         for group in groups:
             span = []
             for sign in (1.0, -1.0):

@@ -112,6 +112,19 @@ def test_sums_are_held_to_p_percent() -> None:
     assert run([everyone], [rec(ids[12:])]).ok  # ten persons left out: a group at the threshold
 
 
+def test_a_small_difference_of_nested_cells_is_a_group_even_when_split() -> None:
+    """A total over 40 persons, then over 35 of them: 5 persons between them. A third release splits those 5 (by
+    two codes, each with other persons) so no atom of them is pinned; their count, 40 - 35, still is."""
+    everyone = np.arange(40)
+    first = count(everyone, seq=1)
+    second = count(everyone[:35], seq=2)
+    split = count(everyone, everyone % 2, [((0,), None), ((1,), None)])
+    result = run([first, second], [split])
+    assert not result.ok
+    assert {(d.size, d.low, d.high) for d in result.disclosures} == {(5, 5.0, 5.0)}
+    assert run([first], [split]).ok  # without the nested pair nothing small is derivable
+
+
 def test_components_the_new_release_does_not_touch_are_not_audited() -> None:
     a = count(range(100), seq=1)
     b = count(range(1000, 1100))
@@ -121,8 +134,9 @@ def test_components_the_new_release_does_not_touch_are_not_audited() -> None:
 
 # --- incremental = full = an independent attacker ----------------------------------------------------------------
 def brute_force(records: list[AuditRecord], interval: int) -> set[tuple[int, ...]]:
-    """The small groups pinned by all ``records``: atoms by membership of every cell, and the small parts of a
-    record made of whole atoms (a withheld cell other releases split), one LP per bound (scipy)."""
+    """The small groups pinned by all ``records``: atoms by membership of every cell, the small parts of a record
+    made of whole atoms (a withheld cell other releases split) and the persons between two nested released cells,
+    one LP per bound (scipy)."""
     people = np.unique(np.concatenate([r.ids for r in records]))
     rows, rhs = [], []
     for r in records:
@@ -145,6 +159,11 @@ def brute_force(records: list[AuditRecord], interval: int) -> set[tuple[int, ...
             whole = all((atom[~inside] != a).all() for a in atoms_in)
             if whole and len(atoms_in) >= 2 and inside.sum() < T and keys[atoms_in].any():
                 groups.append(atoms_in.tolist())
+    for outer in member:  # and the persons between two nested released cells
+        for inner in member:
+            between = outer & ~inner
+            if not (inner & ~outer).any() and 0 < between.sum() < T:
+                groups.append(np.unique(atom[between]).tolist())
     pinned = set()
     for group in groups:
         bounds = []

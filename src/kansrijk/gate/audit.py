@@ -602,20 +602,41 @@ def _candidates(
     part in the component (the parts of a union in independent components are pinned together only if each is)."""
     small = np.flatnonzero((system.sizes[atoms] < threshold) & covered[atoms])
     singles = sp.csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, atoms.size))
-    if unions.shape[0] == 0:
-        return singles
     part = sp.csr_matrix(unions[:, atoms])
-    part.sort_indices()
     part = part[np.flatnonzero(part.getnnz(axis=1) >= 2)]
     part = part[np.flatnonzero(np.asarray(part[:, np.flatnonzero(covered[atoms])].sum(axis=1)).ravel() > 0)]
+    part = sp.vstack([part, _nested_differences(system, atoms, threshold)], format="csr")
     if part.shape[0] == 0:
         return singles
+    part.sort_indices()
     rows = {tuple(part.indices[part.indptr[i] : part.indptr[i + 1]]) for i in range(part.shape[0])}
     extra = sorted(rows)
     r = np.repeat(np.arange(len(extra)), [len(e) for e in extra])
     c = np.asarray([a for e in extra for a in e], dtype=np.int64)
     unique = sp.csr_matrix((np.ones(c.size), (r, c)), shape=(len(extra), atoms.size))
     return sp.vstack([singles, unique], format="csr")
+
+
+def _nested_differences(system: System, atoms: np.ndarray, threshold: int) -> sp.csr_matrix:
+    """Released cells ``A`` and ``B`` with ``B`` inside ``A`` and fewer than ``threshold`` persons between them:
+    ``A - B`` is a small group whatever other releases split it into (groups x the component's atoms)."""
+    cells = sp.csr_matrix(system.matrix[:, atoms])
+    cells = cells[np.flatnonzero(cells.getnnz(axis=1))]
+    cells.data[:] = 1.0
+    if cells.shape[0] < 2:
+        return sp.csr_matrix((0, atoms.size))
+    overlap = (cells @ cells.T).tocoo()
+    width = cells.getnnz(axis=1)
+    persons = np.asarray(cells @ system.sizes[atoms]).ravel()
+    i, j = overlap.row, overlap.col
+    inside = (overlap.data == width[j]) & (width[i] > width[j])  # B's atoms all in A, and A has more
+    between = persons[i] - persons[j]
+    pick = np.flatnonzero(inside & (between > 0) & (between < threshold))
+    if pick.size == 0:
+        return sp.csr_matrix((0, atoms.size))
+    diff = (cells[i[pick]] - cells[j[pick]]).tocsr()
+    diff.eliminate_zeros()
+    return diff
 
 
 def audit(
