@@ -8,9 +8,12 @@ component of the history), timed in the same run. The same plan is released once
 is switched off, and the exact numbers each gate withheld are counted (target: the audit withholds at most 5% more
 cells than the gate without it).
 
-Complexity: building the atoms is one pass over every record's person-years (O(R x N) for R exact releases over N
-person-years) and a sort; the linear programs run per connected component the new release touches, a few batched
-programs clearing most small atoms at once, two programs per atom left.
+Complexity: the incremental audit folds each record into its history once; a new release then costs a pass over its
+own persons, one sort of the N persons' signatures and a sparse product per stored record (O(N log N + R x n) for R
+records of n persons each, without re-sorting them); per connected component the new release touches, the leverage
+step bound clears small atoms in O(atoms x rank) (rank at most the number of released cells, from one
+eigendecomposition of the cells' Gram matrix), exact directions and linear programs only for the groups left. The
+full re-audit rebuilds every record's contribution from scratch and audits every component, at every release.
 """
 
 from __future__ import annotations

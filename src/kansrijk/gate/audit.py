@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
@@ -458,24 +459,56 @@ class _Program:
         return np.asarray(self.h.getSolution().col_value)
 
 
-def _row_space(a: sp.csr_matrix) -> np.ndarray | None:
-    """An orthonormal basis ``Q`` (atoms x rank) of the row space of ``a``, from the eigenvectors of the small
-    Gram matrix ``a a^T`` (cells x cells): ``Q = a^T U diag(1/sqrt(lambda))``. None when the eigenvalues left out
-    as zero carry more than a trace of ``||a||_F^2`` (the Gram matrix's trace): then ``Q`` would not span every
-    row to working precision, and the caller proves nothing without a linear program."""
-    gram = (a @ a.T).toarray()
-    with threadpool_limits(1, user_api="blas"):  # a few hundred cells: threads cost more than they give
-        w, u = np.linalg.eigh(gram)
-    total = float(np.trace(gram))
-    keep = w > 1e-9 * max(float(w.max(initial=0.0)), 1.0)
-    if float(np.abs(w[~keep]).sum()) > 1e-9 * max(total, 1.0):
+@dataclass(frozen=True, eq=False)
+class _Component:
+    """One connected component of a system: its atoms, the released cells over them (``a`` x = ``b``) and the
+    cells' Gram matrix ``a a^T`` (how many atoms two cells share), computed once for every use."""
+
+    atoms: np.ndarray
+    a: sp.csr_matrix
+    b: np.ndarray
+    gram: np.ndarray
+
+    @classmethod
+    def of(cls, system: System, atoms: np.ndarray) -> _Component:
+        whole = atoms.size == system.sizes.size  # usually one component holds every atom: no slicing then
+        sub = system.matrix if whole else sp.csr_matrix(system.matrix.tocsc()[:, atoms])
+        used = np.flatnonzero(sub.getnnz(axis=1))
+        a = sp.csr_matrix(sub[used])
+        return cls(atoms, a, system.rhs[used], (a @ a.T).toarray())
+
+
+def _row_space(a: sp.csr_matrix, gram: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis ``Q`` (atoms x rank) of the row space of ``a``.
+
+    The released cells are many and dependent (a tree's node is the sum of its children; tables repeat margins):
+    a pivoted Cholesky factorisation of the small Gram matrix ``a a^T`` (LAPACK's ``dpstrf``) picks ``rank``
+    independent cells ``B`` with ``a_B a_B^T = U^T U``, and ``Q = a_B^T U^-1`` costs one sparse product over those
+    cells only. Checked, not assumed: ``Q^T Q = I`` and every cell lies in the span of ``Q``
+    (``||a (I - Q Q^T)||_F^2 = trace(a a^T) - ||a Q||_F^2``, with ``a Q = (a a^T)[:, B] U^-1``), both to working
+    precision; otherwise None, and the caller proves nothing without a linear program."""
+    if gram.shape[0] == 0:
         return None
-    return np.asarray(a.T @ (u[:, keep] / np.sqrt(w[keep])))
+    total = float(np.trace(gram))
+    with threadpool_limits(1, user_api="blas"):  # a few hundred cells: threads cost more than they give
+        factor, piv, rank, _ = scipy.linalg.lapack.dpstrf(gram, tol=1e-9 * max(float(gram.diagonal().max()), 1.0))
+        if rank == 0:
+            return None
+        basis = piv[:rank] - 1
+        u = np.triu(factor[:rank, :rank])
+        u_inv = scipy.linalg.solve_triangular(u, np.eye(rank))
+        spanned = gram[:, basis] @ u_inv  # a Q
+        orthonormal = u_inv.T @ gram[np.ix_(basis, basis)] @ u_inv
+    if total - float(np.square(spanned).sum()) > 1e-8 * max(total, 1.0):
+        return None
+    if float(np.abs(orthonormal - np.eye(rank)).max()) > 1e-6:
+        return None
+    return np.asarray(sp.csr_matrix(a[basis].T) @ u_inv)  # row-wise: several times faster than column-wise
 
 
 def _null_moves(
     a: sp.csr_matrix, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: sp.csr_matrix, need: np.ndarray,
-    quantity: str, chunk: int = 512,
+    quantity: str, gram: np.ndarray | None = None, chunk: int = 512,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """For each candidate group ``s`` (a row of ``groups``: one atom, or a union of atoms), two feasible values of
     ``s . x`` found without a linear program: move the true point along the group's own direction in the null
@@ -490,13 +523,13 @@ def _null_moves(
     get their exact direction (dense, in chunks)."""
     value = groups @ x
     low, high = value.astype(np.float64).copy(), value.astype(np.float64).copy()
-    q = _row_space(a)
+    q = _row_space(a, (a @ a.T).toarray() if gram is None else gram)
     if q is None:
         return low, high
     single = np.flatnonzero(groups.getnnz(axis=1) == 1)
     if single.size:
         cand = groups[single].indices  # the atom of each single-atom group
-        norms = np.sqrt(np.square(q).sum(axis=1))
+        norms = np.sqrt(np.einsum("ij,ij->i", q, q))
         slack = np.minimum(x - lo, hi - x)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(norms > 1e-12, slack / norms, np.inf)  # each atom's room per unit of |d_j| / |Q_v|
@@ -533,14 +566,11 @@ def _null_moves(
 
 
 def _audit_component(
-    system: System, atoms: np.ndarray, groups: sp.csr_matrix, quantity: str, interval: int, p: float, seed: int
+    system: System, comp: _Component, groups: sp.csr_matrix, quantity: str, interval: int, p: float, seed: int
 ) -> tuple[dict[int, tuple[float, float]], int]:
-    """Bounds of the candidate groups (rows of ``groups``, over this component's ``atoms``) that stay narrower than
+    """Bounds of the candidate groups (rows of ``groups``, over the component's atoms) that stay narrower than
     needed, by row, and the programs solved."""
-    sub = system.matrix[:, atoms]
-    used = np.flatnonzero(sub.getnnz(axis=1))
-    a = sp.csr_matrix(sub[used])
-    b = system.rhs[used]
+    atoms, a, b = comp.atoms, comp.a, comp.b
     lo, hi, x = system.lower[atoms], system.upper[atoms], system.truth[atoms]
     truth = groups @ x
     need = np.full(truth.size, float(interval)) if quantity == COUNT else np.maximum(2 * p * np.abs(truth), 1e-6)
@@ -560,7 +590,7 @@ def _audit_component(
         open_[idx] &= _width(seen_lo[idx], seen_hi[idx], quantity) < need[idx]
 
     # first without a program: each group's own null-space direction from the true point; most clear here
-    moved_lo, moved_hi = _null_moves(a, x, lo, hi, groups, need, quantity)
+    moved_lo, moved_hi = _null_moves(a, x, lo, hi, groups, need, quantity, comp.gram)
     seen_lo, seen_hi = np.minimum(seen_lo, moved_lo), np.maximum(seen_hi, moved_hi)
     open_ &= _width(seen_lo, seen_hi, quantity) < need
     # batches: push every open group up, then down, with random weights; most move by the interval at once
@@ -596,16 +626,17 @@ def _audit_component(
 
 
 def _candidates(
-    system: System, unions: sp.csr_matrix, atoms: np.ndarray, covered: np.ndarray, threshold: int
+    system: System, unions: sp.csr_matrix, comp: _Component, covered: np.ndarray, threshold: int
 ) -> sp.csr_matrix:
     """The groups to audit in one component, over its atoms: every small covered atom, and every small union's
     part in the component (the parts of a union in independent components are pinned together only if each is)."""
+    atoms = comp.atoms
     small = np.flatnonzero((system.sizes[atoms] < threshold) & covered[atoms])
     singles = sp.csr_matrix((np.ones(small.size), (np.arange(small.size), small)), shape=(small.size, atoms.size))
     part = sp.csr_matrix(unions[:, atoms])
     part = part[np.flatnonzero(part.getnnz(axis=1) >= 2)]
     part = part[np.flatnonzero(np.asarray(part[:, np.flatnonzero(covered[atoms])].sum(axis=1)).ravel() > 0)]
-    part = sp.vstack([part, _nested_differences(system, atoms, threshold)], format="csr")
+    part = sp.vstack([part, _nested_differences(comp, system.sizes[atoms], threshold)], format="csr")
     if part.shape[0] == 0:
         return singles
     part.sort_indices()
@@ -617,23 +648,21 @@ def _candidates(
     return sp.vstack([singles, unique], format="csr")
 
 
-def _nested_differences(system: System, atoms: np.ndarray, threshold: int) -> sp.csr_matrix:
+def _nested_differences(comp: _Component, sizes: np.ndarray, threshold: int) -> sp.csr_matrix:
     """Released cells ``A`` and ``B`` with ``B`` inside ``A`` and fewer than ``threshold`` persons between them:
     ``A - B`` is a small group whatever other releases split it into (groups x the component's atoms)."""
-    cells = sp.csr_matrix(system.matrix[:, atoms])
-    cells = cells[np.flatnonzero(cells.getnnz(axis=1))]
-    cells.data[:] = 1.0
+    cells = comp.a
     if cells.shape[0] < 2:
-        return sp.csr_matrix((0, atoms.size))
-    overlap = (cells @ cells.T).tocoo()
+        return sp.csr_matrix((0, comp.atoms.size))
+    overlap = sp.coo_matrix(comp.gram)
     width = cells.getnnz(axis=1)
-    persons = np.asarray(cells @ system.sizes[atoms]).ravel()
+    persons = np.asarray(cells @ sizes).ravel()
     i, j = overlap.row, overlap.col
     inside = (overlap.data == width[j]) & (width[i] > width[j])  # B's atoms all in A, and A has more
     between = persons[i] - persons[j]
     pick = np.flatnonzero(inside & (between > 0) & (between < threshold))
     if pick.size == 0:
-        return sp.csr_matrix((0, atoms.size))
+        return sp.csr_matrix((0, comp.atoms.size))
     diff = (cells[i[pick]] - cells[j[pick]]).tocsr()
     diff.eliminate_zeros()
     return diff
@@ -671,15 +700,18 @@ def audit(
         touched = np.unique(label[new_rows]) if incremental else np.unique(atom_label)
         covered = np.asarray(system.matrix.sum(axis=0)).ravel() > 0
         unions = system.unions if system.unions is not None else sp.csr_matrix((0, system.sizes.size))
-        for comp in touched:
-            atoms = np.flatnonzero(atom_label == comp)
-            groups = _candidates(system, unions, atoms, covered, threshold)
+        for label_ in touched:
+            atoms = np.flatnonzero(atom_label == label_)
+            if not ((system.sizes[atoms] < threshold) & covered[atoms]).any():
+                continue  # every small group (a union, a nested difference) is made of small covered atoms
+            comp = _Component.of(system, atoms)
+            groups = _candidates(system, unions, comp, covered, threshold)
             if groups.shape[0] == 0:
                 continue
             result.components += 1
             result.candidates += groups.shape[0]
-            pinned, programs = _audit_component(system, atoms, groups, quantity, interval, p, seed=int(comp))
-            rows = np.flatnonzero(label[:n_cells] == comp)
+            pinned, programs = _audit_component(system, comp, groups, quantity, interval, p, seed=int(label_))
+            rows = np.flatnonzero(label[:n_cells] == label_)
             result.programs += programs
             truth = groups @ system.truth[atoms]
             size = groups @ system.sizes[atoms]
