@@ -478,15 +478,15 @@ class _Component:
         return cls(atoms, a, system.rhs[used], (a @ a.T).toarray())
 
 
-def _row_space(a: sp.csr_matrix, gram: np.ndarray) -> np.ndarray | None:
+def _row_space(a: sp.csr_matrix, gram: np.ndarray) -> _Basis | None:
     """An orthonormal basis ``Q`` (atoms x rank) of the row space of ``a``.
 
     The released cells are many and dependent (a tree's node is the sum of its children; tables repeat margins):
     a pivoted Cholesky factorisation of the small Gram matrix ``a a^T`` (LAPACK's ``dpstrf``) picks ``rank``
-    independent cells ``B`` with ``a_B a_B^T = U^T U``, and ``Q = a_B^T U^-1`` costs one sparse product over those
-    cells only. Checked, not assumed: ``Q^T Q = I`` and every cell lies in the span of ``Q``
-    (``||a (I - Q Q^T)||_F^2 = trace(a a^T) - ||a Q||_F^2``, with ``a Q = (a a^T)[:, B] U^-1``), both to working
-    precision; otherwise None, and the caller proves nothing without a linear program."""
+    independent cells ``B`` with ``a_B a_B^T = U^T U``, and ``Q = a_B^T U^-1`` (formed only when needed; the
+    leverages need no ``Q``: ``_Basis.leverages``). Checked, not assumed: ``Q^T Q = I`` and every cell lies in the
+    span of ``Q`` (``||a (I - Q Q^T)||_F^2 = trace(a a^T) - ||a Q||_F^2``, with ``a Q = (a a^T)[:, B] U^-1``), both
+    to working precision; otherwise None, and the caller proves nothing without a linear program."""
     if gram.shape[0] == 0:
         return None
     total = float(np.trace(gram))
@@ -503,7 +503,45 @@ def _row_space(a: sp.csr_matrix, gram: np.ndarray) -> np.ndarray | None:
         return None
     if float(np.abs(orthonormal - np.eye(rank)).max()) > 1e-6:
         return None
-    return np.asarray(sp.csr_matrix(a[basis].T) @ u_inv)  # row-wise: several times faster than column-wise
+    return _Basis(sp.csr_matrix(a[basis]), u_inv)
+
+
+@dataclass(eq=False)
+class _Basis:
+    """The row space of a component's cells: ``rows`` (independent cells, rank x atoms) and ``u_inv`` with
+    ``Q = rows^T u_inv`` orthonormal."""
+
+    rows: sp.csr_matrix
+    u_inv: np.ndarray
+
+    @functools.cached_property
+    def q(self) -> np.ndarray:
+        """``Q`` itself, dense (atoms x rank): only for the groups the leverage bound leaves open."""
+        return np.asarray(sp.csr_matrix(self.rows.T) @ self.u_inv)  # row-wise: several times faster
+
+    def leverages(self, pairs_per_pass: int = 4_000_000) -> np.ndarray:
+        """Every atom's ``|Q_j|^2 = a_j^T (a_B a_B^T)^-1 a_j``: the sum of the inverse Gram matrix over the pairs of
+        basis cells the atom is in (a few dozen cells each), without forming ``Q`` (``O(sum of cells^2)``)."""
+        inverse = self.u_inv @ self.u_inv.T
+        m = sp.csr_matrix(self.rows.T)
+        m.sort_indices()
+        lengths = np.diff(m.indptr).astype(np.int64)
+        pairs = lengths**2
+        out = np.zeros(m.shape[0])
+        ends = np.cumsum(pairs)
+        start = 0
+        while start < m.shape[0]:
+            stop = max(int(np.searchsorted(ends, ends[start] - pairs[start] + pairs_per_pass, side="right")), start + 1)
+            p, n = pairs[start:stop], lengths[start:stop]
+            k = np.arange(int(p.sum())) - np.repeat(np.cumsum(p) - p, p)
+            per = np.repeat(n, p)
+            base = np.repeat(m.indptr[start:stop].astype(np.int64), p)
+            first, second = m.indices[base + k // per], m.indices[base + k % per]
+            out[start:stop] = np.bincount(
+                np.repeat(np.arange(stop - start), p), weights=inverse[first, second], minlength=stop - start
+            )
+            start = stop
+        return np.clip(out, 0.0, 1.0)
 
 
 def _null_moves(
@@ -523,13 +561,13 @@ def _null_moves(
     get their exact direction (dense, in chunks)."""
     value = groups @ x
     low, high = value.astype(np.float64).copy(), value.astype(np.float64).copy()
-    q = _row_space(a, (a @ a.T).toarray() if gram is None else gram)
-    if q is None:
+    basis = _row_space(a, (a @ a.T).toarray() if gram is None else gram)
+    if basis is None:
         return low, high
     single = np.flatnonzero(groups.getnnz(axis=1) == 1)
     if single.size:
         cand = groups[single].indices  # the atom of each single-atom group
-        norms = np.sqrt(np.einsum("ij,ij->i", q, q))
+        norms = np.sqrt(basis.leverages())
         slack = np.minimum(x - lo, hi - x)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(norms > 1e-12, slack / norms, np.inf)  # each atom's room per unit of |d_j| / |Q_v|
@@ -552,6 +590,7 @@ def _null_moves(
     for start in range(0, left.size, chunk):
         idx = left[start : start + chunk]
         s = groups[idx].T.toarray()  # atoms x k
+        q = basis.q
         d = s - q @ (q.T @ s)  # every column in the null space of a
         d[np.abs(d) < 1e-9] = 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
