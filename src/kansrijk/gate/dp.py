@@ -9,8 +9,8 @@ What this module guarantees:
 - the epsilon handed to OpenDP is the largest float not above the exact ledger amount;
 - group keys are always public (declared in the request, or the schema's categories): OpenDP never releases
   keys derived from the data;
-- the noisy values are post-processed (rounded, clamped at 0 or into the public bounds), which cannot weaken
-  the guarantee; each value is returned with its noise scale and the 95% accuracy OpenDP reports.
+- the noisy values are post-processed (rounded, clamped at 0 or into the public bounds, quantiles put in order),
+  which cannot weaken the guarantee; each value is returned with its noise scale and the 95% accuracy OpenDP reports.
 
 Nothing here reads or writes the budget: the gate has debited it before any function here is called.
 """
@@ -258,4 +258,21 @@ def _quantile(request: QuantileRequest, epsilon: Fraction, max_persons: int, con
     table, noise = _run(q, data, epsilon)
     if by:
         table = keys.join(table, on=by, how="left", nulls_equal=True)
-    return DpResult(table=table, noise=noise, epsilon=epsilon)
+    return DpResult(table=monotone_quantiles(table, request.quantiles), noise=noise, epsilon=epsilon)
+
+
+def monotone_quantiles(table: pl.DataFrame, levels: Sequence[float]) -> pl.DataFrame:
+    """Each row's noisy quantiles in increasing order of their levels (post-processing: no privacy cost).
+
+    OpenDP answers every level on its own, so noise can put a row's 0.25-quantile above its median. Sorting the
+    row's estimates (the *rearrangement* of Chernozhukov, Fernandez-Val and Galichon, Econometrica 2010) makes
+    them monotone and never moves them further from a monotone truth; every estimate stays a public candidate."""
+    names = [f"q{q:g}" for q in sorted(set(levels))]
+    if len(names) < 2 or table.height == 0:
+        return table
+    values = table.select(names).to_numpy().astype(np.float64)
+    missing = np.isnan(values).any(axis=1)  # a group without an answer keeps its nulls
+    values[~missing] = np.sort(values[~missing], axis=1)
+    return table.with_columns(
+        pl.Series(name, values[:, i]).fill_nan(None).cast(table.schema[name]) for i, name in enumerate(names)
+    )
