@@ -28,7 +28,7 @@ from coordinator.workspace import (
 )
 from kansrijk.console import console, err_console, progress_bar
 from kansrijk.errors import BundleError
-from kansrijk.schema import SCHEMA_VERSION
+from kansrijk.schema import schema_version as study_schema_version
 
 app = typer.Typer(
     help=(
@@ -129,7 +129,7 @@ def register_partner_command(
         public_key,
         epoch=epoch,
         policy_digests=policy_digest,
-        schema_versions=schema_version or [SCHEMA_VERSION],
+        schema_versions=schema_version or [study_schema_version()],
         revoked=revoke,
     )
     console.print(f"{registry}: partner {partner} key {fp} (epoch {epoch}) {'revoked' if revoke else 'active'}")
@@ -278,7 +278,7 @@ def link_command(
             )
         for attr, c in r.conflicts.items():
             console.print(
-                f"{attr}: {c.conflicts} conflicts ({c.majority} by majority, {c.cbs_tiebreak} by CBS tie-break, "
+                f"{attr}: {c.conflicts} conflicts ({c.majority} by majority, {c.tiebreak} by the tie-break partner, "
                 f"{c.unresolved} unresolved → excluded)"
             )
         console.print(f"dataset: {linked.dataset_path}")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from coordinator.report import build_report
 from kansrijk.cli import app
-from kansrijk.demo import DP_EPSILON, DP_OUTCOME, PASSPHRASE_ENV, PASSPHRASE_FILE, RELEASE_POLICY, prepare_out
+from kansrijk.cli.demo import DP_EPSILON, DP_OUTCOME, PASSPHRASE_ENV, PASSPHRASE_FILE, RELEASE_POLICY, prepare_out
 from kansrijk.errors import OutputExists
 from kansrijk.gate.budget import budget_key
 from kansrijk.gate.ledger import entries, open_existing, verify_ledger

@@ -345,6 +345,22 @@ class AnalysisPlan(PolicyModel):
     """An analysis plan file (``kind = "analysis"``)."""
 
     kind: Literal["analysis"]
+    study: str | None = Field(
+        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
+    )
+
+    @field_validator("study")
+    @classmethod
+    def _active_study(cls, value: str | None) -> str | None:
+        from kansrijk.study import active_study
+
+        current = active_study()
+        if value is not None and value != current.name:
+            raise ValueError(
+                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
+                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
+            )
+        return value
     version: Literal[1] = 1
     title: str = Field(min_length=1)
     dataset: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -200,6 +200,22 @@ class SharingPolicy(PolicyModel):
     """One partner's sharing policy (see the module docstring)."""
 
     kind: Literal["sharing"] = Field("sharing", description='Policy kind; always "sharing".')
+    study: str | None = Field(
+        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
+    )
+
+    @field_validator("study")
+    @classmethod
+    def _active_study(cls, value: str | None) -> str | None:
+        from kansrijk.study import active_study
+
+        current = active_study()
+        if value is not None and value != current.name:
+            raise ValueError(
+                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
+                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
+            )
+        return value
     partner: str = Field(description="Partner name as in the partner registry.")
     purpose: str = Field(min_length=10, description="Why these data are shared.")
     legal_basis: str = Field(min_length=10, description="The legal basis (article, agreement).")

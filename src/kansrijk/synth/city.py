@@ -25,7 +25,7 @@ import polars as pl
 
 from kansrijk.errors import InputError, OutputExists
 from kansrijk.fsutil import atomic_path, atomic_write_bytes
-from kansrijk.outcomes import OUTCOMES, SDQ_CLINICAL_CUTOFFS
+from kansrijk.outcomes import OUTCOMES
 from kansrijk.synth.extracts import (
     PARTNER_ORDER,
     build_typed_extract,
@@ -41,6 +41,7 @@ from kansrijk.synth.outcomes_model import (
     WOZ_YEARLY_GROWTH,
     OutcomeParameters,
     YearCalibration,
+    sdq_clinical_cutoffs,
     simulate_years,
 )
 from kansrijk.synth.population import (
@@ -377,7 +378,7 @@ def _effects_document(
             },
         },
         "sdq_clinical_cutoffs": [
-            {"ages": [b.min_age, b.max_age], "clinical_if_total_above": b.above} for b in SDQ_CLINICAL_CUTOFFS
+            {"ages": [b.min_age, b.max_age], "clinical_if_total_above": b.above} for b in sdq_clinical_cutoffs()
         ],
         "effects": effects,
         "population_parameters": pop_params.to_json(),

@@ -85,7 +85,7 @@ def _mount() -> None:
     from coordinator.cli import app as coordinator_app
     from coordinator.query_cli import app as query_app
     from coordinator.service.cli import app as gate_service_app
-    from kansrijk.demo import demo_command
+    from kansrijk.cli.demo import demo_command
     from kansrijk.gate.cli import ledger_app, policy_app, review_app
     from kansrijk.synth.cli import app as synth_app
     from node_agent.cli import app as node_app
