@@ -259,9 +259,10 @@ def test_decompressed_size_limit_is_enforced(keys):
 
 
 def test_schema_version_mismatch_is_refused_after_the_signature(keys, monkeypatch):
-    monkeypatch.setattr(bundle, "SCHEMA_VERSION", "99")
+    # The schema version is the active study's digest: a partner that read another study file seals another one.
+    monkeypatch.setattr(bundle, "schema_version", lambda: "sha256:" + "9" * 64)
     data = _seal(keys)
-    monkeypatch.setattr(bundle, "SCHEMA_VERSION", "1")
+    monkeypatch.undo()
     with pytest.raises(SchemaMismatch, match="schema version"):
         bundle.verify_bundle(data, keys.trusted)
 
