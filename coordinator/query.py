@@ -59,7 +59,7 @@ def _typed(var: str, raw: str, table: str, where: str) -> Any:
 
 def parse_condition(text: str, table: str = "linked") -> Condition:
     """One ``--where`` condition, e.g. ``"age_years <= 12"``, ``"sex == F"``, ``"track in HAVO,VWO"``,
-    ``"woz_eur not_null"``. Raises ``InputError`` naming the condition and the rule it breaks."""
+    ``"amount not_null"``. Raises ``InputError`` naming the condition and the rule it breaks."""
     where = f"--where {text!r}"
     found = _CONDITION.match(text)
     if not found:

@@ -151,7 +151,7 @@ def fmt_fraction(value: Fraction | None) -> str:
 
 
 def fmt_threshold(variable: str, value: float) -> str:
-    """A split threshold in the variable's unit: "€145,500" for a euro amount, "17.75" for a BMI."""
+    """A split threshold in the variable's unit: "€145,500" for a euro amount, "17.75" for a measure in kg/m2."""
     unit = getattr(VARIABLES.get(variable), "unit", None)
     if unit in _CURRENCY:
         return f"{_CURRENCY[unit]}{value:,.0f}"

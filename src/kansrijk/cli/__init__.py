@@ -8,6 +8,9 @@ message on stderr and its documented exit code, never a traceback.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 import typer
 from rich.text import Text
@@ -71,13 +74,33 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _activate_study(value: Path | None) -> None:
+    """Activate the study named by ``--study`` (or ``$KANSRIJK_STUDY``) for this process and the processes it
+    starts (a gate service reads the same study). A missing or malformed file is an error here, before any
+    command runs."""
+    if value is None:
+        return
+    from kansrijk.study import STUDY_ENV, activate, load_study, study_path
+
+    study = load_study(study_path(value))
+    activate(study)
+    os.environ[STUDY_ENV] = str(study.path)
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    study: Path | None = typer.Option(
+        None,
+        "--study",
+        envvar="KANSRIJK_STUDY",
+        help="The study file (or its directory) every command works on; default: the shipped study.",
+    ),
 ) -> None:
     """Privacy-first federated analysis of linked youth data."""
+    _activate_study(study)
 
 
 def _mount() -> None:

@@ -279,12 +279,11 @@ class Metrics(PolicyModel):
 class Association(PolicyModel):
     """The limited statistical analysis: is ``outcome`` associated with ``variable``, linearly or not?"""
 
-    outcome: str = "psychosocial_risk"
-    variable: str = "woz_eur"
-    scale: float = Field(default=100_000.0, gt=0.0, description="The variable is divided by this (EUR 100k).")
+    outcome: str = Field(description="The binary outcome (an outcome of the study).")
+    variable: str = Field(description="The numeric canonical variable it is tested against.")
+    scale: float = Field(default=1.0, gt=0.0, description="The variable is divided by this (e.g. 100000 euro).")
     spline_df: int = Field(default=5, ge=3, le=10, description="Degrees of freedom of the spline basis.")
     bin_edges: tuple[float, ...] = Field(
-        default=(100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000),
         description="Public inner bin edges; the outer bins are open (no minimum or maximum is revealed).",
     )
     permutations: int = Field(default=999, ge=99, le=100_000)
@@ -371,7 +370,7 @@ class AnalysisPlan(PolicyModel):
     features: Features = Features()
     model: Model = Model()
     metrics: Metrics = Metrics()
-    association: Association | None = Association()
+    association: Association | None = None
     release_trees: bool = True
     dp_model: DpModelPlan = DpModelPlan()
     retention: Retention | None = None

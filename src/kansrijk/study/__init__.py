@@ -118,6 +118,8 @@ def parse_study(path: Path, raw: bytes) -> Study:
 def load_study(path: Path) -> Study:
     """Read and parse a study file (unsigned check). ``PolicyError`` for a missing or malformed file."""
     path = study_path(path)
+    if not path.is_file():
+        raise PolicyError(f"{path}: study file not found", hint="name a study.toml, or the directory that holds one")
     return parse_study(path, read_policy_bytes(path))
 
 

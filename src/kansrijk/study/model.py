@@ -117,7 +117,9 @@ class Hierarchy(PolicyModel):
 
 class Geography(PolicyModel):
     municipality: str = Field(min_length=2)
-    municipality_code: str = Field(pattern=r"^\d{4}$", description="CBS municipality code (gemeentecode).")
+    municipality_code: str = Field(
+        pattern=r"^\d{4}$", description="Statistics Netherlands municipality code (gemeentecode)."
+    )
     hierarchies: tuple[Hierarchy, ...] = ()
 
 
@@ -206,7 +208,7 @@ class Distribution(PolicyModel):
     low: float | None = None
     high: float | None = None
     codes: int | None = Field(None, ge=1, description="How many distinct codes to draw from (code variables).")
-    code_format: str | None = Field(None, description="Python format of code number i, e.g. 'BU0344{:04d}'.")
+    code_format: str | None = Field(None, description="Python format of code number i, e.g. 'BU1234{:04d}'.")
     share_missing: float = Field(0.0, ge=0, lt=1)
 
 
