@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import click
 import typer
@@ -92,12 +93,14 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
-    study: Path | None = typer.Option(
-        None,
-        "--study",
-        envvar="KANSRIJK_STUDY",
-        help="The study file (or its directory) every command works on; default: the shipped study.",
-    ),
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            "--study",
+            envvar="KANSRIJK_STUDY",
+            help="The study file (or its directory) every command works on; default: the shipped study.",
+        ),
+    ] = None,
 ) -> None:
     """Privacy-first federated analysis of linked youth data."""
     _activate_study(study)
