@@ -126,3 +126,18 @@ def test_a_threshold_outcome_is_derived_as_declared(
         {"above": score > limit, "at_least": score >= limit, "below": score < limit}[compare] if at_risk else None
     )
     assert got == expected
+
+
+def test_policy_explain_says_the_study_in_words() -> None:
+    from typer.testing import CliRunner
+
+    from kansrijk.cli import app
+
+    result = CliRunner().invoke(app, ["policy", "explain", str(SHIPPED)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "psychosocial_risk: true when sdq_total is above the cut-off for the person's age (ages 4-5: 14;" in text
+    assert (
+        "track_up: true when track_change is up; among pupils in secondary school (DUO) (ages 4-23, school_type" in text
+    )
+    assert "a tie is settled by cbs" in text
