@@ -43,7 +43,7 @@ Name = Annotated[str, typer.Option("--name", help="Release name: the file under 
 Year = Annotated[list[int], typer.Option("--year", help="Reference year (repeat to pool several years).")]
 Where = Annotated[
     list[str] | None,
-    typer.Option("--where", help="Population condition, e.g. 'age_years <= 12' or 'track in HAVO,VWO' (repeat)."),
+    typer.Option("--where", help="Population condition, e.g. 'age_years <= 12' or 'level in A,B' (repeat)."),
 ]
 By = Annotated[list[str] | None, typer.Option("--by", help="Grouping variable (repeat for a crosstab).")]
 Policy = Annotated[Path | None, typer.Option("--release-policy", help="The signed release policy (in-process).")]

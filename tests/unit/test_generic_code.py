@@ -7,9 +7,9 @@ What the scan allows, and why (nothing else):
 - the identity variables every study must declare with fixed kinds (``kansrijk.study.model.IDENTITY``:
   ``pseudonym``, ``year``, ``birth_year``): the code links on the pseudonym per reference year and computes age
   from the birth year, so it names them by design;
-- ``ALLOWED_WORDS``: variable names that are ordinary English words the code uses in their ordinary sense
-  (``sex`` as in "one row per sex" in the demo's generic review route reads the study's first shared category;
-  ``grade``/``track`` as words appear in no code but are common English, so they are not scanned as words);
+- ``ALLOWED_WORDS``: three variable names that are ordinary English words (``sex``, ``grade``, ``track``). The code
+  uses them only in that sense, in docstring and help examples ("a condition such as sex == F", "a threshold of
+  a whole-number variable such as a grade", "pupils who cannot move up a track"); no code path reads them;
 - ``PENDING``: files that still hold study-specific code, each with the reason it is still there. The list may
   only shrink; a file not on it that names a study's partner, outcome, variable or code fails the test.
 """
