@@ -87,3 +87,17 @@ def test_the_calibrated_city_refuses_a_study_with_other_partners(tmp_path: Path)
     other = load_study(copy)
     with use_study(other), pytest.raises(InputError, match="the calibrated city models partners"):
         generate_study_city(other, tmp_path / "city", persons=500, seed=1, years=(2023,), fault_rate=0.0)
+
+
+def test_the_calibrated_city_takes_its_planted_effects_from_the_study_file() -> None:
+    from dataclasses import fields
+
+    from kansrijk.synth.city import outcome_parameters
+    from kansrijk.synth.outcomes_model import OutcomeParameters
+
+    declared = load_study(SHIPPED).file.synthetic.planted_parameters
+    assert set(declared) == {f.name for f in fields(OutcomeParameters)}  # every effect and target is in the file
+    assert outcome_parameters(dict(declared)) == OutcomeParameters()  # ... at the values the city is calibrated to
+    assert outcome_parameters({**declared, "delinquency_male": 0.9}).delinquency_male == 0.9
+    with pytest.raises(InputError, match=r"unknown parameter\(s\) \['delinquency_mail'\]"):
+        outcome_parameters({"delinquency_mail": 0.9})

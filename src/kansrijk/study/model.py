@@ -237,6 +237,9 @@ class Synthetic(PolicyModel):
     distributions: dict[str, Distribution] = Field({})
     planted: tuple[Planted, ...] = ()
     extracts: dict[str, PartnerExtract] = Field({})
+    planted_parameters: dict[str, float] = Field(
+        {}, description="For the calibrated city: its targets (base rates) and log-odds effects, by name."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Self:

@@ -32,7 +32,8 @@ def generate_study_city(
             f"{', '.join(PARTNER_ORDER)}, not {', '.join(study.partners)}",
             hint="declare the city in the study's [synthetic] section (generator = 'declared')",
         )
-    return generate_city(out, persons=persons, seed=seed, years=years, fault_rate=fault_rate, force=force)
+    return generate_city(out, persons=persons, seed=seed, years=years, fault_rate=fault_rate, force=force,
+                         planted=dict(syn.planted_parameters))  # fmt: skip
 
 
 __all__ = ["CityPaths", "DeclaredCity", "generate_city", "generate_declared_city", "generate_study_city", "load_city"]

@@ -399,6 +399,19 @@ def _effects_document(
     }
 
 
+def outcome_parameters(planted: dict[str, float]) -> OutcomeParameters:
+    """The calibrated city's targets and log-odds, as the study file's ``[synthetic.planted_parameters]`` sets
+    them (the rest keep their documented defaults). ``InputError`` naming an unknown key."""
+    known = set(OutcomeParameters.__dataclass_fields__)
+    unknown = sorted(set(planted) - known)
+    if unknown:
+        raise InputError(
+            f"synthetic.planted_parameters: unknown parameter(s) {unknown} of the calibrated city",
+            hint=f"known: {', '.join(sorted(known))}",
+        )
+    return OutcomeParameters(**{k: float(v) for k, v in planted.items()})
+
+
 def generate_city(
     out: Path,
     *,
@@ -409,6 +422,7 @@ def generate_city(
     latin1: bool = False,
     force: bool = False,
     on_step: Callable[[str], None] | None = None,
+    planted: dict[str, float] | None = None,
 ) -> CityPaths:
     """Generate the city into ``out``: the partners' raw extracts and, separately, the ground truth.
 
@@ -427,7 +441,7 @@ def generate_city(
     city = build_city_map(rng)
     population = generate_population(rng, city, persons, max(years))
     step("simulating the yearly waves")
-    out_params = OutcomeParameters()
+    out_params = outcome_parameters(planted or {})
     person_year, calibrations, items = simulate_years(rng, population, years, out_params)
 
     stable = population.persons

@@ -79,6 +79,7 @@ def city(
             latin1=latin1,
             force=force,
             on_step=step,
+            planted=dict(study.file.synthetic.planted_parameters) if study.file.synthetic is not None else None,
         )
     table = Table(title=f"synthetic city in {paths.root}", show_lines=False)
     table.add_column("partner")
