@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.run import figure as _figure
-from kansrijk.demo import STAGES
+from kansrijk.cli.demo import STAGES
 
 ROTTERDAM = 150_000
 NATIONAL = 4_500_000
@@ -39,7 +39,7 @@ MACHINE_GIB = 24.0
 _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from kansrijk.demo import DemoOptions, DemoProgress, run_demo
+from kansrijk.cli.demo import DemoOptions, DemoProgress, run_demo
 
 class Stages(DemoProgress):  # one line per stage on stderr, so a long run can be followed and a failure placed
     def stage(self, index, name):

@@ -28,7 +28,7 @@ from coordinator.workspace import (
 )
 from kansrijk.console import console, err_console, progress_bar
 from kansrijk.errors import BundleError
-from kansrijk.schema import SCHEMA_VERSION
+from kansrijk.schema import schema_version as study_schema_version
 
 app = typer.Typer(
     help=(
@@ -106,7 +106,7 @@ def set_registry_command(
 @app.command("register-partner")
 def register_partner_command(
     registry: Annotated[Path, typer.Argument(help="Registry file to create or update (TOML).")],
-    partner: Annotated[str, typer.Option("--partner", help="Partner name (cbs, gemeente, cjg, duo).")],
+    partner: Annotated[str, typer.Option("--partner", help="Partner name, as the study file names it.")],
     public_key: Annotated[
         Path, typer.Option("--public-key", help="The partner's Ed25519 public key file (from `kansrijk node keygen`).")
     ],
@@ -121,7 +121,7 @@ def register_partner_command(
 ) -> None:
     """Add (or revoke) a partner signing key in a registry file, a helper for the privacy officer.
 
-    Example: kansrijk coordinator register-partner p.toml --partner cbs --public-key cbs.pub --policy-digest sha256:…
+    Example: kansrijk coordinator register-partner p.toml --partner NAME --public-key NAME.pub --policy-digest sha256:…
     """
     fp = register_partner(
         registry,
@@ -129,7 +129,7 @@ def register_partner_command(
         public_key,
         epoch=epoch,
         policy_digests=policy_digest,
-        schema_versions=schema_version or [SCHEMA_VERSION],
+        schema_versions=schema_version or [study_schema_version()],
         revoked=revoke,
     )
     console.print(f"{registry}: partner {partner} key {fp} (epoch {epoch}) {'revoked' if revoke else 'active'}")
@@ -155,7 +155,7 @@ def ingest_command(
 
     Exit code: that of the first refusal, 0 when all were ingested.
 
-    Example: kansrijk coordinator ingest ws out/cbs/*.kbundle out/duo/*.kbundle
+    Example: kansrijk coordinator ingest ws out/PARTNER_A/*.kbundle out/PARTNER_B/*.kbundle
     """
     passphrase = passphrase_from_env_or_prompt(passphrase_env)
     session = ingest_mod.IngestSession.open(workspace, passphrase, registry=registry)
@@ -278,7 +278,7 @@ def link_command(
             )
         for attr, c in r.conflicts.items():
             console.print(
-                f"{attr}: {c.conflicts} conflicts ({c.majority} by majority, {c.cbs_tiebreak} by CBS tie-break, "
+                f"{attr}: {c.conflicts} conflicts ({c.majority} by majority, {c.tiebreak} by the tie-break partner, "
                 f"{c.unresolved} unresolved → excluded)"
             )
         console.print(f"dataset: {linked.dataset_path}")

@@ -5,13 +5,13 @@ Guarantees:
 
 - exact join on P2 (``pseudonym``), a full outer join: every person present at any partner appears once, with
   presence flags ``in_<partner>``;
-- every attribute held by more than one partner (``kansrijk.schema.SHARED_ATTRIBUTES``: birth year, sex) is
+- every attribute held by more than one partner (the study's ``shared_attributes``) is
   checked for agreement and resolved by the **resolution rule**:
 
   1. all partners that report the attribute agree → that value (``agree``);
   2. otherwise the value reported by a strict majority of the reporting partners wins (``majority``);
-  3. otherwise (a tie) CBS's value wins when CBS reports it and is among the tied values: CBS draws on the
-     population register (BRP), the authoritative source for both attributes (``cbs_tiebreak``);
+  3. otherwise (a tie) the value of the study's tie-break partner wins when that partner reports it and it is
+     among the tied values (the study names the partner that draws on the authoritative register; ``tiebreak``);
   4. otherwise the conflict is unresolved: the person is **excluded** from the analysis dataset and counted
      in the linkage report (``unresolved``).
 
@@ -42,10 +42,10 @@ from kansrijk.gate.release import Gate
 from kansrijk.gate.specs import CountSpec
 from kansrijk.outcomes import age_expr, derive_outcomes
 from kansrijk.schema import PARTNERS, SHARED_ATTRIBUTES
+from kansrijk.study import active_study
 
 KEY = "pseudonym"
-TIEBREAK_PARTNER = "cbs"
-RESOLUTIONS = ("agree", "majority", "cbs_tiebreak", "unresolved", "missing")
+RESOLUTIONS = ("agree", "majority", "tiebreak", "unresolved", "missing")
 DERIVED_FEATURES = ("age_years",)
 _SEP = "__"
 
@@ -57,13 +57,13 @@ class AttributeConflicts:
     attribute: str
     agree: int
     majority: int
-    cbs_tiebreak: int
+    tiebreak: int
     unresolved: int
     missing: int
 
     @property
     def conflicts(self) -> int:
-        return self.majority + self.cbs_tiebreak + self.unresolved
+        return self.majority + self.tiebreak + self.unresolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +133,14 @@ class LinkageReport:
                     "conflicts": c.conflicts,
                     "agree": c.agree,
                     "majority": c.majority,
-                    "cbs_tiebreak": c.cbs_tiebreak,
+                    "tiebreak": c.tiebreak,
                     "unresolved": c.unresolved,
                     "missing": c.missing,
                 }
                 for a, c in self.conflicts.items()
             },
-            "resolution_rule": "agree > strict majority of reporting partners > CBS tie-break > exclude",
+            "resolution_rule": "agree > strict majority of reporting partners > "
+            f"{active_study().file.tiebreak_partner or 'no'} tie-break > exclude",
         }
 
 
@@ -249,13 +250,14 @@ def _resolve(attr: str, holders: Sequence[str]) -> list[list[pl.Expr]]:
         ).alias(f"{h}tie")
     ]
     tie = pl.col(f"{h}tie")
-    k = list(holders).index(TIEBREAK_PARTNER) if TIEBREAK_PARTNER in holders else -1
-    cbs_wins = (tie & (support[k] == best) & nn[k]) if k >= 0 else pl.lit(False)
+    tiebreak_partner = active_study().file.tiebreak_partner
+    k = list(holders).index(tiebreak_partner) if tiebreak_partner in holders else -1
+    tiebreak_wins = (tie & (support[k] == best) & nn[k]) if k >= 0 else pl.lit(False)
     # stage 5: value and label
     winner = pl.coalesce([pl.when(support[i] == best).then(vals[i]) for i in range(n)])
     value = pl.when(~tie).then(winner)
     if k >= 0:
-        value = value.when(cbs_wins).then(vals[k])
+        value = value.when(tiebreak_wins).then(vals[k])
     conflict = pl.col(f"conflict_{attr}")
     label = (
         pl.when(~pl.col(f"{h}reported"))
@@ -264,8 +266,8 @@ def _resolve(attr: str, holders: Sequence[str]) -> list[list[pl.Expr]]:
         .then(pl.lit("agree"))
         .when(~tie)
         .then(pl.lit("majority"))
-        .when(cbs_wins)
-        .then(pl.lit("cbs_tiebreak"))
+        .when(tiebreak_wins)
+        .then(pl.lit("tiebreak"))
         .otherwise(pl.lit("unresolved"))
     )
     stage5 = [value.alias(attr), label.cast(pl.Enum(RESOLUTIONS)).alias(f"resolution_{attr}")]

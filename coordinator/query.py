@@ -58,14 +58,14 @@ def _typed(var: str, raw: str, table: str, where: str) -> Any:
 
 
 def parse_condition(text: str, table: str = "linked") -> Condition:
-    """One ``--where`` condition, e.g. ``"age_years <= 12"``, ``"sex == F"``, ``"track in HAVO,VWO"``,
-    ``"woz_eur not_null"``. Raises ``InputError`` naming the condition and the rule it breaks."""
+    """One ``--where`` condition, e.g. ``"age_years <= 12"``, ``"sex == F"``, ``"level in A,B"``,
+    ``"amount not_null"``. Raises ``InputError`` naming the condition and the rule it breaks."""
     where = f"--where {text!r}"
     found = _CONDITION.match(text)
     if not found:
         raise InputError(
             f"{where}: write 'variable operator value' with one of == != < <= > >= in not_in is_null not_null",
-            hint="e.g. --where 'age_years <= 12' --where 'track in HAVO,VWO'",
+            hint="e.g. --where 'age_years <= 12' --where 'level in A,B'",
         )
     var, op, rest = found["var"], found["op"], found["rest"]
     if op in ("is_null", "not_null"):

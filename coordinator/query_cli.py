@@ -43,7 +43,7 @@ Name = Annotated[str, typer.Option("--name", help="Release name: the file under 
 Year = Annotated[list[int], typer.Option("--year", help="Reference year (repeat to pool several years).")]
 Where = Annotated[
     list[str] | None,
-    typer.Option("--where", help="Population condition, e.g. 'age_years <= 12' or 'track in HAVO,VWO' (repeat)."),
+    typer.Option("--where", help="Population condition, e.g. 'age_years <= 12' or 'level in A,B' (repeat)."),
 ]
 By = Annotated[list[str] | None, typer.Option("--by", help="Grouping variable (repeat for a crosstab).")]
 Policy = Annotated[Path | None, typer.Option("--release-policy", help="The signed release policy (in-process).")]
@@ -171,7 +171,7 @@ app.command("count")(
         "count",
         """Count persons per group.
 
-    Example: kansrijk query count ws --name girls_by_buurt --year 2023 --where 'sex == F' --by buurt_code
+    Example: kansrijk query count ws --name girls_by_buurt --year 2023 --where 'sex == F' --by AREA_CODE
     --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
     )
 )
@@ -180,7 +180,7 @@ app.command("mean")(
         "mean",
         """Mean of a value per group (in the one form the policy declares, e.g. WOZ clipped).
 
-    Example: kansrijk query mean ws --name woz_by_sex --year 2023 --value woz_eur --by sex
+    Example: kansrijk query mean ws --name amount_by_sex --year 2023 --value AMOUNT --by sex
     --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
     )
 )
@@ -189,7 +189,7 @@ app.command("sum")(
         "sum",
         """Sum of a value per group (dominance rules apply).
 
-    Example: kansrijk query sum ws --name truancy_total --year 2023 --value truancy_reports --by sex
+    Example: kansrijk query sum ws --name count_total --year 2023 --value COUNT --by sex
     --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
     )
 )
@@ -198,7 +198,7 @@ app.command("quantile")(
         "quantile",
         """Quantiles at levels from the policy's grid (released as the mean of the nearest values, or with DP).
 
-    Example: kansrijk query quantile ws --name woz_median --year 2023 --value woz_eur --level 0.5
+    Example: kansrijk query quantile ws --name amount_median --year 2023 --value AMOUNT --level 0.5
     --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
     )
 )
@@ -207,7 +207,7 @@ app.command("histogram")(
         "histogram",
         """Histogram of a value over the policy's public edges for it.
 
-    Example: kansrijk query histogram ws --name woz_hist --year 2023 --value woz_eur
+    Example: kansrijk query histogram ws --name amount_hist --year 2023 --value AMOUNT
     --release-policy policies/release/sdc-only.toml --officer-key officer.pub""",
     )
 )

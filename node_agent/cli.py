@@ -28,8 +28,8 @@ DEFAULT_LINK_PASSPHRASE_ENV = "KANSRIJK_LINK_PASSPHRASE"  # noqa: S105
 app = typer.Typer(
     help=(
         "The partner node: make keys, turn a raw extract into a sealed bundle, inspect a bundle.\n\n"
-        "Example: kansrijk node prepare --policy policies/sharing/cjg.toml --input cjg_2023.csv --out outbox/ "
-        "--signing-key keys/cjg-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub"
+        "Example: kansrijk node prepare --policy policies/sharing/PARTNER.toml --input PARTNER_2023.csv --out outbox/ "
+        "--signing-key keys/PARTNER-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub"
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -71,7 +71,7 @@ def _passphrase(env_name: str, *, what: str, confirm: bool = False) -> str:
 
 @app.command("keygen")
 def keygen_command(
-    partner: Annotated[str, typer.Option("--partner", help="Partner name: cbs, gemeente, cjg or duo.")],
+    partner: Annotated[str, typer.Option("--partner", help="Partner name, as the study file names it.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for <partner>-signing.key and .pub.")],
     epoch: Annotated[int, typer.Option("--epoch", help="Key epoch: 1, then +1 at every rotation.")] = 1,
     passphrase_env: PassphraseEnv = DEFAULT_PASSPHRASE_ENV,
@@ -81,7 +81,7 @@ def keygen_command(
     The secret key file is passphrase-protected (scrypt) and mode 0600; send only the .pub file to the
     privacy officer for the partner registry, and read the fingerprint to them over another channel.
 
-    Example: KANSRIJK_PASSPHRASE=... kansrijk node keygen --partner cjg --out keys/
+    Example: KANSRIJK_PASSPHRASE=... kansrijk node keygen --partner PARTNER --out keys/
     """
     passphrase = _passphrase(passphrase_env, what=f"the new {partner} signing key", confirm=True)
     files = keys.generate_partner_keys(partner, out, passphrase, epoch=epoch)
@@ -156,7 +156,7 @@ def init_command(
     is an encryption public key, the link key file is a link key. Paths are stored absolute. With a configuration
     the node also remembers the last bundle it sealed and chains the next one to it (no --previous needed).
 
-    Example: kansrijk node init --policy policies/sharing/gemeente.toml --signing-key keys/gemeente-signing.key
+    Example: kansrijk node init --policy policies/sharing/PARTNER.toml --signing-key keys/PARTNER-signing.key
     --link-key link.key --coordinator-key coordinator-hpke.pub --outbox outbox/
     """
     path = config or nodeconfig.default_config_path()
@@ -258,9 +258,9 @@ def prepare_command(
     (exit 5). With a node configuration (`kansrijk node init`) the files come from it and the bundle is chained to
     the last one this node sealed; an option on the command line wins.
 
-    Example: kansrijk node prepare exports/gemeente_2023.csv
-    (or, without a configuration: kansrijk node prepare --policy policies/sharing/cjg.toml --input cjg_2023.csv
-    --out outbox/ --signing-key keys/cjg-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub)
+    Example: kansrijk node prepare exports/PARTNER_2023.csv
+    (or, without a configuration: kansrijk node prepare --policy policies/sharing/PARTNER.toml --input PARTNER_2023.csv
+    --out outbox/ --signing-key keys/PARTNER-signing.key --link-key link.key --coordinator-key coordinator-hpke.pub)
     """
     if extract is not None and input_path is not None and extract != input_path:
         raise InputError("give the extract once: as EXTRACT or as --input", hint="kansrijk node prepare EXTRACT")
@@ -363,7 +363,7 @@ def inspect_command(
 
     Without --partner-key the signature is not checked; the fingerprint the bundle claims is shown instead.
 
-    Example: kansrijk node inspect outbox/cjg_2023_0123abcd.kbundle --partner-key keys/cjg-signing.pub
+    Example: kansrijk node inspect outbox/PARTNER_2023_0123abcd.kbundle --partner-key keys/PARTNER-signing.pub
     """
     try:
         data = path.read_bytes()

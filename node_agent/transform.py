@@ -250,6 +250,7 @@ def _outside(value: pl.Expr, variable: str) -> pl.Expr:
 def sdq_plan(sdq: SdqScoring, schema: pl.Schema) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr], list[Check]]:
     """SDQ scale scores from the 25 items (or the recorded total alone), and the item checks."""
     checks: list[Check] = []
+    var = sdq.total_variable
     staged = {parsed_name(col): _parse_int(col, schema[col]) for col in sdq.items}
     if sdq.total is not None:
         staged[parsed_name(sdq.total)] = _parse_int(sdq.total, schema[sdq.total])
@@ -258,13 +259,13 @@ def sdq_plan(sdq: SdqScoring, schema: pl.Schema) -> tuple[dict[str, pl.Expr], di
     for col, value, here in zip(sdq.items, items, present, strict=True):
         bad = here & (value.is_null() | ~value.is_in([0, 1, 2]).fill_null(False))
         checks.append(
-            Check(col, "sdq_total", "sdq_item_not_0_1_2", bad.fill_null(False), expected="0, 1 or 2 (or empty)")
+            Check(col, var, "sdq_item_not_0_1_2", bad.fill_null(False), expected="0, 1 or 2 (or empty)")
         )
     answered = pl.sum_horizontal([h.cast(pl.Int32) for h in present])
     complete = answered == len(sdq.items)
     span = f"{sdq.items[0]}..{sdq.items[-1]}"
     checks.append(
-        Check(span, "sdq_total", "sdq_items_incomplete", (answered > 0) & ~complete, expected="all 25 items or none")
+        Check(span, var, "sdq_items_incomplete", (answered > 0) & ~complete, expected="all 25 items or none")
     )
 
     def item(number: int) -> pl.Expr:
@@ -280,13 +281,13 @@ def sdq_plan(sdq: SdqScoring, schema: pl.Schema) -> tuple[dict[str, pl.Expr], di
         recorded = pl.col(parsed_name(sdq.total))
         recorded_present = _present(sdq.total, schema[sdq.total])
         checks += [
-            Check(sdq.total, "sdq_total", "not_an_integer", (recorded_present & recorded.is_null()).fill_null(False),
+            Check(sdq.total, var, "not_an_integer", (recorded_present & recorded.is_null()).fill_null(False),
                   expected="a whole number"),
-            Check(sdq.total, "sdq_total", "out_of_range", _outside(recorded, "sdq_total").fill_null(False),
-                  expected=expected_range("sdq_total", "a number")),
+            Check(sdq.total, var, "out_of_range", _outside(recorded, var).fill_null(False),
+                  expected=expected_range(var, "a number")),
             Check(
                 sdq.total,
-                "sdq_total",
+                var,
                 "sdq_total_disagrees_with_items",
                 (complete & recorded.is_not_null() & (recorded != difficulties)).fill_null(False),
                 expected="the sum of the four difficulty scales of the items",
@@ -295,11 +296,8 @@ def sdq_plan(sdq: SdqScoring, schema: pl.Schema) -> tuple[dict[str, pl.Expr], di
         total = pl.when(complete).then(difficulties).otherwise(recorded)
     else:
         total = pl.when(complete).then(difficulties).otherwise(None)
-    outputs = {
-        "sdq_total": total,
-        "sdq_prosocial": pl.when(complete).then(scale("prosocial")).otherwise(None),
-    }
-    return staged, {k: v for k, v in outputs.items() if k in sdq.share}, checks
+    scores = {"total_difficulties": total, "prosocial": pl.when(complete).then(scale("prosocial")).otherwise(None)}
+    return staged, {name: scores[score] for score, name in sdq.share.items()}, checks
 
 
 def rule_check(rule: Rule) -> Check:

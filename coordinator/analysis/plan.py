@@ -203,7 +203,7 @@ class Design:
     """The numeric design matrix of one population and feature set."""
 
     X: np.ndarray  # float32, (persons, columns), NaN = missing
-    columns: tuple[str, ...]  # encoded column names, e.g. "sex=M", "woz_eur"
+    columns: tuple[str, ...]  # encoded column names, e.g. "sex=M", "income_eur"
     variable_of: tuple[str, ...]  # canonical variable of each column
     dropped: tuple[str, ...]  # variables with no information in this population
     encodings: tuple[Encoding, ...] = ()  # per column: how it encodes its variable (for the gate's tree spec)

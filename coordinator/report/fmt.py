@@ -15,17 +15,9 @@ from kansrijk.schema import VARIABLES
 
 MISSING = "–"
 
-# Canonical variable names as a reader says them (anything else: underscores become spaces).
-_VARIABLE_LABEL = {
-    "woz_eur": "WOZ value",
-    "bmi": "BMI",
-    "sdq_total": "SDQ total",
-    "sdq_prosocial": "SDQ prosocial",
-    "age_years": "age",
-    "buurt_code": "buurt",
-    "wijk_code": "wijk",
-    "woz_bin": "WOZ band (euro)",
-}
+# Derived names as a reader says them; canonical variables take their label from the study file (anything else:
+# underscores become spaces).
+_DERIVED_LABEL = {"age_years": "age"}
 FEATURE_SETS = {"all": "all variables", "factor": "factor model", "factor_model": "factor model"}
 METRIC_ORDER = ("roc_auc", "pr_auc", "recall_at_k", "brier")
 _METRIC_LABEL = {
@@ -38,7 +30,10 @@ _CURRENCY = {"EUR": "€"}
 
 def label(name: str) -> str:
     """A canonical variable (or factor, outcome) name as a reader says it."""
-    return _VARIABLE_LABEL.get(name, name.replace("_", " "))
+    var = VARIABLES.get(name)
+    if var is not None and var.label:
+        return var.label
+    return _DERIVED_LABEL.get(name, name.replace("_", " "))
 
 
 def feature_set_label(name: str) -> str:
@@ -156,7 +151,7 @@ def fmt_fraction(value: Fraction | None) -> str:
 
 
 def fmt_threshold(variable: str, value: float) -> str:
-    """A split threshold in the variable's unit: "€145,500" for a euro amount, "17.75" for a BMI."""
+    """A split threshold in the variable's unit: "€145,500" for a euro amount, "17.75" for a measure in kg/m2."""
     unit = getattr(VARIABLES.get(variable), "unit", None)
     if unit in _CURRENCY:
         return f"{_CURRENCY[unit]}{value:,.0f}"

@@ -216,7 +216,7 @@ def whole_numbers(variable: str, *thresholds: float | None) -> bool:
 
 
 def _range_text(variable: str, low: float | None, high: float | None) -> str:
-    """"age 12 to 15", "grade at most 2", "WOZ value between €122,500 and €145,500", "BMI above 17.85".
+    """"age 12 to 15", "grade at most 2", "WOZ value between €122,500 and €145,500", "weight above 17.85".
 
     For a whole-number variable without a unit (age, grade) a threshold between two whole numbers is written as
     the whole numbers it keeps (a person goes left when the value is at most the threshold)."""

@@ -60,7 +60,7 @@ import pyarrow.parquet as pq
 
 from kansrijk import crypto
 from kansrijk.errors import BundleMalformed, BundleTampered, SchemaMismatch, UnknownPartner, WrongRecipient
-from kansrijk.schema import SCHEMA_VERSION, VARIABLES
+from kansrijk.schema import VARIABLES, schema_version
 
 __all__ = [
     "FORMAT_NAME",
@@ -268,7 +268,7 @@ def build_manifest(
         format=FORMAT_NAME,
         format_version=FORMAT_VERSION,
         partner=partner,
-        schema_version=SCHEMA_VERSION,
+        schema_version=schema_version(),
         policy_digest=policy_digest,
         extract_id=extract_id,
         extract_year=extract_year,
@@ -408,10 +408,10 @@ def payload_columns(payload: pl.DataFrame) -> tuple[ColumnSpec, ...]:
     for name in names:
         var = VARIABLES.get(name)
         if var is None:
-            raise SchemaMismatch(f"payload: column {name!r} is not a canonical variable of schema {SCHEMA_VERSION}")
+            raise SchemaMismatch(f"payload: column {name!r} is not a canonical variable of schema {schema_version()}")
         if payload.schema[name] != var.dtype:
             raise SchemaMismatch(
-                f"payload: column {name!r} has dtype {payload.schema[name]}, schema {SCHEMA_VERSION} says {var.dtype}"
+                f"payload: column {name!r} has dtype {payload.schema[name]}, schema {schema_version()} says {var.dtype}"
             )
         specs.append(ColumnSpec(name=name, kind=str(var.kind)))
     lengths = payload.select(bad=(pl.col("pseudonym").is_null() | (pl.col("pseudonym").bin.size() != 32)).sum()).item()
@@ -666,9 +666,9 @@ def _verify(frame: _Frame, trusted_keys: Mapping[str, bytes | Collection[bytes]]
             f"bundle: manifest signature of partner {manifest.partner!r} does not verify",
             hint="the bundle was altered or damaged; ask the partner to send it again",
         )
-    if manifest.schema_version != SCHEMA_VERSION:
+    if manifest.schema_version != schema_version():
         raise SchemaMismatch(
-            f"bundle: schema version {manifest.schema_version!r}, this coordinator reads {SCHEMA_VERSION!r}",
+            f"bundle: schema version {manifest.schema_version!r}, this coordinator reads {schema_version()!r}",
             hint="the partner and the coordinator must run the same kansrijk schema version",
         )
     names = manifest.column_names
@@ -678,7 +678,7 @@ def _verify(frame: _Frame, trusted_keys: Mapping[str, bytes | Collection[bytes]]
         var = VARIABLES.get(col.name)
         if var is None or str(var.kind) != col.kind:
             raise SchemaMismatch(
-                f"bundle: column {col.name!r} of kind {col.kind!r} is not in schema {SCHEMA_VERSION}",
+                f"bundle: column {col.name!r} of kind {col.kind!r} is not in schema {schema_version()}",
                 hint="the partner's sharing policy maps to a variable this schema does not have",
             )
     return manifest

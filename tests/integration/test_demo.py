@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 
 from coordinator.report import build_report
 from kansrijk.cli import app
-from kansrijk.demo import DP_EPSILON, DP_OUTCOME, PASSPHRASE_ENV, PASSPHRASE_FILE, RELEASE_POLICY, prepare_out
+from kansrijk.cli.demo import DP_EPSILON, PASSPHRASE_ENV, PASSPHRASE_FILE, RELEASE_POLICY, prepare_out
 from kansrijk.errors import OutputExists
 from kansrijk.gate.budget import budget_key
 from kansrijk.gate.ledger import entries, open_existing, verify_ledger
 
 pytestmark = pytest.mark.slow
 PERSONS = 5_000
+DP_OUTCOME = "psychosocial_risk"  # the shipped plan's first outcome: the demo adds its DP model
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,8 @@ def test_every_party_left_its_files_where_the_docs_say(demo_run) -> None:
     for partner in ("cbs", "gemeente", "cjg", "duo"):
         assert len(list((out / "partners" / partner / "outbox").glob("*.kbundle"))) == 1
         assert (out / "partners" / partner / "keys" / f"{partner}-signing.key").stat().st_mode & 0o077 == 0
-    for policy in ("partners.toml", str(RELEASE_POLICY), "analysis/rotterdam-groeit.toml", "sharing/cbs.toml"):
+    for policy in ("partners.toml", str(RELEASE_POLICY), "analysis/rotterdam-groeit.toml", "sharing/cbs.toml",
+                   "studies/rotterdam-groeit/study.toml"):
         assert (out / "policies" / f"{policy}.sig").is_file()
     assert (out / "README.txt").is_file()
 

@@ -116,7 +116,12 @@ def _signed_copy(tmp_path: Path) -> tuple[Path, Path, Path]:
     shutil.copytree(POLICIES, copy, ignore=shutil.ignore_patterns("*.sig"))
     assert run("policy", "keygen", "--out", str(tmp_path / "officer")).exit_code == 0
     key = tmp_path / "officer" / "officer.key"
+    # The shipped study's policies only: another study's files are refused while this one is active (they name
+    # their own study), so the officer signs them with that study active.
+    other_studies = [d for d in (copy / "studies").iterdir() if d.name != "rotterdam-groeit"]
     for path in sorted(copy.rglob("*.toml")):
+        if any(path.is_relative_to(d) for d in other_studies):
+            continue
         assert run("policy", "sign", str(path), "--key", str(key)).exit_code == 0, path
     return copy, copy / "release" / "dp-sdc.toml", tmp_path / "officer" / "officer.pub"
 

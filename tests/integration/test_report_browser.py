@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from analysis_workspace import seeded_secret_keys
 
-from kansrijk.demo import DemoOptions, run_demo
+from kansrijk.cli.demo import DemoOptions, run_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")

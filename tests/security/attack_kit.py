@@ -16,6 +16,7 @@ from coordinator.workspace import hpke_public_key, init_workspace, open_workspac
 from kansrijk import bundle
 from kansrijk.crypto import fingerprint, generate_signing_key, random_key
 from kansrijk.policy.registry import PartnerRegistry, partner_key_from_bytes, render_registry, with_partner
+from kansrijk.schema import schema_version
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 PASS = "security-suite passphrase"
@@ -107,7 +108,11 @@ def coordinator(tmp_path: Path, epochs: tuple[int, ...] = (1,)) -> Coordinator:
         sk, pk = generate_signing_key()
         keys[epoch] = sk
         registry = with_partner(
-            registry, "cbs", key=partner_key_from_bytes(pk, epoch=epoch), schema_versions=["1"], policy_digests=[POLICY]
+            registry,
+            "cbs",
+            key=partner_key_from_bytes(pk, epoch=epoch),
+            schema_versions=[schema_version()],
+            policy_digests=[POLICY],
         )
     assert registry is not None
     reg_path = tmp_path / "partners.toml"

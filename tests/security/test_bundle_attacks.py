@@ -122,7 +122,7 @@ def test_a_bundle_claiming_another_epoch_than_its_key_has_is_refused(coord, tall
 
 
 def test_schema_version_downgrade_is_refused(coord, tally, monkeypatch) -> None:
-    monkeypatch.setattr(bundle, "SCHEMA_VERSION", "0")
+    monkeypatch.setattr(bundle, "schema_version", lambda: "sha256:" + "0" * 64)  # an older study file's digest
     old_schema = coord.seal(extract_id="old-schema")
     monkeypatch.undo()
     err = _refused(coord, old_schema, SchemaMismatch)

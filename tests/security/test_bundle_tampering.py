@@ -27,6 +27,7 @@ from kansrijk.errors import (
     WrongRecipient,
 )
 from kansrijk.policy.registry import partner_key_from_bytes, render_registry, with_partner
+from kansrijk.schema import schema_version
 
 PASS = "tamper-test passphrase"
 POLICY = "sha256:" + "1" * 64
@@ -100,7 +101,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
     monkeypatch.setenv("KANSRIJK_SCRYPT_LOG2N", "14")
     sk, pk = generate_signing_key()
     registry = with_partner(
-        None, "cbs", key=partner_key_from_bytes(pk, epoch=1), schema_versions=["1"], policy_digests=[POLICY]
+        None,
+        "cbs",
+        key=partner_key_from_bytes(pk, epoch=1),
+        schema_versions=[schema_version()],
+        policy_digests=[POLICY],
     )
     reg_path = tmp_path / "partners.toml"
     reg_path.write_text(render_registry(registry))

@@ -259,9 +259,10 @@ def test_decompressed_size_limit_is_enforced(keys):
 
 
 def test_schema_version_mismatch_is_refused_after_the_signature(keys, monkeypatch):
-    monkeypatch.setattr(bundle, "SCHEMA_VERSION", "99")
+    # The schema version is the active study's digest: a partner that read another study file seals another one.
+    monkeypatch.setattr(bundle, "schema_version", lambda: "sha256:" + "9" * 64)
     data = _seal(keys)
-    monkeypatch.setattr(bundle, "SCHEMA_VERSION", "1")
+    monkeypatch.undo()
     with pytest.raises(SchemaMismatch, match="schema version"):
         bundle.verify_bundle(data, keys.trusted)
 
@@ -332,3 +333,19 @@ def test_declared_empty_is_signed_only_as_true_and_only_without_rows(keys):
     for value in (False, 1, "true"):
         with pytest.raises(ValueError, match="declared_empty"):
             bundle._manifest_from_object({**obj, "declared_empty": value})
+
+
+def test_a_bundle_of_another_study_is_refused_naming_both_schema_versions(keys):
+    """A partner whose node read another study seals that study's digest; the coordinator refuses it."""
+    from pathlib import Path
+
+    from kansrijk.schema import schema_version
+    from kansrijk.study import load_study, use_study
+
+    other = load_study(Path(__file__).resolve().parents[2] / "policies" / "studies" / "utrecht-jeugdmonitor")
+    payload = _payload().drop("woz_eur", "bmi")  # variables both studies declare
+    with use_study(other):
+        data = _seal(keys, payload, partner="gemeente")
+    with pytest.raises(SchemaMismatch) as refused:
+        bundle.verify_bundle(data, keys.trusted)
+    assert other.digest in str(refused.value) and schema_version() in str(refused.value)

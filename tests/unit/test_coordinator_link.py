@@ -56,7 +56,7 @@ def test_majority_wins_then_cbs_breaks_ties_else_the_person_is_excluded() -> Non
     }
     linked = link_frames(tables, 2023).collect().sort("pseudonym")
     assert linked["sex"].to_list() == ["F", "F", "F", None]
-    assert linked["resolution_sex"].cast(pl.String).to_list() == ["majority", "cbs_tiebreak", "agree", "unresolved"]
+    assert linked["resolution_sex"].cast(pl.String).to_list() == ["majority", "tiebreak", "agree", "unresolved"]
     assert linked["conflict_sex"].to_list() == [True, True, False, True]
     report = report_from_frame(linked, 2023, PARTNERS)
     assert report.excluded_unresolved == 1
@@ -95,7 +95,7 @@ def _reference_rule(values: dict[str, str | None]) -> tuple[str | None, str]:
     if len(leaders) == 1:
         return leaders[0], "majority"
     if "cbs" in reported and reported["cbs"] in leaders:
-        return reported["cbs"], "cbs_tiebreak"
+        return reported["cbs"], "tiebreak"
     return None, "unresolved"
 
 

@@ -13,6 +13,7 @@ from coordinator.workspace import init_workspace, load_keys, open_workspace, rea
 from kansrijk.crypto import fingerprint
 from kansrijk.errors import KeyMaterialError, OutputExists, WorkspaceError
 from kansrijk.gate.keys import load_gate_signer
+from kansrijk.schema import schema_version
 
 PASS = "correct horse battery staple"
 
@@ -108,7 +109,7 @@ def test_with_trusted_officers_only_a_signed_unaltered_registry_is_used(tmp_path
                 None,
                 "cjg",
                 key=partner_key_from_bytes(partner_pk, epoch=1),
-                schema_versions=["1"],
+                schema_versions=[schema_version()],
                 policy_digests=["sha256:" + "a" * 64],
             )
         )

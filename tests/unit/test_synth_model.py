@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import statsmodels.api as sm
 
-from kansrijk.outcomes import OUTCOME_NAMES, derive_outcomes, sdq_cutoff
+from kansrijk.outcomes import OUTCOME_NAMES, derive_outcomes, outcome
 from kansrijk.synth.city import CityPaths, generate_city
 from kansrijk.synth.extracts import SDQ_COLUMNS
 from kansrijk.synth.outcomes_model import REVERSED_ITEMS, score_sdq_items
@@ -151,7 +151,7 @@ def test_sdq_items_score_to_the_total_and_put_the_person_on_the_right_side_of_th
     assert (score_sdq_items(matrix) == items["sdq_total"].to_numpy()).all()
     only_total = joined.filter(pl.col("sdq_01").is_null())
     assert (only_total["sdq_totaal"] == only_total["sdq_total"]).all()
-    cut = np.array([sdq_cutoff(a) for a in joined["age"].to_list()])
+    cut = np.array([outcome("psychosocial_risk").threshold_for_age(a) for a in joined["age"].to_list()])
     assert ((joined["sdq_total"].to_numpy() > cut) == joined["psychosocial_risk"].to_numpy()).all()
 
 

@@ -1,4 +1,4 @@
-"""The shared outcome definitions in kansrijk.outcomes."""
+"""The outcome definitions: declared in the shipped study file, derived by kansrijk.outcomes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES, SDQ_CLINICAL_CUTOFFS, derive_outcomes, sdq_cutoff
+from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES, derive_outcomes, outcome
+from kansrijk.synth.outcomes_model import sdq_clinical_cutoffs
+
+SDQ_CLINICAL_CUTOFFS = sdq_clinical_cutoffs()
+
+
+def sdq_cutoff(age: int) -> float | None:
+    return outcome("psychosocial_risk").threshold_for_age(age)
 
 
 def test_sdq_cutoffs_cover_ages_4_to_18_without_gaps_within_the_dutch_range() -> None:
@@ -54,6 +61,6 @@ def test_missing_source_variables_skip_the_outcome() -> None:
 
 
 def test_every_outcome_names_its_partner_and_probability_column() -> None:
-    assert tuple(OUTCOMES) == OUTCOME_NAMES
+    assert tuple(OUTCOMES) == tuple(OUTCOME_NAMES)
     assert {o.partner for o in OUTCOMES.values()} == {"cjg", "duo", "cbs"}
     assert OUTCOMES["delinquency"].probability_column == "p_delinquency"

@@ -26,6 +26,8 @@ from kansrijk.policy.dpia import write_dpia_annex
 from kansrijk.policy.release import ReleasePolicy, explain_release_policy
 from kansrijk.policy.sharing import SharingPolicy, explain_sharing_policy
 from kansrijk.policy.signing import load_policy, sign_policy, verify_policy
+from kansrijk.study.explain import explain_study
+from kansrijk.study.model import StudyFile
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable name, not a secret)
 
@@ -77,12 +79,15 @@ def check_cmd(
 
 
 @policy_app.command("explain")
-def explain_cmd(file: Annotated[Path, typer.Argument(help="A release policy or a partner's sharing policy.")]) -> None:
+def explain_cmd(
+    file: Annotated[Path, typer.Argument(help="A release policy, a partner's sharing policy or a study file.")],
+) -> None:
     """Say in plain language what a policy does.
 
     A release policy: what each rule protects against, what epsilon means for one person in words, the floors and
     ceilings it is held to, whose DP budget it spends, and where it is stricter than ACRO and why. A sharing
     policy: what the partner shares, in which form, under which purpose and legal basis, and what never leaves.
+    A study file: its partners and what each holds, the variables, the linkage check and each outcome's definition.
 
     Example: kansrijk policy explain policies/release/dp-sdc.toml
     """
@@ -91,9 +96,11 @@ def explain_cmd(file: Annotated[Path, typer.Argument(help="A release policy or a
         lines = explain_release_policy(model)
     elif isinstance(model, SharingPolicy):
         lines = explain_sharing_policy(model)
+    elif isinstance(model, StudyFile):
+        lines = explain_study(model)
     else:
         raise PolicyError(
-            f"{file}: explain knows release and sharing policies (this file is kind {kind!r})",
+            f"{file}: explain knows release policies, sharing policies and study files (this file is kind {kind!r})",
             hint="`kansrijk policy dpia` puts every policy of a study in one document",
         )
     for line in lines:

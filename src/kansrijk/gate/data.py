@@ -87,13 +87,10 @@ def _linkage_domains() -> dict[str, Domain]:
     return out
 
 
-LINKAGE_DOMAINS = _linkage_domains()
-
-
 def domain_of(table: Table, name: str) -> Domain | None:
     """The public domain of ``name`` in ``table``, or None when the gate knows no such variable."""
     if table == "linkage":
-        return LINKAGE_DOMAINS.get(name)
+        return _linkage_domains().get(name)
     if name.endswith(LAST_YEAR):
         base = domain_of(table, name[: -len(LAST_YEAR)])
         return None if base is None else Domain(name, base.kind, base.categories, base.bounds)
@@ -202,7 +199,6 @@ class GateData:
 
 __all__ = [
     "LAST_YEAR",
-    "LINKAGE_DOMAINS",
     "PERSON",
     "YEAR",
     "DatasetInvalid",

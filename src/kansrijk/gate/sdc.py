@@ -3,7 +3,7 @@
 Each rule returns a ``RuleOutcome``: ``pass``, ``suppress`` (some cells withheld) or ``refuse`` (nothing
 released). Rules and their sources (see ``sdc-rules.md`` and ``docs/privacy-officer.md``):
 
-- ``threshold``: fewer than ``min_persons_per_cell`` persons in a cell (ACRO, ABS rule of 10, CBS);
+- ``threshold``: fewer than ``min_persons_per_cell`` persons in a cell (ACRO, ABS rule of 10, Statistics Netherlands);
 - ``p_percent``: (total - top1 - top2) / top1 < p (ACRO ``safe_pratio_p``);
 - ``nk_dominance``: the n largest contributions are >= k of the total (Bundesbank RDSC; ``>=`` as ACRO v1);
 - ``all_values_same``: every contributor in a cell has the same value (class disclosure, ACRO);

@@ -279,12 +279,11 @@ class Metrics(PolicyModel):
 class Association(PolicyModel):
     """The limited statistical analysis: is ``outcome`` associated with ``variable``, linearly or not?"""
 
-    outcome: str = "psychosocial_risk"
-    variable: str = "woz_eur"
-    scale: float = Field(default=100_000.0, gt=0.0, description="The variable is divided by this (EUR 100k).")
+    outcome: str = Field(description="The binary outcome (an outcome of the study).")
+    variable: str = Field(description="The numeric canonical variable it is tested against.")
+    scale: float = Field(default=1.0, gt=0.0, description="The variable is divided by this (e.g. 100000 euro).")
     spline_df: int = Field(default=5, ge=3, le=10, description="Degrees of freedom of the spline basis.")
     bin_edges: tuple[float, ...] = Field(
-        default=(100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000),
         description="Public inner bin edges; the outer bins are open (no minimum or maximum is revealed).",
     )
     permutations: int = Field(default=999, ge=99, le=100_000)
@@ -345,6 +344,22 @@ class AnalysisPlan(PolicyModel):
     """An analysis plan file (``kind = "analysis"``)."""
 
     kind: Literal["analysis"]
+    study: str | None = Field(
+        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
+    )
+
+    @field_validator("study")
+    @classmethod
+    def _active_study(cls, value: str | None) -> str | None:
+        from kansrijk.study import active_study
+
+        current = active_study()
+        if value is not None and value != current.name:
+            raise ValueError(
+                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
+                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
+            )
+        return value
     version: Literal[1] = 1
     title: str = Field(min_length=1)
     dataset: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -355,7 +370,7 @@ class AnalysisPlan(PolicyModel):
     features: Features = Features()
     model: Model = Model()
     metrics: Metrics = Metrics()
-    association: Association | None = Association()
+    association: Association | None = None
     release_trees: bool = True
     dp_model: DpModelPlan = DpModelPlan()
     retention: Retention | None = None

@@ -193,7 +193,7 @@ def render_annex(
             *(f"  - {describe_column(src, spec)}" for src, spec in policy.columns.items()),
         ]
         if policy.sdq is not None:
-            out.append(f"  - the SDQ answers → only the scores {', '.join(policy.sdq.share)}")
+            out.append(f"  - the SDQ answers → only the scores {', '.join(policy.sdq.share.values())}")
         out += [
             f"- **Never shared** (asserted absent from every bundle): {', '.join(policy.never_share) or 'none listed'}",
             f"- **Faulty rows** stay at the partner (local quarantine report, no values); above "

@@ -2,7 +2,7 @@
 bands and value forms.
 
 A parameter the requester chooses freely can isolate persons: a quantile level of 1e-12 is the minimum, a
-histogram edge moved by 0.5 puts one home in a bin of its own, a sum of ``woz_eur + 10,000,000`` defeats the
+histogram edge moved by 0.5 puts one home in a bin of its own, a sum of ``amount_eur + 10,000,000`` defeats the
 dominance rule, and a capped mean next to the raw mean of the same group gives the top value. So every such
 parameter comes from a grid the privacy officer declares and signs here (``[grids]`` of the release policy), and
 each value variable is aggregated in exactly one form (raw, or clipped to the declared interval), never two.

@@ -10,12 +10,12 @@ Example::
     format = "kansrijk-partner-registry"
     version = 1
 
-    [partners.cbs]
+    [partners.registry_office]
     description = "Statistics Netherlands"
     allowed_schema_versions = ["1"]
     allowed_policy_digests = ["sha256:6f1c..."]
 
-    [[partners.cbs.keys]]
+    [[partners.registry_office.keys]]
     public_key = "base64 of the 32-byte Ed25519 public key"
     fingerprint = "0123456789abcdef0123456789abcdef"
     epoch = 1

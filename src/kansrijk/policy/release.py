@@ -5,7 +5,8 @@ run on an unsigned or altered one. Per output kind it says whether the output is
 disclosure control (``sdc``), answered with differential privacy (``dp``), or both (``dp+sdc``: every SDC rule
 runs on the true data and the values that pass are released with DP noise).
 
-The defaults are the strictest figures in ``sdc-rules.md`` (ACRO, ABS DataLab, Bundesbank RDSC, SACRO-ML, CBS).
+The defaults are the strictest figures in ``sdc-rules.md`` (ACRO, ABS DataLab, Bundesbank RDSC, SACRO-ML,
+Statistics Netherlands).
 A policy may be stricter; a policy that is *looser* than that floor, or spends more privacy than the DP ceilings
 below allow, does not validate, so neither a typo nor a hostile edit can weaken the gate: every number a policy
 can set has a floor or a ceiling (``LIMITS``), or cannot loosen anything (said per key in
@@ -112,7 +113,12 @@ def _f(x: float | int) -> Fraction:
 # enforces them (pydantic constraints and the validators below); the tests check no valid policy breaks one;
 # ``explain`` lists them in words. Keys absent here cannot loosen the gate (docs/privacy-officer.md says why).
 LIMITS: tuple[Limit, ...] = (
-    Limit("sdc.min_persons_per_cell", "floor", _f(FLOOR_MIN_PERSONS), "persons per cell: ACRO, ABS DataLab, CBS"),
+    Limit(
+        "sdc.min_persons_per_cell",
+        "floor",
+        _f(FLOOR_MIN_PERSONS),
+        "persons per cell: ACRO, ABS DataLab, Statistics Netherlands",
+    ),
     Limit("sdc.p_percent", "floor", _f(FLOOR_P_PERCENT), "p% rule: ACRO"),
     Limit("sdc.p_percent", "ceiling", Fraction(1), "a share", domain=True),
     Limit("sdc.nk_n", "floor", _f(FLOOR_NK_N), "(n,k) dominance over the 2 largest: Bundesbank RDSC, ACRO"),
@@ -468,6 +474,22 @@ class ReleasePolicy(PolicyModel):
         return bound_message(key, value)
 
     kind: Literal["release"]
+    study: str | None = Field(
+        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
+    )
+
+    @field_validator("study")
+    @classmethod
+    def _active_study(cls, value: str | None) -> str | None:
+        from kansrijk.study import active_study
+
+        current = active_study()
+        if value is not None and value != current.name:
+            raise ValueError(
+                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
+                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
+            )
+        return value
     version: Literal[1] = 1
     title: str = Field(min_length=1)
     dataset: str = Field(

@@ -150,7 +150,25 @@ class SdqScoring(PolicyModel):
 
     items: list[str] = Field(min_length=25, max_length=25, description="The 25 item columns, in official order.")
     total: str | None = Field(None, description="Column with the total when only the total was recorded.")
-    share: list[Literal["sdq_total", "sdq_prosocial"]] = Field(min_length=1, description="Scores shared.")
+    share: dict[Literal["total_difficulties", "prosocial"], str] = Field(
+        min_length=1, description="Score shared -> the canonical variable (of the study) it is shared as."
+    )
+
+    @field_validator("share")
+    @classmethod
+    def _integer_variables(cls, value: dict[str, str]) -> dict[str, str]:
+        for score, name in value.items():
+            var = VARIABLES.get(name)
+            if var is None or var.kind != Kind.INT:
+                raise ValueError(f"{score}: {name!r} is not an integer canonical variable of the study")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two scores are shared as the same variable")
+        return value
+
+    @property
+    def total_variable(self) -> str:
+        """The variable the item checks are reported under (the total's, else the first shared score's)."""
+        return self.share.get("total_difficulties") or next(iter(self.share.values()))
 
 
 class Rule(PolicyModel):
@@ -200,6 +218,22 @@ class SharingPolicy(PolicyModel):
     """One partner's sharing policy (see the module docstring)."""
 
     kind: Literal["sharing"] = Field("sharing", description='Policy kind; always "sharing".')
+    study: str | None = Field(
+        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
+    )
+
+    @field_validator("study")
+    @classmethod
+    def _active_study(cls, value: str | None) -> str | None:
+        from kansrijk.study import active_study
+
+        current = active_study()
+        if value is not None and value != current.name:
+            raise ValueError(
+                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
+                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
+            )
+        return value
     partner: str = Field(description="Partner name as in the partner registry.")
     purpose: str = Field(min_length=10, description="Why these data are shared.")
     legal_basis: str = Field(min_length=10, description="The legal basis (article, agreement).")
@@ -249,7 +283,7 @@ class SharingPolicy(PolicyModel):
 
     @property
     def sdq_outputs(self) -> list[str]:
-        return list(self.sdq.share) if self.sdq is not None else []
+        return list(self.sdq.share.values()) if self.sdq is not None else []
 
     @property
     def shared_variables(self) -> tuple[str, ...]:
@@ -308,8 +342,8 @@ def explain_sharing_policy(policy: SharingPolicy) -> list[str]:
     ]
     if policy.sdq is not None:
         lines.append(
-            f"- the {len(policy.sdq.items)} SDQ items → only the scores {', '.join(policy.sdq.share)} (the answers "
-            "themselves never leave)"
+            f"- the {len(policy.sdq.items)} SDQ items → only the scores {', '.join(policy.sdq.share.values())} "
+            "(the answers themselves never leave)"
         )
     lines += [
         "",

@@ -43,6 +43,7 @@ POLICY_KINDS: dict[str, str] = {
     "analysis": "kansrijk.policy.analysis:AnalysisPlan",
     "factor_model": "kansrijk.policy.factors:FactorModel",
     "sharing": "kansrijk.policy.sharing:SharingPolicy",
+    "study": "kansrijk.study.model:StudyFile",
 }
 # Files that say what they are with ``format`` instead of ``kind``.
 POLICY_FORMATS: dict[str, str] = {

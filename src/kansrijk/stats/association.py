@@ -31,7 +31,7 @@ import statsmodels.api as sm
 from scipy import stats
 from sklearn.preprocessing import SplineTransformer
 
-BIN_COLUMN = "woz_bin"
+BIN_COLUMN = "value_bin"  # the binned variable (internal column; never released under this name)
 
 
 @dataclass(frozen=True, slots=True)

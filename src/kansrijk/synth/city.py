@@ -25,7 +25,7 @@ import polars as pl
 
 from kansrijk.errors import InputError, OutputExists
 from kansrijk.fsutil import atomic_path, atomic_write_bytes
-from kansrijk.outcomes import OUTCOMES, SDQ_CLINICAL_CUTOFFS
+from kansrijk.outcomes import OUTCOMES
 from kansrijk.synth.extracts import (
     PARTNER_ORDER,
     build_typed_extract,
@@ -41,6 +41,7 @@ from kansrijk.synth.outcomes_model import (
     WOZ_YEARLY_GROWTH,
     OutcomeParameters,
     YearCalibration,
+    sdq_clinical_cutoffs,
     simulate_years,
 )
 from kansrijk.synth.population import (
@@ -377,7 +378,7 @@ def _effects_document(
             },
         },
         "sdq_clinical_cutoffs": [
-            {"ages": [b.min_age, b.max_age], "clinical_if_total_above": b.above} for b in SDQ_CLINICAL_CUTOFFS
+            {"ages": [b.min_age, b.max_age], "clinical_if_total_above": b.above} for b in sdq_clinical_cutoffs()
         ],
         "effects": effects,
         "population_parameters": pop_params.to_json(),
@@ -398,6 +399,19 @@ def _effects_document(
     }
 
 
+def outcome_parameters(planted: dict[str, float]) -> OutcomeParameters:
+    """The calibrated city's targets and log-odds, as the study file's ``[synthetic.planted_parameters]`` sets
+    them (the rest keep their documented defaults). ``InputError`` naming an unknown key."""
+    known = set(OutcomeParameters.__dataclass_fields__)
+    unknown = sorted(set(planted) - known)
+    if unknown:
+        raise InputError(
+            f"synthetic.planted_parameters: unknown parameter(s) {unknown} of the calibrated city",
+            hint=f"known: {', '.join(sorted(known))}",
+        )
+    return OutcomeParameters(**{k: float(v) for k, v in planted.items()})
+
+
 def generate_city(
     out: Path,
     *,
@@ -408,6 +422,7 @@ def generate_city(
     latin1: bool = False,
     force: bool = False,
     on_step: Callable[[str], None] | None = None,
+    planted: dict[str, float] | None = None,
 ) -> CityPaths:
     """Generate the city into ``out``: the partners' raw extracts and, separately, the ground truth.
 
@@ -426,7 +441,7 @@ def generate_city(
     city = build_city_map(rng)
     population = generate_population(rng, city, persons, max(years))
     step("simulating the yearly waves")
-    out_params = OutcomeParameters()
+    out_params = outcome_parameters(planted or {})
     person_year, calibrations, items = simulate_years(rng, population, years, out_params)
 
     stable = population.persons

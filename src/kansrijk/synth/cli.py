@@ -10,7 +10,9 @@ from rich.table import Table
 
 from kansrijk.console import console, progress_bar
 from kansrijk.errors import InputError
+from kansrijk.study import active_study
 from kansrijk.synth.city import generate_city
+from kansrijk.synth.declared import generate_declared_city
 
 app = typer.Typer(
     help="Generate the synthetic city: raw partner extracts plus a separate ground truth.", no_args_is_help=True
@@ -41,16 +43,27 @@ def city(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the city in a non-empty --out directory.")] = False,
 ) -> None:
-    """Generate a Rotterdam-scale synthetic youth population and the four partners' raw extracts.
+    """Generate the active study's synthetic city: its population and each partner's raw extract.
 
-    Writes DIR/extracts/<partner>/<partner>_<year>.<ext> in each partner's native format and, separately,
-    DIR/ground_truth/ (persons.parquet, faults.parquet, effects.json); DIR/city.json is written last.
+    Writes DIR/extracts/<partner>/<file> in each partner's native format and, separately, DIR/ground_truth/
+    (persons.parquet, effects.json; the calibrated city adds faults.parquet); DIR/city.json is written last. The
+    study's [synthetic] section says which city: the calibrated one of the shipped study, or one drawn from the
+    section's distributions and planted effects (kansrijk --study PATH synth city ...).
 
     Example:
 
         kansrijk synth city --persons 150000 --seed 7 --out city --years 2022,2023
     """
     year_tuple = _parse_years(years)
+    study = active_study()
+    if study.file.synthetic is not None and study.file.synthetic.generator == "declared":
+        declared = generate_declared_city(
+            study, out, persons=persons, seed=seed, years=year_tuple, fault_rate=fault_rate, force=force
+        )
+        for (partner, year), path in sorted(declared.extracts.items()):
+            _out.print(f"{partner} {year}: {path.relative_to(declared.root)}")
+        _out.print(f"ground truth: {declared.ground_truth} (never give it to a partner or the coordinator)")
+        return
     total = 3 + 4 * len(year_tuple)
     with progress_bar("synthetic city", total=total) as (progress, task):
 
@@ -66,6 +79,7 @@ def city(
             latin1=latin1,
             force=force,
             on_step=step,
+            planted=dict(study.file.synthetic.planted_parameters) if study.file.synthetic is not None else None,
         )
     table = Table(title=f"synthetic city in {paths.root}", show_lines=False)
     table.add_column("partner")

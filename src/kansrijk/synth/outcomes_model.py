@@ -17,13 +17,31 @@ import polars as pl
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from kansrijk.outcomes import SDQ_CLINICAL_CUTOFFS, SDQ_MAX_AGE, SDQ_MIN_AGE
-from kansrijk.schema import TRACKS
 from kansrijk.synth.population import LOG_WOZ_CENTRE, LOG_WOZ_SCALE, Population, calibrate_intercept, labels, masked
+
+
+@dataclass(frozen=True, slots=True)
+class SdqCutoff:
+    """Total difficulties strictly above ``above`` is clinical for ages ``min_age``..``max_age`` (inclusive)."""
+
+    min_age: int
+    max_age: int
+    above: int
+
+
+def sdq_clinical_cutoffs() -> tuple[SdqCutoff, ...]:
+    """The clinical cut-offs by age band, as the study's psychosocial outcome declares them (one definition)."""
+    from kansrijk.outcomes import outcome
+
+    bands = outcome("psychosocial_risk").model.derivation.by_age
+    return tuple(SdqCutoff(b.min_age, b.max_age, int(b.value)) for b in bands)
+
 
 OUT, PO, VO, MBO = 0, 1, 2, 3
 SECTOR_NAMES = (None, "primary", "secondary", "mbo")
 SECTOR_CODES = (None, "PO", "VO", "MBO")
+# The school tracks in the order the generator's indices follow (the study file lists the same; a test checks it).
+TRACKS = ("PO", "VMBO-B", "VMBO-K", "VMBO-G", "VMBO-T", "HAVO", "VWO", "MBO-1", "MBO-2", "MBO-3", "MBO-4")
 TRACK_NAMES = (*TRACKS, None)  # index -1 -> missing
 T_PO, T_VMBO_B, T_VMBO_K, T_VMBO_G, T_VMBO_T, T_HAVO, T_VWO, T_MBO1, T_MBO2, T_MBO3, T_MBO4 = range(11)
 # Years a track takes (VO tracks, MBO levels); PO is groep 1-8.
@@ -345,7 +363,8 @@ def simulate_years(
             + prm.parenting_single_parent * single
             + prm.parenting_low_income * low
         )
-        in_sdq_ages = (age >= SDQ_MIN_AGE) & (age <= SDQ_MAX_AGE)
+        cutoffs = sdq_clinical_cutoffs()
+        in_sdq_ages = (age >= cutoffs[0].min_age) & (age <= cutoffs[-1].max_age)
         ints["parenting_concerns"] = calibrate_intercept(lin, prm.parenting_target, in_sdq_ages)
         parenting = in_sdq_ages & (rng.random(n) < expit(ints["parenting_concerns"] + lin))
         compulsory = (age >= 5) & (age <= 17)
@@ -399,7 +418,7 @@ def simulate_years(
         p_psy = np.where(in_sdq_ages, expit(a_psy + prm.psychosocial_curvature * (z - centre) ** 2 + rest), 0.0)
         psy = in_sdq_ages & (rng.random(n) < p_psy)
         cutoff = np.zeros(n, dtype=np.int64)
-        for band in SDQ_CLINICAL_CUTOFFS:
+        for band in cutoffs:
             cutoff[(age >= band.min_age) & (age <= band.max_age)] = band.above
         sdq_total = np.zeros(n, dtype=np.int64)
         items = np.zeros((n, 25), dtype=np.int8)

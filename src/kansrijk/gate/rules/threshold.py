@@ -1,4 +1,5 @@
-"""Threshold: a cell of fewer than ``min_persons_per_cell`` persons is withheld (ACRO, ABS rule of 10, CBS).
+"""Threshold: a cell of fewer than ``min_persons_per_cell`` persons is withheld
+(ACRO, ABS rule of 10, Statistics Netherlands).
 
 Zeros are disclosive too (everyone in the group lacks the attribute), and a zero is below the threshold, so this
 rule also enforces ``zeros_are_disclosive``."""

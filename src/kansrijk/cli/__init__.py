@@ -8,6 +8,10 @@ message on stderr and its documented exit code, never a traceback.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import click
 import typer
 from rich.text import Text
@@ -71,13 +75,35 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _activate_study(value: Path | None) -> None:
+    """Activate the study named by ``--study`` (or ``$KANSRIJK_STUDY``) for this process and the processes it
+    starts (a gate service reads the same study). A missing or malformed file is an error here, before any
+    command runs."""
+    if value is None:
+        return
+    from kansrijk.study import STUDY_ENV, activate, load_study, study_path
+
+    study = load_study(study_path(value))
+    activate(study)
+    os.environ[STUDY_ENV] = str(study.path)
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            "--study",
+            envvar="KANSRIJK_STUDY",
+            help="The study file (or its directory) every command works on; default: the shipped study.",
+        ),
+    ] = None,
 ) -> None:
     """Privacy-first federated analysis of linked youth data."""
+    _activate_study(study)
 
 
 def _mount() -> None:
@@ -85,7 +111,7 @@ def _mount() -> None:
     from coordinator.cli import app as coordinator_app
     from coordinator.query_cli import app as query_app
     from coordinator.service.cli import app as gate_service_app
-    from kansrijk.demo import demo_command
+    from kansrijk.cli.demo import demo_command
     from kansrijk.gate.cli import ledger_app, policy_app, review_app
     from kansrijk.synth.cli import app as synth_app
     from node_agent.cli import app as node_app

@@ -1,10 +1,12 @@
-"""`kansrijk demo`: the whole pipeline on the synthetic city, every role played once, in one directory.
+"""`kansrijk demo`: the whole pipeline on a study's synthetic city, every role played once, in one directory.
 
-This module is a composition root like ``kansrijk.cli``: it is the one place outside the CLI root that imports
-both roles (``node_agent`` and ``coordinator``), and it only calls their library functions, in the order the
-real parties would act:
+This module belongs to the composition root ``kansrijk.cli``, the only package of ``kansrijk`` that imports both
+roles (``node_agent`` and ``coordinator``); it only calls their library functions, in the order the real parties
+would act. The study (``--study``, default the shipped one) names the partners, the policies and the outcomes;
+nothing below names them:
 
-1. the synthetic city writes each partner's raw extract (``kansrijk.synth``);
+1. the synthetic city writes each partner's raw extract (``kansrijk.synth``), or ``--city DIR`` supplies the
+   partners' own extracts (``DIR/<partner>/<file with the year in its name>``);
 2. key ceremony: each partner makes its signing key, one link key is made and copied to every partner, the
    privacy officer makes a signing key;
 3. the privacy officer writes the partner registry for those keys and signs it, the release policy, the
@@ -13,14 +15,15 @@ real parties would act:
    key) and installs the registry;
 5. each partner's node agent validates, minimises, pseudonymises and seals its extracts into its outbox;
 6. the coordinator ingests the bundles, links them, and runs the signed analysis plan through the release gate
-   (the run's copy of the plan adds a differentially private tree for psychosocial risk next to the non-private
-   tree, so the report shows what privacy costs; the release policy is ``dp-models.toml``, which allows it). The
+   (the run's copy of the plan adds a differentially private tree for the plan's first outcome next to the
+   non-private tree, so the report shows what privacy costs; the study's release policy must allow it). The
    analysis runs inside a gate service the demo starts as its own process (``kansrijk gate serve``) and stops
    at the end: the operator's side sends the signed plan over the service's local socket, the gate trains and
    releases on its side. The demo runs the service under the same OS user as itself, so the process boundary
    holds but the file boundary does not; in deployment the gate has its own user (docs/deployment.md);
-7. the review route: the analyst asks for a refused output (a hand-built one-split tree on sex, refused on the
-   training rule because it was built without a minimum leaf size) to be reviewed, with a justification; the
+7. the review route: the analyst asks for a refused output (a hand-built one-split tree on the study's first
+   shared category attribute, refused on the training rule because it was built without a minimum leaf size) to
+   be reviewed, with a justification; the
    privacy officer reads the request and signs an approval (``officer/reviews/R000001.json``); the gate verifies
    it and releases the tree with the approval in its ledger entry (``kansrijk.gate.review``);
 8. the report is built from ``WS/released/`` only, the ledger is verified, and the privacy officer signs its
@@ -63,28 +66,28 @@ import typer
 from kansrijk import crypto
 from kansrijk.errors import InputError, OutputExists
 from kansrijk.fsutil import atomic_write_bytes
-from kansrijk.schema import PARTNERS, SCHEMA_VERSION
+from kansrijk.schema import PARTNERS, VARIABLES, Kind, schema_version
+from kansrijk.study import (
+    Study,
+    default_study_path,
+    load_signed_study,
+    load_study,
+    shipped_policies,
+    study_path,
+    use_study,
+)
 
 PASSPHRASE_ENV = "KANSRIJK_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
 PASSPHRASE_FILE = "DEMO-PASSPHRASE"  # noqa: S105 (a file name)
 ANCHOR_FILE = "ledger-anchor.json"
 GATE_LOG = "gate-service.log"
-# dp-models.toml is dp-sdc.toml (same output rules, same per-table epsilon) plus a [dp_model] section and a budget
-# large enough for the DP models: every release the demo made under dp-sdc.toml passes under it unchanged.
+# The shipped study's release policy (dp-models.toml) is dp-sdc.toml (same output rules, same per-table epsilon)
+# plus a [dp_model] section and a budget large enough for the DP models. Paths relative to the policies root.
 RELEASE_POLICY = Path("release") / "dp-models.toml"
-ANALYSIS_PLAN = Path("analysis") / "rotterdam-groeit.toml"
-FACTOR_MODEL = Path("factors") / "factor-model.toml"
-# The outcome the demo also models with differential privacy (the most common one), the model and its epsilon per
-# feature set: two DP models in all, next to the non-private trees of the same outcome.
-DP_OUTCOME = "psychosocial_risk"
+# The model the demo adds for the plan's first outcome and its epsilon per feature set: two DP models in all, next
+# to the non-private trees of the same outcome.
 DP_MODEL = "dp_tree"
 DP_EPSILON = Fraction(1)
-PARTNER_DESCRIPTIONS = {
-    "cbs": "Statistics Netherlands (CBS)",
-    "gemeente": "Gemeente Rotterdam (municipality)",
-    "cjg": "Centrum voor Jeugd en Gezin (youth health service)",
-    "duo": "Dienst Uitvoering Onderwijs (education register)",
-}
 STAGES = (
     "generate the synthetic city",
     "key ceremony",
@@ -125,6 +128,8 @@ class DemoOptions:
     fault_rate: float = 0.005
     force: bool = False
     min_positives: int | None = None  # lowers the plan's model.min_positives in this run's copy (small cities)
+    study: Path | None = None  # the study file (or its directory); None: the shipped default study
+    city: Path | None = None  # the partners' own raw extracts instead of a generated city
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,14 +191,91 @@ class DemoResult:
 # --- helpers -----------------------------------------------------------------------------------------------
 def example_policies() -> Path:
     """The example policy files: ``policies/`` of the source tree, or ``kansrijk/_policies`` in a wheel."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "policies", here.parent / "_policies"):
-        if (candidate / RELEASE_POLICY).is_file():
-            return candidate
-    raise InputError(
-        "the example policy files were not found (policies/ in the source tree, kansrijk/_policies in a wheel)",
-        hint="reinstall kansrijk (pip install -e .) or run from a checkout",
+    return shipped_policies()
+
+
+@dataclass(frozen=True, slots=True)
+class StudyFiles:
+    """Where a study's policy files are, below one root the demo copies (``root`` holds them all)."""
+
+    root: Path
+    study: Path
+    sharing: Path
+    analysis_plan: Path
+    release_policy: Path
+    factor_model: Path
+
+    def moved(self, new_root: Path) -> StudyFiles:
+        def move(p: Path) -> Path:
+            return new_root / p.relative_to(self.root)
+
+        return StudyFiles(new_root, move(self.study), move(self.sharing), move(self.analysis_plan),
+                          move(self.release_policy), move(self.factor_model))  # fmt: skip
+
+
+def study_files(study: Study) -> StudyFiles:
+    """The study's files and the root to copy: the shipped policies for a shipped study, else the study's own
+    directory. ``InputError`` when the study names no ``files`` or one lies outside that root."""
+    if study.file.files is None:
+        raise InputError(f"{study.path}: files: the study names no sharing policies, plan or release policy",
+                         hint="add files = { sharing = ..., analysis_plan = ..., release_policy = ... }")  # fmt: skip
+    shipped = shipped_policies().resolve()
+    root = shipped if study.path.is_relative_to(shipped) else study.directory
+    here = study.directory
+    found = StudyFiles(
+        root=root,
+        study=study.path,
+        sharing=(here / study.file.files.sharing).resolve(),
+        analysis_plan=(here / study.file.files.analysis_plan).resolve(),
+        release_policy=(here / study.file.files.release_policy).resolve(),
+        factor_model=study.factor_model_path,
     )
+    for key in ("sharing", "analysis_plan", "release_policy", "factor_model"):
+        path: Path = getattr(found, key)
+        if not path.is_relative_to(root) or not path.exists():
+            raise InputError(f"{study.path}: files.{key}: {path} does not exist below {root}",
+                             hint="keep a study's policy files in its directory")  # fmt: skip
+    for partner in study.partners:
+        if not (found.sharing / f"{partner}.toml").is_file():
+            raise InputError(f"{study.path}: files.sharing: no sharing policy {found.sharing / (partner + '.toml')}")
+    return found
+
+
+_YEAR = re.compile(r"(?<!\d)(19\d\d|20\d\d)(?!\d)")
+
+
+def existing_extracts(city: Path, partners: Sequence[str], years: Sequence[int]) -> dict[tuple[str, int], Path]:
+    """The partners' own raw extracts under ``city``: ``city/<partner>/`` (or ``city/extracts/<partner>/``), one
+    file per reference year with the year in its name. ``InputError`` naming what is missing or ambiguous."""
+    city = Path(city)
+    if not city.is_dir():
+        raise InputError(f"--city {city}: not a directory", hint="point --city at DIR/<partner>/<extract files>")
+    base = city / "extracts" if (city / "extracts").is_dir() else city
+    found: dict[tuple[str, int], Path] = {}
+    for partner in partners:
+        folder = base / partner
+        if not folder.is_dir():
+            raise InputError(f"--city {city}: no folder {folder} for partner {partner!r}",
+                             hint="one folder per partner of the study, holding its extract files")  # fmt: skip
+        for year in years:
+            files = sorted(p for p in folder.iterdir() if p.is_file() and str(year) in _YEAR.findall(p.name))
+            if len(files) != 1:
+                what = "no file" if not files else f"{len(files)} files ({', '.join(f.name for f in files)})"
+                raise InputError(
+                    f"--city {city}: {what} for partner {partner!r} and year {year} in {folder}",
+                    hint="exactly one extract file per partner and year, with the year in its name",
+                )
+            found[(partner, year)] = files[0]
+    return found
+
+
+def first_shared_category(study: Study) -> tuple[str, tuple[str, ...]]:
+    """The first shared attribute that is a category (the review route's one-split tree splits on it)."""
+    for name in study.shared_attributes:
+        var = VARIABLES[name]
+        if var.kind == Kind.CATEGORY:
+            return name, var.categories
+    raise InputError(f"{study.path}: shared_attributes: the demo's review route needs a shared category attribute")
 
 
 def prepare_out(out: Path, *, force: bool) -> None:
@@ -322,14 +404,16 @@ def _dp_model_lines(lines: Sequence[Any], released: Path) -> tuple[DpModelLine, 
     return tuple(out)
 
 
-REVIEW_JUSTIFICATION = (
-    "a one-split tree on sex, built by hand to show the outcome's rate per sex in tree form; it was built without "
-    "a minimum leaf size, but each of its two leaves holds every person of one sex"
-)
+def review_justification(attribute: str) -> str:
+    return (
+        f"a one-split tree on {attribute}, built by hand to show the outcome's rate per {attribute} in tree form; it "
+        f"was built without a minimum leaf size, but each of its two leaves holds every person of one {attribute}"
+    )
 
 
 def _review_round(
-    workspace: Path, release_policy: Path, officer_dir: Path, passphrase: str, year: int, show: DemoProgress
+    workspace: Path, release_policy: Path, officer_dir: Path, passphrase: str, year: int, show: DemoProgress,
+    *, outcome: str, ages: tuple[int, int], study: Study,
 ) -> str:
     """The review route once: the analyst's tree is refused, put to review, approved by the officer and released
     with the approval in the ledger. Returns one line for the summary."""
@@ -339,16 +423,18 @@ def _review_round(
     from node_agent.keys import load_signing_key
 
     officer_pub = officer_dir / "officer-signing.pub"
+    attribute, categories = first_shared_category(study)
     tree = TreeSpec(
-        name=f"{year}.psychosocial_risk.sex_tree",
-        description="Psychosocial risk by sex as a one-split tree, built by hand without a minimum leaf size "
-        "(min_samples_leaf 1): refused on the training rule, released on the privacy officer's review.",
+        name=f"{year}.{outcome}.{attribute}_tree",
+        description=f"{outcome.replace('_', ' ').capitalize()} by {attribute} as a one-split tree, built by hand "
+        "without a minimum leaf size (min_samples_leaf 1): refused on the training rule, released on the privacy "
+        "officer's review.",
         years=(year,),
-        population=(where("age_years", ">=", 0), where("age_years", "<=", 23)),
-        outcome="psychosocial_risk",
-        features=("sex",),
-        nodes=(SplitNode(node_id=0, var="sex", categories=("F",), left=1, right=2), SplitNode(node_id=1),
-               SplitNode(node_id=2)),
+        population=(where("age_years", ">=", ages[0]), where("age_years", "<=", ages[1])),
+        outcome=outcome,
+        features=(attribute,),
+        nodes=(SplitNode(node_id=0, var=attribute, categories=(categories[-1],), left=1, right=2),
+               SplitNode(node_id=1), SplitNode(node_id=2)),
         min_samples_leaf=1,
         max_depth=1,
     )
@@ -356,7 +442,7 @@ def _review_round(
         refused = gate.release(tree, requested_by="analysis")
         if refused.outcome != "refused":
             return f"none needed: {tree.name} was {refused.outcome}"
-        review = request_review(gate, refused.entry_id, justification=REVIEW_JUSTIFICATION)
+        review = request_review(gate, refused.entry_id, justification=review_justification(attribute))
     show.advance()
     decision = officer_dir / "reviews" / f"{review.review_id}.json"
     decision.parent.mkdir(parents=True, exist_ok=True)
@@ -402,37 +488,30 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     """Run every stage (see the module docstring) into ``options.out``; returns the summary numbers.
 
     Refuses a non-empty ``out`` unless ``options.force``. Any stage's ``KansrijkError`` stops the run with
-    that error (what was written so far stays, for inspection).
+    that error (what was written so far stays, for inspection). The study is active for the whole run (and for
+    the gate service it starts), then the previous one is again.
     """
+    source = load_study(study_path(options.study) if options.study is not None else default_study_path())
+    with use_study(source):
+        return _run_demo(options, progress, source)
+
+
+def _run_demo(options: DemoOptions, progress: DemoProgress | None, study: Study) -> DemoResult:
     # Imported here: the roles are composed only when the demo runs (and the CLI root stays quick to load).
-    from coordinator.ingest import IngestSession
-    from coordinator.link import gate_release_hook, link_workspace
-    from coordinator.report import build_report
-    from coordinator.service.client import run_analysis_via_gate
-    from coordinator.service.process import running_gate, socket_path_in
-    from coordinator.workspace import init_workspace
-    from kansrijk.gate.anchor import anchor_ledger, check_anchor
-    from kansrijk.gate.ledger import entries, open_existing, verify_ledger
+    from kansrijk.policy.analysis import load_analysis_plan
     from kansrijk.policy.registry import partner_key_from_bytes, render_registry, with_partner
-    from kansrijk.policy.release import load_release_policy
     from kansrijk.policy.sharing import load_sharing_policy
     from kansrijk.policy.signing import sign_policy
-    from kansrijk.synth.city import generate_city
-    from node_agent.keys import (
-        generate_partner_keys,
-        load_coordinator_key,
-        load_link_key,
-        load_partner_signing_key,
-        load_signing_key,
-        new_link_key,
-    )
-    from node_agent.prepare import prepare_extract
+    from kansrijk.synth import generate_study_city
+    from node_agent.keys import generate_partner_keys, load_signing_key, new_link_key
 
     show = progress or DemoProgress()
     timer = _Timer()
     out = Path(options.out)
     years = tuple(sorted(options.years))
     check_options(options)  # before anything is written: a bad option must not leave a half-made --out
+    files = study_files(study)
+    given = existing_extracts(options.city, PARTNERS, years) if options.city is not None else None
     prepare_out(out, force=options.force)
     passphrase, passphrase_source = demo_passphrase(out)
     notes: list[str] = [f"key passphrase {passphrase_source}"]
@@ -444,9 +523,13 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     # 1. the synthetic city ---------------------------------------------------------------------------------
     stage(0)
     show.total(1)
-    city = generate_city(
-        out / "city", persons=options.persons, seed=options.seed, years=years, fault_rate=options.fault_rate
-    )
+    if given is None:
+        extracts = generate_study_city(
+            study, out / "city", persons=options.persons, seed=options.seed, years=years, fault_rate=options.fault_rate
+        ).extracts
+    else:
+        extracts = given
+        notes.append(f"the partners' own extracts from {options.city} (no city generated)")
     show.advance()
 
     # 2. keys ---------------------------------------------------------------------------------------------
@@ -476,20 +559,23 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
 
     # 3. the privacy officer's policies ---------------------------------------------------------------------
     stage(2)
-    source = example_policies()
     policies = out / "policies"
-    shutil.copytree(source, policies, ignore=shutil.ignore_patterns("*.sig", "partners.toml"))
+    shutil.copytree(files.root, policies, ignore=shutil.ignore_patterns("*.sig", "partners.toml"))
+    run_files = files.moved(policies)
+    release_policy, analysis_plan = run_files.release_policy, run_files.analysis_plan
+    plan = load_analysis_plan(analysis_plan)
+    dp_outcome = next(iter(plan.outcomes))
     registry = None
     for partner in PARTNERS:
-        _, digest = load_sharing_policy(policies / "sharing" / f"{partner}.toml")
+        _, digest = load_sharing_policy(run_files.sharing / f"{partner}.toml")
         public = crypto.read_public_key(partner_keys[partner].public_key, "ed25519-signing").key
         registry = with_partner(
             registry,
             partner,
             key=partner_key_from_bytes(public, epoch=partner_keys[partner].epoch),
-            schema_versions=[SCHEMA_VERSION],
+            schema_versions=[schema_version()],
             policy_digests=[digest],
-            description=PARTNER_DESCRIPTIONS.get(partner, ""),
+            description=study.describe(partner),
         )
     assert registry is not None
     registry_path = policies / "partners.toml"
@@ -499,27 +585,58 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
             "# Partner registry written by `kansrijk demo` for this run's fresh keys.\n" + render_registry(registry)
         ).encode(),
     )
-    to_sign = [registry_path, policies / RELEASE_POLICY, policies / ANALYSIS_PLAN, policies / FACTOR_MODEL]
-    _add_dp_model(policies / ANALYSIS_PLAN, DP_OUTCOME, DP_MODEL, DP_EPSILON)
+    to_sign = [registry_path, run_files.study, release_policy, analysis_plan, run_files.factor_model]
+    _add_dp_model(analysis_plan, dp_outcome, DP_MODEL, DP_EPSILON)
     notes.append(
-        f"the analysis plan's copy in policies/analysis/ adds a {DP_MODEL} (ε {DP_EPSILON} per feature set) for "
-        f"{DP_OUTCOME.replace('_', ' ')} next to its non-private tree, under policies/{RELEASE_POLICY}"
+        f"the analysis plan's copy {analysis_plan.relative_to(out)} adds a {DP_MODEL} (ε {DP_EPSILON} per feature set) "
+        f"for {dp_outcome.replace('_', ' ')} next to its non-private tree, under {release_policy.relative_to(out)}"
     )
     if options.min_positives is not None:
-        _set_min_positives(policies / ANALYSIS_PLAN, options.min_positives)
+        _set_min_positives(analysis_plan, options.min_positives)
         notes.append(
             f"the analysis plan's model.min_positives was set to {options.min_positives} for this run "
-            "(--min-positives); the signed copy in policies/analysis/ says so"
+            f"(--min-positives); the signed copy {analysis_plan.relative_to(out)} says so"
         )
     # Sharing policies are approved twice over: by digest in the signed registry (what ingest checks) and by
     # their own signatures (what a partner can check before preparing an extract).
-    to_sign += sorted((policies / "sharing").glob("*.toml"))
+    to_sign += [run_files.sharing / f"{partner}.toml" for partner in PARTNERS]
     show.total(len(to_sign))
     officer_key = load_signing_key(officer_dir / "officer-signing.key", passphrase)
     for path in to_sign:
         sign_policy(path, officer_key)
         show.advance()
     del officer_key
+    # From here on the run reads the study the officer signed (same bytes, so the same schema version).
+    with use_study(load_signed_study(run_files.study, [officer_pub])) as signed:
+        return _run_signed(
+            options, show, timer, out, years, passphrase, passphrase_source, notes, signed, run_files, extracts,
+            partner_keys, officer_dir, officer_pub, registry_path, dp_outcome, plan.cohort,
+        )
+
+
+def _run_signed(
+    options: DemoOptions, show: DemoProgress, timer: _Timer, out: Path, years: tuple[int, ...], passphrase: str,
+    passphrase_source: str, notes: list[str], study: Study, run_files: StudyFiles,
+    extracts: dict[tuple[str, int], Path], partner_keys: dict[str, Any], officer_dir: Path, officer_pub: Path,
+    registry_path: Path, dp_outcome: str, cohort: Any,
+) -> DemoResult:
+    from coordinator.ingest import IngestSession
+    from coordinator.link import gate_release_hook, link_workspace
+    from coordinator.report import build_report
+    from coordinator.service.client import run_analysis_via_gate
+    from coordinator.service.process import running_gate, socket_path_in
+    from coordinator.workspace import init_workspace
+    from kansrijk.gate.anchor import anchor_ledger, check_anchor
+    from kansrijk.gate.ledger import entries, open_existing, verify_ledger
+    from kansrijk.policy.release import load_release_policy
+    from node_agent.keys import load_coordinator_key, load_link_key, load_partner_signing_key, load_signing_key
+    from node_agent.prepare import prepare_extract
+
+    def stage(index: int) -> None:
+        timer.start(STAGES[index])
+        show.stage(index, STAGES[index])
+
+    release_policy, analysis_plan = run_files.release_policy, run_files.analysis_plan
 
     # 4. the coordinator's workspace -------------------------------------------------------------------------
     stage(3)
@@ -541,8 +658,8 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         previous: Path | None = None
         for year in years:
             result = prepare_extract(
-                policy_path=policies / "sharing" / f"{partner}.toml",
-                input_path=city.extracts[(partner, year)],
+                policy_path=run_files.sharing / f"{partner}.toml",
+                input_path=extracts[(partner, year)],
                 out_dir=out / "partners" / partner / "outbox",
                 signing_key=signing_key,
                 link_key=link_key,
@@ -574,7 +691,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     show.total(len(years))
     linked = link_workspace(
         workspace,
-        release=gate_release_hook(policies / RELEASE_POLICY, [officer_pub], passphrase=passphrase),
+        release=gate_release_hook(release_policy, [officer_pub], passphrase=passphrase),
         progress=lambda _msg: show.advance(0),
     )
     show.advance(len(years))
@@ -583,7 +700,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     stage(7)
     with running_gate(
         workspace,
-        policies / RELEASE_POLICY,
+        release_policy,
         [officer_pub],
         socket_path=socket_path_in(out),
         log_path=out / GATE_LOG,
@@ -595,8 +712,8 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
         )
         analysis = run_analysis_via_gate(
             gate.socket_path,
-            policies / ANALYSIS_PLAN,
-            policies / FACTOR_MODEL,
+            analysis_plan,
+            run_files.factor_model,
             progress_total=show.total,
             progress=show.advance,
         )
@@ -604,12 +721,13 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     # 9. the review route: a refused output put to the privacy officer ---------------------------------------
     stage(8)
     show.total(3)
-    review = _review_round(workspace, policies / RELEASE_POLICY, officer_dir, passphrase, years[-1], show)
+    review = _review_round(workspace, release_policy, officer_dir, passphrase, years[-1], show, outcome=dp_outcome,
+                           ages=(cohort.min_age, cohort.max_age), study=study)  # fmt: skip
 
     # 10. report ---------------------------------------------------------------------------------------------
     stage(9)
     show.total(1)
-    report = build_report(workspace, out / "report.html", release_policy=policies / RELEASE_POLICY)
+    report = build_report(workspace, out / "report.html", release_policy=release_policy)
     show.advance()
 
     # 11. ledger ---------------------------------------------------------------------------------------------
@@ -628,8 +746,8 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     show.advance()
     timer.stop()
 
-    policy = load_release_policy(policies / RELEASE_POLICY)
-    _write_readme(out)
+    policy = load_release_policy(release_policy)
+    _write_readme(out, release_policy.relative_to(out))
     return DemoResult(
         out=out,
         workspace=workspace,
@@ -657,7 +775,7 @@ def run_demo(options: DemoOptions, progress: DemoProgress | None = None) -> Demo
     )
 
 
-def _write_readme(out: Path) -> None:
+def _write_readme(out: Path, release_policy: Path) -> None:
     text = (__doc__ or "").split("Layout of ``--out`` (README.txt in it says the same)::", 1)[-1]
     layout = text.split("The passphrase protects", 1)[0]
     body = (
@@ -669,7 +787,7 @@ def _write_readme(out: Path) -> None:
         + f"  kansrijk ledger verify {out}/coordinator --anchor {out}/officer/{ANCHOR_FILE} "
         + f"--officer-key {out}/officer/officer-signing.pub\n"
         + f"  kansrijk coordinator report {out}/coordinator --out {out}/report.html --force "
-        + f"--policy {out}/policies/{RELEASE_POLICY}\n"
+        + f"--policy {out}/{release_policy}\n"
         + f"  kansrijk review list {out}/coordinator        # the review route: request, decision, release\n"
         + f"  kansrijk review show {out}/coordinator R000001\n"
         + "\nThe gate service. The analysis ran in a release gate of its own process: the demo started\n"
@@ -678,7 +796,7 @@ def _write_readme(out: Path) -> None:
         + "process boundary holds but not the file boundary: in deployment the gate runs as its own user, the only\n"
         + "one that can read the dataset, the keys and the ledger (docs/deployment.md, `kansrijk gate harden`).\n"
         + "Start one by hand and ask it:\n"
-        + f"  kansrijk gate serve {out}/coordinator --release-policy {out}/policies/{RELEASE_POLICY} "
+        + f"  kansrijk gate serve {out}/coordinator --release-policy {out}/{release_policy} "
         + f"--officer-key {out}/officer/officer-signing.pub --socket /tmp/kansrijk-gate.sock &\n"
         + "  kansrijk gate status --socket /tmp/kansrijk-gate.sock\n"
         + "  kansrijk gate ledger --socket /tmp/kansrijk-gate.sock\n"
@@ -771,7 +889,7 @@ class _RichProgress(DemoProgress):
 def demo_command(
     out: Annotated[Path, typer.Option("--out", help="Directory for the whole run (new or empty).")] = Path("demo-run"),
     persons: Annotated[
-        int, typer.Option("--persons", help="Persons in the synthetic city (150000: Rotterdam).")
+        int, typer.Option("--persons", help="Persons in the synthetic city (150000: the shipped study's scale).")
     ] = 150_000,
     years: Annotated[str, typer.Option("--years", help="Comma-separated reference years, e.g. 2022,2023.")] = "2023",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic city (same seed, same city).")] = 7,
@@ -785,17 +903,30 @@ def demo_command(
             help="Lower the analysis plan's minimum positives per outcome in this run's copy (small cities).",
         ),
     ] = None,
+    study: Annotated[
+        Path | None,
+        typer.Option("--study", help="The study file (or its directory); default: the shipped study."),
+    ] = None,
+    city: Annotated[
+        Path | None,
+        typer.Option(
+            "--city",
+            help="Run on raw extracts you already have (DIR/<partner>/<file with the year in its name>) instead of "
+            "generating a city.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole pipeline on the synthetic city: partners, coordinator, release gate, report.
+    """Run the whole pipeline on a study's synthetic city: partners, coordinator, release gate, report.
 
-    Generates the city, makes every key (partners, link key, privacy officer, coordinator), signs the example
-    policies, seals each partner's extract, ingests and links them, runs the analysis plan through the release
-    gate, writes OUT/report.html from the released outputs only and verifies the ledger. Key files are
-    protected by $KANSRIJK_PASSPHRASE, or by a generated passphrase saved in OUT/DEMO-PASSPHRASE (demo only).
-    A non-empty OUT is refused unless --force. The plan models an outcome only with at least 1000 positives
-    (Rotterdam scale); for a small city, --min-positives lowers that in the run's signed copy of the plan.
-    That copy also asks for a differentially private tree (ε 1 per feature set) for psychosocial risk next to
-    its non-private tree, under the release policy dp-models.toml; the summary shows its noisy AUC and ε.
+    Generates the study's city (or reads your extracts with --city), makes every key (partners, link key, privacy
+    officer, coordinator), signs the study and its policies, seals each partner's extract, ingests and links
+    them, runs the analysis plan through the release gate, writes OUT/report.html from the released outputs only
+    and verifies the ledger. Key files are protected by $KANSRIJK_PASSPHRASE, or by a generated passphrase saved
+    in OUT/DEMO-PASSPHRASE (demo only). A non-empty OUT is refused unless --force. The plan's minimum positives
+    per outcome is set for a full-size city; for a small city, --min-positives lowers that in the run's signed
+    copy of the plan. That copy also asks for a differentially private tree (ε 1 per feature set) for the plan's
+    first outcome next to its non-private tree, under the study's release policy; the summary shows its noisy
+    AUC and ε.
 
     Example: kansrijk demo --out demo-run --persons 20000 --force
     """
@@ -806,7 +937,8 @@ def demo_command(
     from kansrijk.console import err_console as err
 
     options = DemoOptions(
-        out=out, persons=persons, years=parse_years(years), seed=seed, force=force, min_positives=min_positives
+        out=out, persons=persons, years=parse_years(years), seed=seed, force=force, min_positives=min_positives,
+        study=study, city=city,
     )
     columns = (
         SpinnerColumn(),
