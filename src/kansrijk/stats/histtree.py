@@ -31,7 +31,7 @@ for scikit-learn's trees reads it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -148,7 +148,9 @@ class NodeHistograms(Protocol):
                  n_slots: int) -> np.ndarray: ...  # fmt: skip
 
 
-def count_histograms(binned: BinnedMatrix, y: np.ndarray, rows: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarray:
+def count_histograms(
+    binned: BinnedMatrix, y: np.ndarray, rows: np.ndarray, slot: np.ndarray, n_slots: int
+) -> np.ndarray:
     """Persons per (node slot, column, bin code, class): int64 ``(n_slots, columns, max code + 1, 2)``."""
     n_codes = int(binned.binning.n_bins.max()) + 1
     p = binned.shape[1]
@@ -226,7 +228,8 @@ class TreeArrays:
         self._route(X.shape[0], left_of, seen)
         return np.concatenate([r for r, _ in seen]), np.concatenate([n for _, n in seen])
 
-    def _route(self, n_rows: int, left_of, seen: list | None = None) -> np.ndarray:  # noqa: ANN001
+    def _route(self, n_rows: int, left_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
+               seen: list | None = None) -> np.ndarray:  # fmt: skip
         node = np.zeros(n_rows, dtype=np.int64)
         rows = np.arange(n_rows)
         if seen is not None:
@@ -348,10 +351,8 @@ def best_splits(
         j, side, bin_ = np.unravel_index(best[i], (p, 2, c - 1))
         lc = np.array([left[0][i, j, side, bin_], left[1][i, j, side, bin_]], dtype=np.int64)
         rc = np.array([right[0][i, j, side, bin_], right[1][i, j, side, bin_]], dtype=np.int64)
-        if miss[i, j].sum() == 0:  # no missing value seen here: a later one follows the larger side (scikit-learn)
-            missing_left = bool(lc.sum() > rc.sum())
-        else:
-            missing_left = bool(side == 1)
+        # no missing value seen here: a later one follows the larger side (as scikit-learn)
+        missing_left = bool(lc.sum() > rc.sum()) if miss[i, j].sum() == 0 else bool(side == 1)
         out.append(_Split(int(j), int(bin_), missing_left, lc, rc))
     return out
 
