@@ -31,6 +31,7 @@ for scikit-learn's trees reads it unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -181,6 +182,8 @@ class TreeArrays:
     impurity: np.ndarray  # float64 weighted Gini impurity
     n_features: int
     missing_code: np.ndarray  # int64 per column: the code of a missing value
+    next_node: np.ndarray  # int64 (nodes, codes): the child a bin code leads to (a leaf leads to itself)
+    depth: int  # the deepest leaf's depth
 
     @property
     def node_count(self) -> int:
@@ -206,15 +209,18 @@ class TreeArrays:
 
     def apply_binned(self, codes: np.ndarray) -> np.ndarray:
         """The leaf of every row of a bin-code matrix made with the tree's binning (same result as ``apply`` on the
-        original values)."""
-
-        def left_of(rows: np.ndarray, node: np.ndarray) -> np.ndarray:
-            f = self.feature[node]
-            c = codes[rows, f].astype(np.int64)
-            return np.where(c == self.missing_code[f], self.missing_go_to_left[node].astype(bool),
-                            c <= self.split_bin[node])  # fmt: skip
-
-        return self._route(codes.shape[0], left_of)
+        original values): one lookup per level in ``next_node``, no branching per row."""
+        codes = np.ascontiguousarray(codes)
+        n, p = codes.shape
+        flat = codes.ravel()
+        base = np.arange(n, dtype=np.int64) * p
+        column = np.where(self.feature >= 0, self.feature, 0)
+        table = self.next_node.ravel()
+        width = self.next_node.shape[1]
+        node = np.zeros(n, dtype=np.int64)
+        for _ in range(self.depth):
+            node = table[node * width + flat[base + column[node]]]
+        return node
 
     def paths(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, node) pairs of every node every row of ``X`` passes through, root included."""
@@ -317,8 +323,33 @@ def best_splits(
     Candidates per column, in scikit-learn's order: thresholds after bins 0..n_bins-2 with missing values right,
     then the split sending only the missing values right (after the last bin), then the thresholds with missing
     values left. The score is scikit-learn's proxy of the impurity decrease, ``sum_k WL_k^2 / WL + sum_k
-    WR_k^2 / WR`` (W: class-weighted counts).
+    WR_k^2 / WR`` (W: class-weighted counts); ties go to the first column, side and bin. Columns are scored in
+    groups of similar width, so a few columns of 255 bins do not make every column's candidates 255 wide.
     """
+    s = hist.shape[0]
+    best_score = np.full(s, -np.inf)
+    best: list[_Split | None] = [None] * s
+    width_class = np.searchsorted(np.array([4, 16, 64]), n_bins + 1)
+    for group in np.unique(width_class):
+        cols = np.flatnonzero(width_class == group)  # ascending: within a group the first column wins ties
+        width = int(n_bins[cols].max()) + 1
+        score, splits = _best_in(hist[:, cols, :width, :], n_bins[cols], weights, min_samples_leaf)
+        for i in range(s):
+            found = splits[i]
+            if found is None:
+                continue
+            found = dataclasses.replace(found, feature=int(cols[found.feature]))
+            better = score[i] > best_score[i]
+            tied_earlier = score[i] == best_score[i] and best[i] is not None and found.feature < best[i].feature
+            if better or tied_earlier:
+                best_score[i], best[i] = score[i], found
+    return best
+
+
+def _best_in(
+    hist: np.ndarray, n_bins: np.ndarray, weights: np.ndarray, min_samples_leaf: int
+) -> tuple[np.ndarray, list[_Split | None]]:
+    """``best_splits`` over the columns of ``hist`` (indices local to it): the best score per node and its split."""
     s, p, c, _ = hist.shape
     cols = np.arange(p)
     miss = hist[:, cols, n_bins, :]  # (s, p, 2)
@@ -342,10 +373,11 @@ def best_splits(
         a0, a1 = right[0] * w0, right[1] * w1
         score += (a0 * a0 + a1 * a1) / (a0 + a1)
     score = np.where(ok & np.isfinite(score), score, -np.inf).reshape(s, -1)
-    best = np.argmax(score, axis=1)
+    best = np.argmax(score, axis=1) if score.shape[1] else np.zeros(s, dtype=np.int64)
+    top = score[np.arange(s), best] if score.shape[1] else np.full(s, -np.inf)
     out: list[_Split | None] = []
     for i in range(s):
-        if not np.isfinite(score[i, best[i]]):
+        if not np.isfinite(top[i]):
             out.append(None)
             continue
         j, side, bin_ = np.unravel_index(best[i], (p, 2, c - 1))
@@ -354,7 +386,25 @@ def best_splits(
         # no missing value seen here: a later one follows the larger side (as scikit-learn)
         missing_left = bool(lc.sum() > rc.sum()) if miss[i, j].sum() == 0 else bool(side == 1)
         out.append(_Split(int(j), int(bin_), missing_left, lc, rc))
-    return out
+    return top, out
+
+
+def _next_node_table(
+    left: list[int], right: list[int], feature: list[int], split_bin: list[int], missing_left: list[int],
+    n_bins: np.ndarray,
+) -> np.ndarray:
+    """Per node and bin code, the node a person with that code in the node's column moves to."""
+    width = int(n_bins.max()) + 1 if n_bins.size else 1
+    nodes = len(left)
+    table = np.repeat(np.arange(nodes, dtype=np.int64)[:, None], width, axis=1)  # a leaf stays where it is
+    codes = np.arange(width)
+    for i in range(nodes):  # over nodes, not persons
+        if left[i] == -1:
+            continue
+        go_left = codes <= split_bin[i]
+        go_left[int(n_bins[feature[i]])] = bool(missing_left[i])
+        table[i] = np.where(go_left, left[i], right[i])
+    return table
 
 
 def fit_tree(
@@ -442,6 +492,7 @@ def fit_tree(
 
     cc = np.array(counts, dtype=np.int64).reshape(-1, 2)
     value = (cc * weights)[:, None, :]
+    next_node = _next_node_table(left_, right_, feat, sbin, mleft, n_bins)
     tree = TreeArrays(
         children_left=np.asarray(left_, dtype=np.int64),
         children_right=np.asarray(right_, dtype=np.int64),
@@ -454,6 +505,8 @@ def fit_tree(
         impurity=_gini(value[:, 0, :]),
         n_features=p,
         missing_code=n_bins.copy(),
+        next_node=next_node,
+        depth=depth,
     )
     present = np.flatnonzero(cc[0] > 0) if cc.size else np.array([], dtype=np.int64)
     return HistTree(
