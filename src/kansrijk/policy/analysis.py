@@ -79,7 +79,7 @@ class OutcomeSpec(PolicyModel):
     model: ModelKind = Field(
         default="tree",
         description=(
-            "'tree': scikit-learn trees, released under output checking. 'dp_tree' / 'dp_boosted': a "
+            "'tree': decision trees (grown by model.engine), released under output checking. 'dp_tree' / 'dp_boosted': a "
             "differentially private model trained inside the release gate (see [dp_model])."
         ),
     )
