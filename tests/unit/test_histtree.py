@@ -44,7 +44,8 @@ def _walk_equal(
 ) -> tuple[int, np.ndarray]:
     """Walk both trees from the root together: the same column, the same persons per class on each side, the same
     side for missing values. Where the two split differently the two splits must be exactly tied (equal impurity
-    decrease: scikit-learn picks among tied columns at random, the histogram tree the first); the walk stops there. Returns the nodes compared and the persons below ties."""
+    decrease: scikit-learn picks among tied columns at random, the histogram tree the first); the walk stops there.
+    Returns the nodes compared and the persons below ties."""
     h, e = hist.tree_, exact.tree_
     stack = [(0, 0, np.arange(y.size))]
     compared, below_ties = 0, [np.array([], dtype=np.int64)]
@@ -117,7 +118,9 @@ def _best_by_brute_force(
                 left, right = y[rows[go]], y[rows[~go]]
                 if left.size < leaf or right.size < leaf:
                     continue
-                score = _proxy(np.bincount(left, minlength=2), weights) + _proxy(np.bincount(right, minlength=2), weights)
+                score = _proxy(np.bincount(left, minlength=2), weights) + _proxy(
+                    np.bincount(right, minlength=2), weights
+                )
                 best = max(best, score)
     return best
 

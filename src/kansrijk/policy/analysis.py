@@ -79,8 +79,8 @@ class OutcomeSpec(PolicyModel):
     model: ModelKind = Field(
         default="tree",
         description=(
-            "'tree': decision trees (grown by model.engine), released under output checking. 'dp_tree' / 'dp_boosted': a "
-            "differentially private model trained inside the release gate (see [dp_model])."
+            "'tree': decision trees (grown by model.engine), released under output checking. 'dp_tree' / "
+            "'dp_boosted': a differentially private model trained inside the release gate (see [dp_model])."
         ),
     )
     models: tuple[ModelKind, ...] | None = Field(
