@@ -276,6 +276,8 @@ def analysis_requests(
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
     for scope in scopes:
         bins = DatasetBins(settings.max_bins)  # the histogram engine bins each column once per scope
+        if settings.engine == "histogram":
+            _declare_bins(bins, scope, policies)
         for o in plan.outcomes:
             if o not in scope.frame.columns:
                 continue
@@ -317,6 +319,23 @@ def analysis_requests(
         if plan.association is not None:
             yield from _association_requests(scope, policies)
     yield from _year_differences(scopes, cv_by_scope, policies)
+
+
+def _declare_bins(bins: DatasetBins, scope: Scope, policies: LoadedPolicies) -> None:
+    """Declare the bin edges of every column any tree of the scope may use, from the scope's whole dataset (one
+    variable at a time, so only one variable's encoded columns are in memory at once)."""
+    plan = policies.plan
+    variables: dict[str, None] = {}
+    for o in plan.outcomes:
+        if o in scope.frame.columns and plan.outcomes[o].has_tree:
+            for fs in plan.feature_sets:
+                variables.update(dict.fromkeys(feature_variables(scope.frame.columns, plan, policies.factors, o, fs)))
+    for v in variables:
+        design = encode(
+            scope.frame.select(v), (v,), one_hot_max_levels=plan.features.one_hot_max_levels,
+            ordinal=plan.features.ordinal,
+        )  # fmt: skip
+        bins.declare(design)
 
 
 def _tree_requests(

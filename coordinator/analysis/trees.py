@@ -162,22 +162,33 @@ def unweighted_probability(p_weighted: np.ndarray, weights: dict[int, float]) ->
 class DatasetBins:
     """Bin edges per encoded column, declared once per dataset and reused by every design made from it.
 
-    The histogram engine bins each column once: the first design holding a column (keyed by its name and its
-    encoding, so a rank over another set of codes is another column) fixes its edges — one bin per distinct value
-    when it has at most ``max_bins`` of them (booleans, one-hot columns, ranks, ages), else cuts at the quantiles
-    of its values (``kansrijk.stats.histtree.column_edges``). Every later design (another outcome's population,
-    the other feature set) reuses those edges; folds, grid points, shrinkage strengths and the released tree all
-    read the same bin codes.
+    The histogram engine bins each column once: ``declare`` fixes the edges of every column of a design made from
+    the whole dataset (a reference year, or the pooled years), keyed by the column's name and encoding (a rank over
+    another set of codes is another column) — one bin per distinct value when it has at most ``max_bins`` of them
+    (booleans, one-hot columns, ranks, ages), else cuts at the quantiles of its values
+    (``kansrijk.stats.histtree.column_edges``). Every design of an outcome population and feature set then reads
+    those edges (a column not declared gets its edges from the first design that holds it); folds, grid points,
+    shrinkage strengths and the released tree all read the same bin codes.
     """
 
     def __init__(self, max_bins: int = MAX_BINS) -> None:
         self.max_bins = max_bins
         self._edges: dict[tuple[str, Encoding | None], tuple[np.ndarray, str]] = {}
 
+    @staticmethod
+    def _key(design: Design, j: int) -> tuple[str, Encoding | None]:
+        return (design.columns[j], design.encodings[j] if design.encodings else None)
+
+    def declare(self, design: Design) -> None:
+        """Fix the edges of every column of ``design`` that has none yet."""
+        for j in range(len(design.columns)):
+            self._edges.setdefault(self._key(design, j), column_edges(design.X[:, j], self.max_bins))
+
     def bin(self, design: Design) -> BinnedMatrix:
+        """The design's bin codes under the declared edges."""
         edges, source = [], []
-        for j, column in enumerate(design.columns):
-            key = (column, design.encodings[j] if design.encodings else None)
+        for j in range(len(design.columns)):
+            key = self._key(design, j)
             if key not in self._edges:
                 self._edges[key] = column_edges(design.X[:, j], self.max_bins)
             e, how = self._edges[key]

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 MAX_BINS = 255  # value bins per column; code 255 is then the missing value, so codes fit in uint8
@@ -102,7 +103,9 @@ def column_edges(x: np.ndarray, max_bins: int = MAX_BINS) -> tuple[np.ndarray, s
         raise ValueError(f"max_bins must lie in 2..{MAX_BINS}, got {max_bins}")
     x = np.asarray(x, dtype=np.float64)
     x = x[~np.isnan(x)]
-    values, counts = np.unique(x, return_counts=True)
+    # distinct values and their counts by hashing (polars), not by sorting every person's value
+    counted = pl.Series("x", x).value_counts(sort=False).sort("x")
+    values, counts = counted.get_column("x").to_numpy(), counted.get_column("count").to_numpy()
     if values.size <= max_bins:
         return values[:-1] / 2.0 + values[1:] / 2.0, "values"
     cum = np.cumsum(counts)
