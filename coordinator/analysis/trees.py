@@ -370,7 +370,7 @@ def cross_validate(
     deepest = {m: max(d for d, mm in grid if mm == m) for m in leaf_sizes}
     base_tree_seed = seed_int(tree_seed)
     test_rows = [np.flatnonzero(fold_of == f) for f in range(k)]
-    X_test = [M[rows] for rows in test_rows]
+    X_test = [np.ascontiguousarray(M[rows]) for rows in test_rows]  # row-major: routed row by row
 
     def run(f: int, m: int) -> tuple[int, int, Tree, dict[int, float]]:
         rows = np.flatnonzero(fold_of != f)

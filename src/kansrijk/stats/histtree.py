@@ -31,17 +31,15 @@ for scikit-learn's trees reads it unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 
 MAX_BINS = 255  # value bins per column; code 255 is then the missing value, so codes fit in uint8
-_CHUNK = 8  # nodes whose candidate splits are scored together
+_CANDIDATES = 1 << 16  # candidate (node, column, bin) triples scored in one pass
 _EPSILON = float(np.finfo(np.float64).eps)  # scikit-learn's bound below which a node is pure
 
 
@@ -103,9 +101,7 @@ def column_edges(x: np.ndarray, max_bins: int = MAX_BINS) -> tuple[np.ndarray, s
         raise ValueError(f"max_bins must lie in 2..{MAX_BINS}, got {max_bins}")
     x = np.asarray(x, dtype=np.float64)
     x = x[~np.isnan(x)]
-    # distinct values and their counts by hashing (polars), not by sorting every person's value
-    counted = pl.Series("x", x).value_counts(sort=False).sort("x")
-    values, counts = counted.get_column("x").to_numpy(), counted.get_column("count").to_numpy()
+    values, counts = np.unique(x, return_counts=True)  # faster here than hashing (polars value_counts)
     if values.size <= max_bins:
         return values[:-1] / 2.0 + values[1:] / 2.0, "values"
     cum = np.cumsum(counts)
@@ -336,16 +332,20 @@ def best_splits(
     for group in np.unique(width_class):
         cols = np.flatnonzero(width_class == group)  # ascending: within a group the first column wins ties
         width = int(n_bins[cols].max()) + 1
-        score, splits = _best_in(hist[:, cols, :width, :], n_bins[cols], weights, min_samples_leaf)
-        for i in range(s):
-            found = splits[i]
-            if found is None:
-                continue
-            found = dataclasses.replace(found, feature=int(cols[found.feature]))
-            better = score[i] > best_score[i]
-            tied_earlier = score[i] == best_score[i] and best[i] is not None and found.feature < best[i].feature
-            if better or tied_earlier:
-                best_score[i], best[i] = score[i], found
+        step = max(1, _CANDIDATES // (cols.size * width))  # nodes per pass: bounds the candidate arrays' memory
+        for start in range(0, s, step):
+            part = hist[start : start + step, cols, :width, :]
+            score, splits = _best_in(part, n_bins[cols], weights, min_samples_leaf)
+            for i, found in enumerate(splits, start=start):
+                if found is None:
+                    continue
+                column = int(cols[found.feature])
+                current = best[i]
+                if score[i - start] > best_score[i] or (
+                    score[i - start] == best_score[i] and current is not None and column < current.feature
+                ):
+                    best_score[i] = score[i - start]
+                    best[i] = _Split(column, found.bin_, found.missing_left, found.left_counts, found.right_counts)
     return best
 
 
@@ -431,7 +431,10 @@ def fit_tree(
     cw = class_weight or {0: 1.0, 1: 1.0}
     weights = np.array([float(cw[0]), float(cw[1])])
     n_bins = binned.binning.n_bins
-    p = binned.shape[1]
+    n_rows, p = binned.shape
+    width = int(n_bins.max()) + 1 if p else 1
+    all_codes = np.arange(width)
+    column_major = binned.codes.ravel(order="F")  # a view: the codes are stored column by column
 
     left_, right_, feat, thr, sbin, mleft, counts = [], [], [], [], [], [], []
 
@@ -456,30 +459,30 @@ def fit_tree(
                 splittable.append(node)
         if not splittable:
             break
-        splits: list[_Split | None] = []
-        for i in range(0, len(splittable), _CHUNK):  # a few nodes at a time bounds the candidate arrays' memory
-            part = np.stack([hists[n] for n in splittable[i : i + _CHUNK]])
-            splits += best_splits(part, n_bins, weights, min_samples_leaf)
+        splits = best_splits(np.stack([hists[n] for n in splittable]), n_bins, weights, min_samples_leaf)
         chosen = [(node, s) for node, s in zip(splittable, splits, strict=True) if s is not None]
         if not chosen:
             break
-        split_of = np.full(len(counts) + 2 * len(chosen), -1, dtype=np.int64)
+        slot_of_split = np.full(len(counts), -1, dtype=np.int64)
+        split_column = np.empty(len(chosen), dtype=np.int64)
+        child_of_code = np.empty((len(chosen), width), dtype=np.int64)  # per split: the child each code goes to
         next_frontier, small_of = [], []
-        for node, s in chosen:
+        for k, (node, s) in enumerate(chosen):
             lc, rc = new_node(s.left_counts), new_node(s.right_counts)
             left_[node], right_[node], feat[node], sbin[node] = lc, rc, s.feature, s.bin_
             thr[node] = binned.binning.threshold(s.feature, s.bin_)
             mleft[node] = int(s.missing_left)
-            split_of[node] = node
+            slot_of_split[node], split_column[k] = k, s.feature
+            go_left = all_codes <= s.bin_
+            go_left[n_bins[s.feature]] = s.missing_left
+            child_of_code[k] = np.where(go_left, lc, rc)
             next_frontier += [lc, rc]
             small_of.append((node, lc, rc) if s.left_counts.sum() <= s.right_counts.sum() else (node, rc, lc))
-        # route the training rows of the split nodes to their children
-        moving = np.flatnonzero(split_of[node_of] >= 0)
-        n = node_of[moving]
-        f = np.asarray(feat)[n]
-        code = binned.codes[rows[moving], f].astype(np.int64)
-        go = np.where(code == n_bins[f], np.asarray(mleft)[n].astype(bool), code <= np.asarray(sbin)[n])
-        node_of[moving] = np.where(go, np.asarray(left_)[n], np.asarray(right_)[n])
+        # route the training rows of the split nodes to their children: one lookup per row
+        moving = np.flatnonzero(slot_of_split[node_of] >= 0)
+        k = slot_of_split[node_of[moving]]
+        code = column_major[split_column[k] * n_rows + rows[moving]]
+        node_of[moving] = child_of_code.ravel()[k * width + code]
         if depth + 1 < max_depth:  # the children's histograms: count the smaller, subtract for the larger
             slot_of = np.full(len(counts), -1, dtype=np.int64)
             for i, (_, small, _) in enumerate(small_of):
