@@ -213,13 +213,15 @@ class TreeArrays:
         n, p = codes.shape
         flat = codes.ravel()
         base = np.arange(n, dtype=np.int64) * p
-        column = np.where(self.feature >= 0, self.feature, 0)
-        table = self.next_node.ravel()
         width = self.next_node.shape[1]
-        node = np.zeros(n, dtype=np.int64)
+        # a person's position is its node times the table width, so one lookup gives the next position and one
+        # the column to read there
+        step = (self.next_node * width).ravel()
+        column = np.repeat(np.where(self.feature >= 0, self.feature, 0), width)
+        at = np.zeros(n, dtype=np.int64)
         for _ in range(self.depth):
-            node = table[node * width + flat[base + column[node]]]
-        return node
+            at = step[at + flat[base + column[at]]]
+        return at // width
 
     def paths(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, node) pairs of every node every row of ``X`` passes through, root included."""
@@ -448,6 +450,7 @@ def fit_tree(
     frontier = [new_node(root_hist[0, 0].sum(axis=0))] if rows.size else []
     hists = {frontier[0]: root_hist[0]} if rows.size else {}
     node_of = np.zeros(rows.size, dtype=np.int64)  # current node of every training row
+    active = np.arange(rows.size)  # the rows in the frontier's nodes
     depth = 0
     while frontier and depth < max_depth:
         splittable = []
@@ -478,8 +481,10 @@ def fit_tree(
             child_of_code[k] = np.where(go_left, lc, rc)
             next_frontier += [lc, rc]
             small_of.append((node, lc, rc) if s.left_counts.sum() <= s.right_counts.sum() else (node, rc, lc))
-        # route the training rows of the split nodes to their children: one lookup per row
-        moving = np.flatnonzero(slot_of_split[node_of] >= 0)
+        # route the training rows of the split nodes to their children: one lookup per row (rows of nodes that
+        # became leaves are done and are not looked at again)
+        moving = active[slot_of_split[node_of[active]] >= 0]
+        active = moving
         k = slot_of_split[node_of[moving]]
         code = column_major[split_column[k] * n_rows + rows[moving]]
         node_of[moving] = child_of_code.ravel()[k * width + code]
