@@ -232,10 +232,12 @@ def test_a_declared_grid_sets_the_edges_and_a_bad_grid_is_refused() -> None:
         make_binning(X, grids={0: [200.0, 100.0]})
 
 
-def test_fitting_refuses_an_outcome_that_is_not_one_zero_or_one_per_row() -> None:
+def test_fitting_refuses_an_outcome_that_is_not_one_zero_or_one_per_row_and_no_rows() -> None:
     X, y = _few_values(1, 100, missing=False)
     binned = make_binning(X).transform(X)
     with pytest.raises(ValueError, match="0/1 outcome"):
         fit_tree(binned, y[:50], max_depth=2, min_samples_leaf=1)
     with pytest.raises(ValueError, match="0/1 outcome"):
         fit_tree(binned, y * 2, max_depth=2, min_samples_leaf=1)
+    with pytest.raises(ValueError, match="no rows"):
+        fit_tree(binned, y, np.array([], dtype=np.int64), max_depth=2, min_samples_leaf=1)

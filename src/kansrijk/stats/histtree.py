@@ -20,6 +20,9 @@ The method of LightGBM and Spark MLlib, for binary classification with the Gini 
   ``2 * min_samples_leaf`` persons, a pure node, or no allowed split. Ties go to the first column, then the
   lowest bin (deterministic, where scikit-learn picks at random among tied columns).
 
+Routing a person down a fitted tree by bin codes is one table lookup per level (``next_node``: per node and code,
+the child), with no branching per person.
+
 When every column has at most ``max_bins`` values, the candidate splits are scikit-learn's and the tree is its
 exact tree (up to ties); the threshold of a split is a bin edge in the column's own units, so a reader of the
 structure applies it to the original values (``x <= threshold``, missing values to ``missing_go_to_left``).
@@ -430,6 +433,8 @@ def fit_tree(
     if y.shape[0] != binned.shape[0] or (y.size and (y.min() < 0 or y.max() > 1)):
         raise ValueError("y must hold one 0/1 outcome per row of the binned matrix")
     rows = np.arange(binned.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        raise ValueError("no rows to grow a tree on")
     cw = class_weight or {0: 1.0, 1: 1.0}
     weights = np.array([float(cw[0]), float(cw[1])])
     n_bins = binned.binning.n_bins
@@ -447,8 +452,8 @@ def fit_tree(
         return len(counts) - 1
 
     root_hist = histograms(binned, y, rows, np.zeros(rows.size, dtype=np.int64), 1)
-    frontier = [new_node(root_hist[0, 0].sum(axis=0))] if rows.size else []
-    hists = {frontier[0]: root_hist[0]} if rows.size else {}
+    frontier = [new_node(root_hist[0, 0].sum(axis=0))]
+    hists = {frontier[0]: root_hist[0]}
     node_of = np.zeros(rows.size, dtype=np.int64)  # current node of every training row
     active = np.arange(rows.size)  # the rows in the frontier's nodes
     depth = 0
@@ -519,7 +524,7 @@ def fit_tree(
         next_node=next_node,
         depth=depth,
     )
-    present = np.flatnonzero(cc[0] > 0) if cc.size else np.array([], dtype=np.int64)
+    present = np.flatnonzero(cc[0] > 0)
     return HistTree(
         tree_=tree,
         binning=binned.binning,
