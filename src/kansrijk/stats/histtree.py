@@ -35,7 +35,7 @@ for scikit-learn's trees reads it unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -186,6 +186,14 @@ class TreeArrays:
     missing_code: np.ndarray  # int64 per column: the code of a missing value
     next_node: np.ndarray  # int64 (nodes, codes): the child a bin code leads to (a leaf leads to itself)
     depth: int  # the deepest leaf's depth
+    _next_position: np.ndarray = field(init=False, repr=False)
+    _column_at: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # routing by position = node x table width: one lookup gives the next position, one the column to read
+        width = self.next_node.shape[1]
+        object.__setattr__(self, "_next_position", (self.next_node * width).ravel())
+        object.__setattr__(self, "_column_at", np.repeat(np.where(self.feature >= 0, self.feature, 0), width))
 
     @property
     def node_count(self) -> int:
@@ -202,12 +210,7 @@ class TreeArrays:
     def apply(self, X: np.ndarray) -> np.ndarray:
         """The leaf of every row of ``X`` in the column's units (NaN = missing), by the thresholds."""
         X = np.asarray(X)
-
-        def left_of(rows: np.ndarray, node: np.ndarray) -> np.ndarray:
-            x = X[rows, self.feature[node]].astype(np.float64)
-            return np.where(np.isnan(x), self.missing_go_to_left[node].astype(bool), x <= self.threshold[node])
-
-        return self._route(X.shape[0], left_of)
+        return self._route(X.shape[0], self._by_values(X))
 
     def apply_binned(self, codes: np.ndarray) -> np.ndarray:
         """The leaf of every row of a bin-code matrix made with the tree's binning (same result as ``apply`` on the
@@ -216,27 +219,27 @@ class TreeArrays:
         n, p = codes.shape
         flat = codes.ravel()
         base = np.arange(n, dtype=np.int64) * p
-        width = self.next_node.shape[1]
-        # a person's position is its node times the table width, so one lookup gives the next position and one
-        # the column to read there
-        step = (self.next_node * width).ravel()
-        column = np.repeat(np.where(self.feature >= 0, self.feature, 0), width)
+        step, column = self._next_position, self._column_at
         at = np.zeros(n, dtype=np.int64)
         for _ in range(self.depth):
             at = step[at + flat[base + column[at]]]
-        return at // width
+        return at // self.next_node.shape[1]
 
     def paths(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, node) pairs of every node every row of ``X`` passes through, root included."""
         X = np.asarray(X)
+        seen: list[tuple[np.ndarray, np.ndarray]] = []
+        self._route(X.shape[0], self._by_values(X), seen)
+        return np.concatenate([r for r, _ in seen]), np.concatenate([n for _, n in seen])
+
+    def _by_values(self, X: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """Whether rows go left at their nodes, comparing the original values in float64 as a reader does."""
 
         def left_of(rows: np.ndarray, node: np.ndarray) -> np.ndarray:
             x = X[rows, self.feature[node]].astype(np.float64)
             return np.where(np.isnan(x), self.missing_go_to_left[node].astype(bool), x <= self.threshold[node])
 
-        seen: list[tuple[np.ndarray, np.ndarray]] = []
-        self._route(X.shape[0], left_of, seen)
-        return np.concatenate([r for r, _ in seen]), np.concatenate([n for _, n in seen])
+        return left_of
 
     def _route(self, n_rows: int, left_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
                seen: list | None = None) -> np.ndarray:  # fmt: skip
