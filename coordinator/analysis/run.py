@@ -41,6 +41,7 @@ from coordinator.analysis.plan import (
 )
 from coordinator.analysis.trees import (
     CvResult,
+    DatasetBins,
     LeafRules,
     ReleasableTree,
     TreeSettings,
@@ -70,6 +71,7 @@ from kansrijk.policy.analysis import check_plan_against_release
 from kansrijk.policy.factors import PROXIES_SUFFIX
 from kansrijk.policy.signing import OfficerKey
 from kansrijk.schema import PARTNERS
+from kansrijk.stats.histtree import BinnedMatrix
 
 REQUESTED_BY = "analysis"
 Progress = Callable[[int], None]
@@ -233,7 +235,16 @@ def _settings(policies: LoadedPolicies) -> TreeSettings:
         permutation_repeats=plan.metrics.permutation_repeats,
         n_jobs=plan.model.n_jobs,
         shrinkage=plan.model.shrinkage,
+        engine=plan.model.engine,
+        max_bins=plan.model.max_bins,
     )
+
+
+def _engine_words(settings: TreeSettings) -> str:
+    """How the trees were grown, as the model description says it."""
+    if settings.engine == "histogram":
+        return f"engine=histogram (at most {settings.max_bins} bins per column, declared once per dataset)"
+    return "engine=exact"
 
 
 def _stamp(policies: LoadedPolicies) -> str:
@@ -264,6 +275,9 @@ def analysis_requests(
     )
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]] = {}
     for scope in scopes:
+        bins = DatasetBins(settings.max_bins)  # the histogram engine bins each column once per scope
+        if settings.engine == "histogram":
+            _declare_bins(bins, scope, policies)
         for o in plan.outcomes:
             if o not in scope.frame.columns:
                 continue
@@ -295,7 +309,7 @@ def analysis_requests(
             spec = plan.outcomes[o]
             if spec.has_tree:
                 yield from _tree_requests(
-                    scope, o, pop, y, policies, settings, leaf_rules, progress, oof_sink, cv_by_scope
+                    scope, o, pop, y, policies, settings, leaf_rules, progress, oof_sink, cv_by_scope, bins
                 )
             if spec.dp_kind is not None:  # trained inside the gate with DP (coordinator/analysis/dp_models.py)
                 for fs, dp_request in dp_model_requests(scope_name=scope.name, years=scope.years,
@@ -305,6 +319,23 @@ def analysis_requests(
         if plan.association is not None:
             yield from _association_requests(scope, policies)
     yield from _year_differences(scopes, cv_by_scope, policies)
+
+
+def _declare_bins(bins: DatasetBins, scope: Scope, policies: LoadedPolicies) -> None:
+    """Declare the bin edges of every column any tree of the scope may use, from the scope's whole dataset (one
+    variable at a time, so only one variable's encoded columns are in memory at once)."""
+    plan = policies.plan
+    variables: dict[str, None] = {}
+    for o in plan.outcomes:
+        if o in scope.frame.columns and plan.outcomes[o].has_tree:
+            for fs in plan.feature_sets:
+                variables.update(dict.fromkeys(feature_variables(scope.frame.columns, plan, policies.factors, o, fs)))
+    for v in variables:
+        design = encode(
+            scope.frame.select(v), (v,), one_hot_max_levels=plan.features.one_hot_max_levels,
+            ordinal=plan.features.ordinal,
+        )  # fmt: skip
+        bins.declare(design)
 
 
 def _tree_requests(
@@ -318,6 +349,7 @@ def _tree_requests(
     progress: Progress | None,
     oof_sink: dict[tuple[str, str, str], np.ndarray] | None,
     cv_by_scope: dict[tuple[str, str, str], tuple[np.ndarray, CvResult]],
+    bins: DatasetBins,
 ) -> Iterator[Planned]:
     """The non-private trees of one outcome: per feature set metrics, importances and tree, then the
     comparison of the feature sets and the factor coverage (all released under output checking)."""
@@ -333,12 +365,15 @@ def _tree_requests(
             pop, variables, one_hot_max_levels=plan.features.one_hot_max_levels, ordinal=plan.features.ordinal
         )
         seed = stable_seed(plan.seed, scope.name, o)
-        cv = cross_validate(design, y, settings, seed, groups=groups, progress=progress)
+        binned = bins.bin(design) if settings.engine == "histogram" else None
+        cv = cross_validate(design, y, settings, seed, groups=groups, progress=progress, binned=binned)
         results[fs] = cv
         cv_by_scope[(scope.name, o, fs)] = (y, cv)
         if oof_sink is not None:
             oof_sink[(scope.name, o, fs)] = cv.oof
-        yield from _model_requests(scope, o, fs, pop, design, y, cv, settings, seed, leaf_rules, policies, progress)
+        yield from _model_requests(
+            scope, o, fs, pop, design, y, cv, settings, seed, leaf_rules, policies, progress, binned
+        )
     if len(results) == 2:
         yield Planned(
             ComparisonSpec(
@@ -412,11 +447,13 @@ def _model_requests(
     leaf_rules: LeafRules,
     policies: LoadedPolicies,
     progress: Progress | None,
+    binned: BinnedMatrix | None = None,
 ) -> Iterator[Planned]:
     stamp = _stamp(policies)
     cohort = cohort_conditions(policies)
     model = (
-        f"decision_tree(criterion={settings.criterion}, class_weight={settings.class_weight}, selected per fold "
+        f"decision_tree(criterion={settings.criterion}, class_weight={settings.class_weight}, "
+        f"{_engine_words(settings)}, selected per fold "
         f"(max_depth, min_samples_leaf)={list(cv.selected)}, hierarchical shrinkage lambda="
         f"{[float(v) for v in cv.selected_shrinkage]})"
     )
@@ -469,7 +506,7 @@ def _model_requests(
         )
     if policies.plan.release_trees:
         final_seed = stable_seed(policies.plan.seed, scope.name, o, fs, "final")
-        final = fit_final_tree(design, y, cv.final_params, settings, final_seed)
+        final = fit_final_tree(design, y, cv.final_params, settings, final_seed, binned)
         if progress is not None:
             progress(1)
         tree = prune_to_rules(final, design, y, leaf_rules)
@@ -477,7 +514,8 @@ def _model_requests(
             TreeSpec(
                 name=f"{base}.tree",
                 description=(
-                    f"Decision tree for {o} ({fs} features) fitted on the whole population with (max_depth, "
+                    f"Decision tree for {o} ({fs} features, {_engine_words(settings)}) fitted on the whole "
+                    f"population with (max_depth, "
                     f"min_samples_leaf)={cv.final_params}, pruned from {tree.leaves_before} to {tree.leaves_after} "
                     f"leaves so every leaf meets the release policy's leaf rules; class counts are persons "
                     f"(negative, positive), counted by the gate by applying the splits to its own data; a missing "

@@ -3,6 +3,12 @@ the release policy's leaf rules before their structure is offered to the gate.
 
 Method (docs/analysis.md, "Trees"):
 
+- the plan's ``model.engine`` grows the trees: ``histogram`` (default) bins every column once per dataset
+  (``DatasetBins``: one bin per value where a column has at most ``model.max_bins`` values, else quantile bins)
+  and grows each tree from per-node histograms of class counts (``kansrijk.stats.histtree``); ``exact`` is
+  scikit-learn's exact-split tree, kept to compare. Either tree's thresholds are in the column's own units, so
+  everything below, the released structure and the gate's recount are the same for both;
+
 - stratified k-fold cross-validation (grouped by person when years are pooled, so nobody is in a training and a
   test fold at once); every grid point (max_depth, min_samples_leaf) is evaluated on every fold, from one fit per
   fold and ``min_samples_leaf`` grown to the grid's largest depth and cut at each depth (``DepthView``);
@@ -36,8 +42,17 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
-from coordinator.analysis.plan import Design
+from coordinator.analysis.plan import Design, Encoding
 from kansrijk.gate.requests import TreeNode
+from kansrijk.stats.histtree import (
+    MAX_BINS,
+    BinnedMatrix,
+    Binning,
+    HistTree,
+    column_edges,
+    fit_tree,
+    make_binning,
+)
 from kansrijk.stats.metrics import (
     HIGHER_IS_BETTER,
     METRICS,
@@ -49,6 +64,8 @@ from kansrijk.stats.metrics import (
 
 Grid = tuple[tuple[int, int], ...]
 Progress = Callable[[int], None]
+Tree = DecisionTreeClassifier | HistTree  # the engines: "exact" (scikit-learn) and "histogram" (kansrijk.stats)
+ENGINES: tuple[str, ...] = ("histogram", "exact")
 
 
 def stable_seed(base: int, *parts: str) -> np.random.SeedSequence:
@@ -71,6 +88,12 @@ class TreeSettings:
     permutation_repeats: int = 3
     n_jobs: int = 2
     shrinkage: tuple[float, ...] = (0.0,)  # hierarchical shrinkage strengths tried with every grid point
+    engine: str = "histogram"  # "histogram": binned trees (kansrijk.stats.histtree); "exact": scikit-learn's
+    max_bins: int = MAX_BINS  # value bins per column of the histogram engine
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown tree engine {self.engine!r}; known: {', '.join(ENGINES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +159,66 @@ def unweighted_probability(p_weighted: np.ndarray, weights: dict[int, float]) ->
     return num / (num + (1.0 - p_weighted) * w1)
 
 
+class DatasetBins:
+    """Bin edges per encoded column, declared once per dataset and reused by every design made from it.
+
+    The histogram engine bins each column once: ``declare`` fixes the edges of every column of a design made from
+    the whole dataset (a reference year, or the pooled years), keyed by the column's name and encoding (a rank over
+    another set of codes is another column) — one bin per distinct value when it has at most ``max_bins`` of them
+    (booleans, one-hot columns, ranks, ages), else cuts at the quantiles of its values
+    (``kansrijk.stats.histtree.column_edges``). Every design of an outcome population and feature set then reads
+    those edges (a column not declared gets its edges from the first design that holds it); folds, grid points,
+    shrinkage strengths and the released tree all read the same bin codes.
+    """
+
+    def __init__(self, max_bins: int = MAX_BINS) -> None:
+        self.max_bins = max_bins
+        self._edges: dict[tuple[str, Encoding | None], tuple[np.ndarray, str]] = {}
+
+    @staticmethod
+    def _key(design: Design, j: int) -> tuple[str, Encoding | None]:
+        return (design.columns[j], design.encodings[j] if design.encodings else None)
+
+    def declare(self, design: Design) -> None:
+        """Fix the edges of every column of ``design`` that has none yet."""
+        for j in range(len(design.columns)):
+            self._edges.setdefault(self._key(design, j), column_edges(design.X[:, j], self.max_bins))
+
+    def bin(self, design: Design) -> BinnedMatrix:
+        """The design's bin codes under the declared edges."""
+        edges, source = [], []
+        for j in range(len(design.columns)):
+            key = self._key(design, j)
+            if key not in self._edges:
+                self._edges[key] = column_edges(design.X[:, j], self.max_bins)
+            e, how = self._edges[key]
+            edges.append(e)
+            source.append(how)
+        return Binning(edges=tuple(edges), source=tuple(source)).transform(design.X)
+
+
+def bin_design(design: Design, settings: TreeSettings) -> BinnedMatrix:
+    """The design's bin codes with edges from its own values (callers analysing one design only)."""
+    return DatasetBins(settings.max_bins).bin(design)
+
+
 def _fit(
-    X: np.ndarray, y: np.ndarray, rows: np.ndarray, params: tuple[int, int], settings: TreeSettings, seed: int
-) -> tuple[DecisionTreeClassifier, dict[int, float]]:
+    X: np.ndarray,
+    y: np.ndarray,
+    rows: np.ndarray,
+    params: tuple[int, int],
+    settings: TreeSettings,
+    seed: int,
+    binned: BinnedMatrix | None = None,
+) -> tuple[Tree, dict[int, float]]:
+    """One tree on ``rows`` with (max_depth, min_samples_leaf) ``params`` by the settings' engine; the histogram
+    engine reads ``binned`` (the codes of ``X``; binned here when not given)."""
     weights = class_weights(y[rows], settings.class_weight)
+    if settings.engine == "histogram":
+        if binned is None:
+            binned = make_binning(X, max_bins=settings.max_bins).transform(X)
+        tree = fit_tree(binned, y, rows, max_depth=params[0], min_samples_leaf=params[1], class_weight=weights)
+        return tree, weights
     model = DecisionTreeClassifier(
         criterion=settings.criterion,
         max_depth=params[0],
@@ -151,6 +230,14 @@ def _fit(
     return model, weights
 
 
+def _leaves(model: Tree, M: np.ndarray) -> np.ndarray:
+    """The leaf of every row of ``M``: float32 values, or for a histogram tree also its bin codes (uint8), which
+    route every row as the values do."""
+    if isinstance(model, HistTree):
+        return model.apply_binned(M) if M.dtype == np.uint8 else model.apply(M)
+    return model.tree_.apply(M)
+
+
 @dataclass(frozen=True, eq=False)
 class DepthView:
     """A fitted tree read as if it had been grown only to ``depth``.
@@ -160,17 +247,18 @@ class DepthView:
     So the tree fitted with ``max_depth = d`` is the deeper tree cut at depth ``d`` — up to the choice between
     exactly tied splits, which scikit-learn makes at random either way: every node at depth ``d`` becomes a leaf
     whose class shares are that node's. One fit per ``min_samples_leaf`` therefore serves every depth of the grid
-    (tested prediction for prediction against separate fits).
+    (tested prediction for prediction against separate fits). The histogram engine grows level by level under
+    the same rule, and breaks ties deterministically.
     """
 
-    model: DecisionTreeClassifier
+    model: Tree
     depth: int
     node_at: np.ndarray  # node id -> the node that answers for it (its ancestor at ``depth``, or itself)
     score: np.ndarray  # node id -> unweighted probability of the positive class
 
     def nodes(self, X: np.ndarray) -> np.ndarray:
-        """The answering node of every row of ``X`` (float32, C-contiguous)."""
-        return self.node_at[self.model.tree_.apply(X)]
+        """The answering node of every row of ``X`` (float32 values; a histogram tree also reads its bin codes)."""
+        return self.node_at[_leaves(self.model, X)]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.score[self.nodes(X)]
@@ -191,7 +279,7 @@ class DepthView:
         return out / total if total > 0 else out
 
 
-def node_depths(model: DecisionTreeClassifier) -> np.ndarray:
+def node_depths(model: Tree) -> np.ndarray:
     """Depth of every node (the root is 0); nodes are numbered so that a parent precedes its children."""
     tree = model.tree_
     depth = np.zeros(tree.node_count, dtype=np.int64)
@@ -201,7 +289,7 @@ def node_depths(model: DecisionTreeClassifier) -> np.ndarray:
     return depth
 
 
-def shrunk_scores(model: DecisionTreeClassifier, weights: dict[int, float], shrinkage: float) -> np.ndarray:
+def shrunk_scores(model: Tree, weights: dict[int, float], shrinkage: float) -> np.ndarray:
     """Unweighted probability of the positive class per node, with hierarchical shrinkage ``shrinkage`` (lambda).
 
     Hierarchical shrinkage (Agarwal et al., ICML 2022) keeps the tree's structure and replaces each node's
@@ -229,9 +317,7 @@ def shrunk_scores(model: DecisionTreeClassifier, weights: dict[int, float], shri
     return score
 
 
-def depth_view(
-    model: DecisionTreeClassifier, depth: int, weights: dict[int, float], shrinkage: float = 0.0
-) -> DepthView:
+def depth_view(model: Tree, depth: int, weights: dict[int, float], shrinkage: float = 0.0) -> DepthView:
     tree = model.tree_
     depths = node_depths(model)
     node_at = np.arange(tree.node_count, dtype=np.int64)
@@ -261,15 +347,21 @@ def cross_validate(
     *,
     groups: np.ndarray | None = None,
     progress: Progress | None = None,
+    binned: BinnedMatrix | None = None,
 ) -> CvResult:
     """Fit the grid on every fold, select per fold by cross-fitting, and explain the selected models.
 
     One tree per fold and ``min_samples_leaf`` value, grown to the grid's largest depth for that value, answers
     for every depth of the grid (``DepthView``); the fits run in ``settings.n_jobs`` threads (scikit-learn's
-    tree builder releases the GIL).
+    tree builder releases the GIL, and so do most of numpy's array passes). The histogram engine reads
+    ``binned``, the design's bin codes (``DatasetBins``; binned from the design itself when not given), for
+    fitting, predicting and permuting alike.
     """
     y = np.asarray(y, dtype=np.int64)
     X = np.ascontiguousarray(design.X, dtype=np.float32)
+    if settings.engine == "histogram" and binned is None:
+        binned = bin_design(design, settings)
+    M = binned.codes if settings.engine == "histogram" and binned is not None else X  # what the trees read
     fold_seed, tree_seed, perm_seed = seed.spawn(3)
     fold_of = make_folds(y, settings.folds, seed_int(fold_seed), groups)
     k = settings.folds
@@ -278,13 +370,14 @@ def cross_validate(
     deepest = {m: max(d for d, mm in grid if mm == m) for m in leaf_sizes}
     base_tree_seed = seed_int(tree_seed)
     test_rows = [np.flatnonzero(fold_of == f) for f in range(k)]
-    X_test = [X[rows] for rows in test_rows]
+    X_test = [np.ascontiguousarray(M[rows]) for rows in test_rows]  # row-major: routed row by row
 
-    def run(f: int, m: int) -> tuple[int, int, DecisionTreeClassifier, dict[int, float]]:
-        model, weights = _fit(X, y, np.flatnonzero(fold_of != f), (deepest[m], m), settings, base_tree_seed)
+    def run(f: int, m: int) -> tuple[int, int, Tree, dict[int, float]]:
+        rows = np.flatnonzero(fold_of != f)
+        model, weights = _fit(X, y, rows, (deepest[m], m), settings, base_tree_seed, binned)
         return f, m, model, weights
 
-    fitted: dict[tuple[int, int], tuple[DecisionTreeClassifier, dict[int, float]]] = {}
+    fitted: dict[tuple[int, int], tuple[Tree, dict[int, float]]] = {}
     tasks = [(f, m) for f in range(k) for m in leaf_sizes]
     for f, m, model, weights in Parallel(n_jobs=settings.n_jobs, prefer="threads", return_as="generator")(
         delayed(run)(f, m) for f, m in tasks
@@ -298,7 +391,7 @@ def cross_validate(
     views: dict[tuple[int, int], DepthView] = {}
     nodes: dict[tuple[int, int], np.ndarray] = {}
     for f in range(k):
-        leaf_of = {m: fitted[(f, m)][0].tree_.apply(X_test[f]) for m in leaf_sizes}
+        leaf_of = {m: _leaves(fitted[(f, m)][0], X_test[f]) for m in leaf_sizes}
         for g, (gi, si) in enumerate(points):
             d, m = grid[gi]
             model, weights = fitted[(f, m)]
@@ -388,15 +481,23 @@ class ReleasableTree:
 
 
 def fit_final_tree(
-    design: Design, y: np.ndarray, params: tuple[int, int], settings: TreeSettings, seed: np.random.SeedSequence
-) -> DecisionTreeClassifier:
-    """The tree on the whole population with the selected grid point (what the released structure shows)."""
+    design: Design,
+    y: np.ndarray,
+    params: tuple[int, int],
+    settings: TreeSettings,
+    seed: np.random.SeedSequence,
+    binned: BinnedMatrix | None = None,
+) -> Tree:
+    """The tree on the whole population with the selected grid point (what the released structure shows); the
+    histogram engine reads ``binned`` (the design's codes) when given."""
     y = np.asarray(y, dtype=np.int64)
-    model, _ = _fit(design.X, y, np.arange(y.size), params, settings, seed_int(seed))
+    if settings.engine == "histogram" and binned is None:
+        binned = bin_design(design, settings)
+    model, _ = _fit(design.X, y, np.arange(y.size), params, settings, seed_int(seed), binned)
     return model
 
 
-def node_class_counts(model: DecisionTreeClassifier, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def node_class_counts(model: Tree, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Persons per class (negative, positive) reaching every node: (n_nodes, 2) integer counts."""
     path = model.decision_path(X)  # sparse (persons x nodes)
     onehot = np.stack([1 - np.asarray(y, dtype=np.int64), np.asarray(y, dtype=np.int64)], axis=1)
@@ -408,7 +509,7 @@ def _violates(counts: np.ndarray, rules: LeafRules) -> bool:
     return total < rules.min_leaf_persons or bool(((counts >= 0) & (counts < rules.min_class_count)).any())
 
 
-def prune_to_rules(model: DecisionTreeClassifier, design: Design, y: np.ndarray, rules: LeafRules) -> ReleasableTree:
+def prune_to_rules(model: Tree, design: Design, y: np.ndarray, rules: LeafRules) -> ReleasableTree:
     """Remove splits, deepest offending leaf first, until every leaf of the tree obeys the leaf rules.
 
     A leaf breaks the rules when it holds fewer than ``min_leaf_persons`` persons or any class count below
@@ -510,12 +611,16 @@ def prune_to_rules(model: DecisionTreeClassifier, design: Design, y: np.ndarray,
 
 
 __all__ = [
+    "ENGINES",
     "CvResult",
+    "DatasetBins",
     "DepthView",
     "Importance",
     "LeafRules",
     "ReleasableTree",
+    "Tree",
     "TreeSettings",
+    "bin_design",
     "class_weights",
     "cross_validate",
     "depth_view",

@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from coordinator.analysis.plan import Design
 from coordinator.analysis.trees import (
+    ENGINES,
     LeafRules,
     TreeSettings,
     class_weights,
@@ -158,10 +159,11 @@ def _design(rng: np.random.Generator, n: int) -> tuple[Design, np.ndarray]:
     return design, y
 
 
-def test_released_tree_is_pruned_until_every_leaf_obeys_the_rules() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_released_tree_is_pruned_until_every_leaf_obeys_the_rules(engine: str) -> None:
     rng = np.random.default_rng(10)
     design, y = _design(rng, 4000)
-    settings_ = TreeSettings(grid=((6, 20),), folds=3)
+    settings_ = TreeSettings(grid=((6, 20),), folds=3, engine=engine)
     model = fit_final_tree(design, y, (6, 20), settings_, stable_seed(1, "t"))
     counts = node_class_counts(model, design.X, y)
     leaves = model.tree_.children_left == -1
@@ -181,7 +183,8 @@ def test_released_tree_is_pruned_until_every_leaf_obeys_the_rules() -> None:
     assert leaf_sum.tolist() == total.tolist()
 
 
-def test_a_branch_without_positives_is_dropped_instead_of_collapsing_the_tree() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_branch_without_positives_is_dropped_instead_of_collapsing_the_tree(engine: str) -> None:
     """Like pupils in the top track, who cannot move up: the first split isolates a group with no positives at
     all. Merging leaves would collapse the tree to its root; dropping that split keeps the informative branch."""
     rng = np.random.default_rng(12)
@@ -190,7 +193,7 @@ def test_a_branch_without_positives_is_dropped_instead_of_collapsing_the_tree() 
     top = x[:, 0] > 0.3
     y = (~top & (rng.random(n) < expit(-1.5 + 1.5 * x[:, 1]))).astype(np.int64)
     design = Design(X=x, columns=("a", "b", "c"), variable_of=("a", "b", "c"), dropped=())
-    settings_ = TreeSettings(grid=((4, 50),), folds=3)
+    settings_ = TreeSettings(grid=((4, 50),), folds=3, engine=engine)
     model = fit_final_tree(design, y, (4, 50), settings_, stable_seed(1, "top"))
     assert model.tree_.feature[0] == 0, "the raw tree first splits off the group without positives"
     tree = prune_to_rules(model, design, y, LeafRules(min_leaf_persons=10, min_class_count=10))
@@ -214,11 +217,13 @@ def test_a_branch_without_positives_is_dropped_instead_of_collapsing_the_tree() 
     assert (int((y[rows] == 0).sum()), int(y[rows].sum())) == leaf.class_counts
 
 
-def test_cross_validation_is_deterministic_and_selects_without_its_own_fold() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cross_validation_is_deterministic_and_selects_without_its_own_fold(engine: str) -> None:
     rng = np.random.default_rng(11)
     design, y = _design(rng, 3000)
     settings_ = TreeSettings(
-        grid=((2, 20), (4, 20), (8, 20)), folds=4, n_jobs=2, permutation_repeats=2, shrinkage=(0.0, 100.0)
+        grid=((2, 20), (4, 20), (8, 20)), folds=4, n_jobs=2, permutation_repeats=2, shrinkage=(0.0, 100.0),
+        engine=engine,
     )
     a = cross_validate(design, y, settings_, stable_seed(7, "x"))
     b = cross_validate(design, y, settings_, stable_seed(7, "x"))
@@ -233,8 +238,9 @@ def test_cross_validation_is_deterministic_and_selects_without_its_own_fold() ->
     assert a.final_params in settings_.grid
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("class_weight", ["balanced", "none"])
-def test_a_deep_tree_cut_at_depth_d_is_the_tree_fitted_with_max_depth_d(class_weight: str) -> None:
+def test_a_deep_tree_cut_at_depth_d_is_the_tree_fitted_with_max_depth_d(class_weight: str, engine: str) -> None:
     """One fit per min_samples_leaf serves every depth of the grid: the cut tree predicts, and explains, exactly
     like a separate fit with that max_depth (missing values included). Exactly tied splits (the one-hot pair) are
     chosen at random by scikit-learn either way; the analysis sums a variable's one-hot columns, and so does this."""
@@ -246,7 +252,7 @@ def test_a_deep_tree_cut_at_depth_d_is_the_tree_fitted_with_max_depth_d(class_we
     x[:, 4] = 1.0 - x[:, 3]  # a one-hot pair: every split on one has a mirror split on the other
     y = (rng.random(n) < expit(-2 + x[:, 0] + 0.5 * x[:, 1] ** 2 - np.nan_to_num(x[:, 2]) + x[:, 3])).astype(np.int64)
     design = Design(X=x, columns=tuple("abcde"), variable_of=("a", "b", "c", "d", "d"), dropped=())
-    settings_ = TreeSettings(grid=((8, 20),), folds=3, class_weight=class_weight)
+    settings_ = TreeSettings(grid=((8, 20),), folds=3, class_weight=class_weight, engine=engine)
     weights = class_weights(y, class_weight)
     deep = fit_final_tree(design, y, (8, 20), settings_, stable_seed(1, "deep"))
     for depth in (1, 2, 3, 5, 8):
@@ -259,15 +265,16 @@ def test_a_deep_tree_cut_at_depth_d_is_the_tree_fitted_with_max_depth_d(class_we
         np.testing.assert_allclose(per_variable, expected_imp, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("class_weight", ["balanced", "none"])
-def test_hierarchical_shrinkage_is_computed_from_the_persons_per_node(class_weight: str) -> None:
+def test_hierarchical_shrinkage_is_computed_from_the_persons_per_node(class_weight: str, engine: str) -> None:
     """The shrunk score of a leaf is the root's share of positives plus each step's change along its path, damped
     by 1 / (1 + lambda / persons in the parent) — computed here from person counts only (what the released
     structure carries), independently of the class weights the tree was grown with. lambda = 0 is the plain
     tree, and a cut tree's shrunk score is the full tree's shrunk score at the cut node."""
     rng = np.random.default_rng(21)
     design, y = _design(rng, 6000)
-    settings_ = TreeSettings(grid=((6, 30),), folds=3, class_weight=class_weight)
+    settings_ = TreeSettings(grid=((6, 30),), folds=3, class_weight=class_weight, engine=engine)
     weights = class_weights(y, class_weight)
     model = fit_final_tree(design, y, (6, 30), settings_, stable_seed(1, "hs"))
     counts = node_class_counts(model, design.X, y).astype(np.float64)

@@ -13,6 +13,7 @@ import pytest
 from analysis_frames import city_dataset
 from annotated_types import Ge, Gt, Le, Lt
 from gate_kit import gate_workspace, signed_policy
+from sklearn.metrics import roc_auc_score
 
 from coordinator.analysis.plan import (
     LAST_YEAR,
@@ -24,7 +25,7 @@ from coordinator.analysis.plan import (
     with_previous_year,
 )
 from coordinator.analysis.run import analysis_requests, count_model_fits, scopes_of
-from coordinator.analysis.trees import LeafRules
+from coordinator.analysis.trees import DatasetBins, LeafRules
 from kansrijk.gate.compute import materialise
 from kansrijk.gate.data import DatasetInvalid
 from kansrijk.gate.release import Gate
@@ -229,3 +230,54 @@ def test_every_setting_a_signed_plan_allows_makes_a_valid_spec(model: type, fiel
     a spec the gate rejects halfway through a run."""
     for value in _plan_bounds(model, field):
         build(value)
+
+
+def test_the_plan_chooses_the_tree_engine_and_the_released_descriptions_name_it(
+    frames: dict[int, pl.DataFrame],
+) -> None:
+    """Both engines run the whole plan; their out-of-fold predictions agree closely (the histogram trees bin only
+    the columns with many values), and every model description says which engine grew the trees."""
+    one = {2023: frames[2023]}
+    runs = {}
+    for engine in ("histogram", "exact"):
+        oof: dict[tuple[str, str, str], np.ndarray] = {}
+        pol = _policies(engine=engine, min_positives=60)
+        planned = list(analysis_requests(pol, one, leaf_rules=LeafRules(), oof_sink=oof))
+        described = [p.request for p in planned if isinstance(p.request, MetricsSpec | TreeSpec)]
+        assert described and all(f"engine={engine}" in (r.model + r.description) for r in described)
+        runs[engine] = oof
+    assert runs["histogram"].keys() == runs["exact"].keys() and runs["histogram"]
+    pop = frames[2023]
+    for key, scores in runs["histogram"].items():
+        outcome = key[1]
+        y = pop.filter(pl.col(outcome).is_not_null())[outcome].cast(pl.Int8).to_numpy()
+        gap = roc_auc_score(y, scores) - roc_auc_score(y, runs["exact"][key])
+        assert abs(gap) < 0.03, f"{outcome}: histogram minus exact AUC {gap:+.4f}"
+
+
+def test_each_column_is_binned_once_per_dataset_and_every_population_reuses_its_edges(
+    frames: dict[int, pl.DataFrame],
+) -> None:
+    frame = frames[2023]
+    variables = ("age_years", "woz_eur", "sex", "buurt_code")
+    whole = encode(frame, variables, one_hot_max_levels=12)
+    bins = DatasetBins(max_bins=32)
+    bins.declare(whole)
+    sub = frame.filter(pl.col("psychosocial_risk").is_not_null() & (pl.col("age_years") > 12))
+    part = encode(sub, variables, one_hot_max_levels=12)
+    binned = bins.bin(part)
+    for j, column in enumerate(part.columns):
+        edges = binned.binning.edges[j]
+        if part.encodings[j].how == "rank" and part.encodings[j] != whole.encodings[whole.columns.index(column)]:
+            continue  # ranks over another set of codes: another column, binned from this population
+        declared = bins.bin(whole).binning.edges[whole.columns.index(column)]
+        np.testing.assert_array_equal(edges, declared, err_msg=column)
+        x = part.X[:, j].astype(np.float64)
+        known = ~np.isnan(x)
+        code = binned.codes[:, j].astype(np.int64)
+        assert (code[~known] == edges.size + 1).all()
+        # code <= b exactly when the value is at most the edge b: the released thresholds route as the codes do
+        for b, edge in enumerate(edges):
+            np.testing.assert_array_equal(code[known] <= b, x[known] <= edge, err_msg=f"{column} bin {b}")
+    assert binned.binning.source[part.columns.index("woz_eur")] == "quantiles"
+    assert binned.binning.source[part.columns.index("age_years")] == "values"

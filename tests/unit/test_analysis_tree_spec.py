@@ -1,6 +1,7 @@
 """A fitted tree submitted as a structure: the gate re-applies it to its own data and must count exactly the persons
-scikit-learn routed at fitting, node by node — for every kind of encoded column (numbers with missing values,
-booleans, one-hot categories, ranks of ordered categories and of codes, last year's state)."""
+the fitted tree routed at fitting, node by node, for either engine (a histogram tree's thresholds are bin edges) —
+for every kind of encoded column (numbers with missing values, booleans, one-hot categories, ranks of ordered
+categories and of codes, last year's state)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gate_kit import gate_workspace, signed_policy
 
 from coordinator.analysis.plan import attach_previous_years, encode
 from coordinator.analysis.run import tree_nodes
-from coordinator.analysis.trees import LeafRules, TreeSettings, fit_final_tree, prune_to_rules, stable_seed
+from coordinator.analysis.trees import ENGINES, LeafRules, TreeSettings, fit_final_tree, prune_to_rules, stable_seed
 from kansrijk.gate.release import Gate
 from kansrijk.gate.specs import TreeSpec, where
 
@@ -43,23 +44,24 @@ def two_years(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int,
     return ws, keys
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("outcome", ["psychosocial_risk", "delinquency"])
 def test_gate_counts_every_node_as_the_fitted_tree_routed_its_persons(
-    two_years: tuple[Path, dict[int, pl.DataFrame]], tmp_path: Path, outcome: str
+    two_years: tuple[Path, dict[int, pl.DataFrame]], tmp_path: Path, outcome: str, engine: str
 ) -> None:
     ws, frames = two_years
     data = attach_previous_years(frames, ("track",))[2023]
     pop = data.filter(pl.col("age_years").is_between(0, 23) & pl.col(outcome).is_not_null())
     design = encode(pop, VARIABLES, one_hot_max_levels=12, ordinal=("track",))
     y = pop.get_column(outcome).cast(pl.Int64).to_numpy()
-    settings = TreeSettings(grid=((8, 20),), folds=3)
+    settings = TreeSettings(grid=((8, 20),), folds=3, engine=engine, max_bins=32)  # quantile bins for woz_eur
     model = fit_final_tree(design, y, (8, 20), settings, stable_seed(1, outcome))
     tree = prune_to_rules(model, design, y, LeafRules(min_leaf_persons=10, min_class_count=10))
     assert sum(n.is_leaf for n in tree.nodes) >= 3, "the test needs a tree with splits"
     kinds = {design.encodings[design.columns.index(str(n.feature))].how for n in tree.nodes if not n.is_leaf}
     policy, pub, _ = signed_policy(tmp_path)
     spec = TreeSpec(
-        name=f"tree.{outcome}",
+        name=f"tree.{outcome}.{engine}",
         years=(2023,),
         population=(where("age_years", ">=", 0), where("age_years", "<=", 23)),
         outcome=outcome,

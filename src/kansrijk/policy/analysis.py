@@ -79,8 +79,8 @@ class OutcomeSpec(PolicyModel):
     model: ModelKind = Field(
         default="tree",
         description=(
-            "'tree': scikit-learn trees, released under output checking. 'dp_tree' / 'dp_boosted': a "
-            "differentially private model trained inside the release gate (see [dp_model])."
+            "'tree': decision trees (grown by model.engine), released under output checking. 'dp_tree' / "
+            "'dp_boosted': a differentially private model trained inside the release gate (see [dp_model])."
         ),
     )
     models: tuple[ModelKind, ...] | None = Field(
@@ -230,6 +230,17 @@ class Model(PolicyModel):
     """Decision trees: the tuning grid, cross-validation and class weighting."""
 
     algorithm: Literal["decision_tree"] = "decision_tree"
+    engine: Literal["histogram", "exact"] = Field(
+        default="histogram",
+        description=(
+            "How trees are grown: 'histogram' bins every column once per dataset (at most max_bins bins; a column "
+            "with fewer values keeps one bin per value) and grows trees from per-node histograms of class counts; "
+            "'exact' tries every threshold between two values (scikit-learn), kept to compare."
+        ),
+    )
+    max_bins: int = Field(
+        default=255, ge=2, le=255, description="Histogram engine: at most this many value bins per column."
+    )
     criterion: Literal["gini", "entropy", "log_loss"] = "gini"
     class_weight: Literal["balanced", "none"] = "balanced"
     folds: int = Field(default=5, ge=3, le=10)
@@ -243,6 +254,15 @@ class Model(PolicyModel):
         min_length=1,
         description="Hierarchical shrinkage strengths (lambda, persons) tried with every grid point; 0 = none.",
     )
+
+    @model_validator(mode="after")
+    def _engine(self) -> Model:
+        if self.engine == "histogram" and self.criterion != "gini":
+            raise ValueError(
+                f"the histogram engine splits by Gini impurity only (criterion = {self.criterion!r}); use "
+                f'criterion = "gini" or engine = "exact"'
+            )
+        return self
 
     @field_validator("shrinkage")
     @classmethod
