@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from kansrijk.errors import PolicyError
 from kansrijk.outcomes import OUTCOME_NAMES, OUTCOMES
-from kansrijk.policy.common import PolicyModel, parse_policy
+from kansrijk.policy.common import PolicyModel, StudyPolicy, parse_policy, study_field
 from kansrijk.policy.factors import indicator_names
 from kansrijk.policy.release import ExactNumber
 from kansrijk.schema import VARIABLES, Kind
@@ -360,26 +360,11 @@ class Retention(PolicyModel):
     after: str = Field(min_length=10, description="What is destroyed then and what is kept (released outputs, ledger).")
 
 
-class AnalysisPlan(PolicyModel):
+class AnalysisPlan(StudyPolicy):
     """An analysis plan file (``kind = "analysis"``)."""
 
     kind: Literal["analysis"]
-    study: str | None = Field(
-        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
-    )
-
-    @field_validator("study")
-    @classmethod
-    def _active_study(cls, value: str | None) -> str | None:
-        from kansrijk.study import active_study
-
-        current = active_study()
-        if value is not None and value != current.name:
-            raise ValueError(
-                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
-                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
-            )
-        return value
+    study: str | None = study_field()
     version: Literal[1] = 1
     title: str = Field(min_length=1)
     dataset: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

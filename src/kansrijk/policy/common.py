@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kansrijk.errors import PolicyError
 
@@ -24,6 +24,31 @@ class PolicyModel(BaseModel):
         """For a number past a bound at ``key``: a message naming the rule, the bound and its source, or None to
         keep the validator's own. A policy kind with documented floors and ceilings overrides this."""
         return None
+
+
+def study_field() -> Any:
+    """The ``study`` key of a policy file (checked by ``StudyPolicy``)."""
+    return Field(
+        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
+    )
+
+
+class StudyPolicy(PolicyModel):
+    """A policy file that names the study it belongs to (``study = study_field()``): refused, naming both studies,
+    when another study is active."""
+
+    @field_validator("study", check_fields=False)
+    @classmethod
+    def _active_study(cls, value: str | None) -> str | None:
+        from kansrijk.study import active_study
+
+        current = active_study()
+        if value is not None and value != current.name:
+            raise ValueError(
+                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
+                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
+            )
+        return value
 
 
 def policy_digest(raw: bytes) -> str:

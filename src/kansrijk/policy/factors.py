@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kansrijk.policy.common import PolicyModel, parse_policy
+from kansrijk.policy.common import PolicyModel, StudyPolicy, parse_policy, study_field
 from kansrijk.schema import VARIABLES
 
 FACTOR_MODEL_KIND = "factor_model"
@@ -71,26 +71,11 @@ class Factor(PolicyModel):
         return value
 
 
-class FactorModel(PolicyModel):
+class FactorModel(StudyPolicy):
     """A factor-model file (``kind = "factor_model"``)."""
 
     kind: Literal["factor_model"]
-    study: str | None = Field(
-        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
-    )
-
-    @field_validator("study")
-    @classmethod
-    def _active_study(cls, value: str | None) -> str | None:
-        from kansrijk.study import active_study
-
-        current = active_study()
-        if value is not None and value != current.name:
-            raise ValueError(
-                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
-                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
-            )
-        return value
+    study: str | None = study_field()
     version: Literal[1] = 1
     title: str = Field(min_length=1)
     source: str = Field(min_length=1, description="The document the ranking as a whole comes from.")

@@ -29,7 +29,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
 from kansrijk.gate.requests import OutputKind
-from kansrijk.policy.common import PolicyModel, parse_policy
+from kansrijk.policy.common import PolicyModel, StudyPolicy, parse_policy, study_field
 from kansrijk.policy.grids import PublicGrids
 
 RELEASE_KIND = "release"
@@ -466,7 +466,7 @@ def _default_outputs() -> dict[str, OutputRule]:
     return {kind: OutputRule() for kind in OUTPUT_KINDS}
 
 
-class ReleasePolicy(PolicyModel):
+class ReleasePolicy(StudyPolicy):
     """A release policy file (``kind = "release"``)."""
 
     @classmethod
@@ -474,22 +474,7 @@ class ReleasePolicy(PolicyModel):
         return bound_message(key, value)
 
     kind: Literal["release"]
-    study: str | None = Field(
-        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
-    )
-
-    @field_validator("study")
-    @classmethod
-    def _active_study(cls, value: str | None) -> str | None:
-        from kansrijk.study import active_study
-
-        current = active_study()
-        if value is not None and value != current.name:
-            raise ValueError(
-                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
-                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
-            )
-        return value
+    study: str | None = study_field()
     version: Literal[1] = 1
     title: str = Field(min_length=1)
     dataset: str = Field(

@@ -20,7 +20,7 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from kansrijk.policy.common import PolicyModel, parse_policy, policy_digest, read_policy_bytes
+from kansrijk.policy.common import PolicyModel, StudyPolicy, parse_policy, policy_digest, read_policy_bytes, study_field
 from kansrijk.schema import PARTNERS, VARIABLES, Kind
 
 Parse = Literal["string", "int", "decimal", "date", "bool"]
@@ -214,26 +214,11 @@ class Rule(PolicyModel):
         return self
 
 
-class SharingPolicy(PolicyModel):
+class SharingPolicy(StudyPolicy):
     """One partner's sharing policy (see the module docstring)."""
 
     kind: Literal["sharing"] = Field("sharing", description='Policy kind; always "sharing".')
-    study: str | None = Field(
-        None, description="The study this file belongs to; refused when another study is active (kansrijk.study)."
-    )
-
-    @field_validator("study")
-    @classmethod
-    def _active_study(cls, value: str | None) -> str | None:
-        from kansrijk.study import active_study
-
-        current = active_study()
-        if value is not None and value != current.name:
-            raise ValueError(
-                f"this file belongs to study {value!r}, but the active study is {current.name!r} ({current.path}); "
-                f"use the files of study {current.name!r} or run with --study naming study {value!r}"
-            )
-        return value
+    study: str | None = study_field()
     partner: str = Field(description="Partner name as in the partner registry.")
     purpose: str = Field(min_length=10, description="Why these data are shared.")
     legal_basis: str = Field(min_length=10, description="The legal basis (article, agreement).")

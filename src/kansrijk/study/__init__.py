@@ -185,17 +185,6 @@ def use_study(study: Study | Path) -> Iterator[Study]:
             os.environ[STUDY_ENV] = env
 
 
-def check_policy_study(path: Path | str, named: str | None, what: str) -> None:
-    """Refuse a policy that names another study than the active one (``PolicyError`` naming both)."""
-    study = active_study()
-    if named is not None and named != study.name:
-        raise PolicyError(
-            f"{path}: study: this {what} belongs to study {named!r}, but the active study is {study.name!r} "
-            f"({study.path})",
-            hint=f"use the {what} of study {study.name!r}, or run with --study naming study {named!r}",
-        )
-
-
 __all__ = [
     "DEFAULT_STUDY",
     "IDENTITY",
@@ -205,7 +194,6 @@ __all__ = [
     "Study",
     "activate",
     "active_study",
-    "check_policy_study",
     "default_study_path",
     "load_signed_study",
     "load_study",
