@@ -10,10 +10,13 @@ cells than the gate without it).
 
 Complexity: the incremental audit folds each record into its history once; a new release then costs a pass over its
 own persons, one sort of the N persons' signatures and a sparse product per stored record (O(N log N + R x n) for R
-records of n persons each, without re-sorting them); per connected component the new release touches, the leverage
-step bound clears small atoms in O(atoms x rank) (rank at most the number of released cells, from one
-eigendecomposition of the cells' Gram matrix), exact directions and linear programs only for the groups left. The
-full re-audit rebuilds every record's contribution from scratch and audits every component, at every release.
+records of n persons each, without re-sorting them). The algebra keeps, per record, only the cells that span all of
+its cells (a tree's leaves, not its nodes), so an atom lies in about one row per release. Per connected component
+the new release touches, the leverage step bound clears small atoms in O(sum over atoms of rows^2) after one
+pivoted Cholesky factorisation of the rows' Gram matrix (O(rank^3), rank at most the number of released cells);
+exact directions (two sparse products per block, never the dense basis) and linear programs only for the groups
+left. The full re-audit rebuilds every record's contribution from scratch and audits every component, at every
+release.
 """
 
 from __future__ import annotations

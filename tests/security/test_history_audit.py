@@ -14,6 +14,7 @@ The city: 400 persons in six buurten of two wijken, ages 4-22 plus two persons a
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,12 @@ from gate_kit import gate_workspace, signed_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kansrijk.gate.audit import AuditRecord
 from kansrijk.gate.compute import condition_expr
+from kansrijk.gate.history import person_year_ids
 from kansrijk.gate.release import Gate, Refused, Released, Suppressed
 from kansrijk.gate.requests import RequestInvalid
-from kansrijk.gate.specs import CountSpec, MeanSpec, ReleaseSpec, SplitNode, TreeSpec, where
+from kansrijk.gate.specs import CountSpec, MeanSpec, QuantileSpec, ReleaseSpec, SplitNode, TreeSpec, where
 
 REQUESTER = "analysis"
 T = 10
@@ -142,6 +145,12 @@ def published(b: Bench) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
             inside = base.copy()
             for var in by:
                 inside &= f[var].to_numpy() == cell[var]
+            if isinstance(spec, QuantileSpec):  # each level's window of T persons, whom the attacker is taken to know
+                woz = f[spec.value].cast(pl.Float64).to_numpy()
+                for q in spec.levels:
+                    window = quantile_window(woz, inside, q)
+                    out.append((window, float(cell[f"q{q:g}"]) * window.sum(), woz))
+                continue
             if isinstance(spec, MeanSpec):
                 inside &= f[spec.value].is_not_null().to_numpy()
                 woz = f[spec.value].cast(pl.Float64).to_numpy()
@@ -150,6 +159,17 @@ def published(b: Bench) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
             else:
                 out.append((inside, float(cell["n"]), None))
     return out
+
+
+def quantile_window(values: np.ndarray, inside: np.ndarray, q: float) -> np.ndarray:
+    """The persons whose values a released quantile averages: the T sorted values nearest the quantile (the gate's
+    documented window, computed here from the frame)."""
+    at = np.flatnonzero(inside & ~np.isnan(values))
+    order = at[np.argsort(values[at], kind="stable")]
+    start = round(q * (order.size - 1) - (T - 1) / 2)
+    window = np.zeros(values.size, dtype=bool)
+    window[order[start : start + T]] = True
+    return window
 
 
 def _route(f: pl.DataFrame, spec: TreeSpec, target: int) -> np.ndarray:
@@ -410,6 +430,46 @@ def test_means_over_a_chain_do_not_give_two_persons_woz(bench, tally) -> None:
     assert isinstance(outcomes[0], Released), verdict(outcomes[0])
     assert any(v.rule == "history_audit" and v.verdict != "pass" for o in outcomes for v in o.verdicts)
     found = record(tally, "value differencing (history)", "means over G, G - X + R, R", b, outcomes[-1])
+    assert not found, found
+
+
+def test_a_quantiles_windows_enter_the_audit_as_sums(bench) -> None:
+    """A quantile is released as the mean of the T values nearest it: the gate's audit records hold, per level,
+    exactly those T persons and their sum (the released mean times T), as this test computes them itself."""
+    b = bench()
+    levels = (0.25, 0.5, 0.75)
+    out = b.release(QuantileSpec(name="woz_quantiles", years=(2023,), value="woz_eur", levels=levels))
+    assert isinstance(out, Released), verdict(out)
+    with sqlite3.connect(b.ws / "ledger.sqlite") as conn:
+        rows = conn.execute("SELECT seq, record FROM audit_records ORDER BY seq, part").fetchall()
+    records = [AuditRecord.from_blob(bytes(blob), seq) for seq, blob in rows]
+    assert [r.quantity for r in records] == ["sum:woz_eur"] * len(levels)
+    doc = b.document("woz_quantiles")
+    assert doc is not None
+    cell = dict(zip(doc["values"]["columns"], doc["values"]["rows"][0], strict=True))
+    woz = b.frame["woz_eur"].cast(pl.Float64).to_numpy()
+    ids = person_year_ids(b.frame)
+    for q, r in zip(levels, records, strict=True):
+        window = quantile_window(woz, np.ones(woz.size, dtype=bool), q)
+        assert sorted(r.ids[r.codes >= 0].tolist()) == sorted(ids[window].tolist())
+        assert len(r.cells) == 1 and r.cells[0].value == pytest.approx(float(cell[f"q{q:g}"]) * T)
+        assert r.cells[0].value == pytest.approx(woz[window].sum())
+
+
+def test_a_mean_over_a_quantile_window_and_one_more_person_is_stopped(bench, tally) -> None:
+    """The median is the mean of a window of T persons; a mean over a population that is that window plus the
+    next person up (chosen by WOZ bounds) differences to that one person's WOZ. The audit withholds it."""
+    b = bench()
+    median = b.release(QuantileSpec(name="woz_median", years=(2023,), value="woz_eur", levels=(0.5,)))
+    assert isinstance(median, Released), verdict(median)
+    woz = b.frame["woz_eur"].to_numpy()
+    ranked = np.sort(woz)
+    start = round(0.5 * (woz.size - 1) - (T - 1) / 2)
+    window_and_one = (where("woz_eur", ">=", int(ranked[start])), where("woz_eur", "<=", int(ranked[start + T])))
+    mean = b.release(MeanSpec(name="woz_around_median", years=(2023,), population=window_and_one, value="woz_eur"))
+    assert not isinstance(mean, Released), verdict(mean)
+    assert any(v.rule == "history_audit" and v.verdict != "pass" for v in mean.verdicts), verdict(mean)
+    found = record(tally, "value differencing (history)", "median window, then a mean over it plus one", b, mean)
     assert not found, found
 
 

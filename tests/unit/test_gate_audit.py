@@ -132,6 +132,20 @@ def test_components_the_new_release_does_not_touch_are_not_audited() -> None:
     assert result.ok and result.components == 0  # no small atom where b is; a's persons are another component
 
 
+def test_a_release_that_repeats_earlier_cells_is_not_audited_again() -> None:
+    """A model's n over the population a table already counted: same persons, same number; nothing to audit."""
+    table = count(range(200), np.arange(200) % 4, [((0,), None), ((1,), None), ((2, 3), None)], seq=1)
+    again = count(range(200), np.arange(200) % 4, [((0, 1, 2, 3), None), ((0,), None)])
+    assert run([table], [again]).repeats == 0  # the total is new (no earlier cell holds all 200)
+    total = count(range(200), seq=2)
+    result = run([table, total], [again])
+    assert result.repeats == 1 and result.atoms == 0 and result.ok
+    # one person more is new, and so is a part of fewer than T persons the release withholds
+    assert run([table, total], [count(range(201))]).repeats == 0
+    withheld = count(range(200), np.where(np.arange(200) < 195, 0, 1), [((0, 1), None)])
+    assert run([table, total], [withheld]).repeats == 0
+
+
 # --- incremental = full = an independent attacker ----------------------------------------------------------------
 def brute_force(records: list[AuditRecord], interval: int) -> set[tuple[int, ...]]:
     """The small groups pinned by all ``records``: atoms by membership of every cell, the small parts of a record

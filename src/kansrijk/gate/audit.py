@@ -28,12 +28,16 @@ persons whatever the codes say.
 64-bit XOR signature); a new release costs one pass over its own persons, one sort of the signatures and a sparse
 product per record (``O(N log N + sum of record sizes)`` for ``N`` persons, no re-sorting of the history's records).
 Only the connected components of the system that the new release touches are audited (a release over other years
-or other persons leaves their bounds unchanged). In a component, the true sizes are one feasible point; each
-group's own direction in the null space of the released numbers moves it without a linear program. For a single
-atom the step is bounded from the atoms' leverages alone (``O(atoms x rank)``, ``rank`` at most the number of
-released cells), which clears almost every atom; the rest get their exact direction, then a few linear programs
-with random weights push every open group up and down at once; only the groups left get their own two programs.
-``audit`` reports how many programs it solved.
+or other persons leaves their bounds unchanged). The algebra uses, per record, only the cells that span all of
+its cells (a tree's leaves, not its nodes: each node is the sum of its leaves), so an atom lies in about one row
+per release instead of one per tree level (a city's two-year plan: 36 rows per atom instead of 103, and the cost
+goes with their square). In a component, the true sizes are one feasible point; each group's own direction in the
+null space of the released numbers moves it without a linear program. For a single atom the step is bounded from
+the atoms' leverages alone (``O(sum over atoms of rows^2)``, from one pivoted Cholesky factorisation of the rows'
+Gram matrix, ``O(rank^3)``), which clears almost every atom; the rest get their exact direction (two sparse
+products per block of groups, never the dense basis), then a few linear programs with random weights push every
+open group up and down at once; only the groups left get their own two programs. ``audit`` reports how many
+programs it solved.
 
 Persons are counted in one unit per system: person-years (one row per person per reference year), or distinct
 persons (pooled tables count persons). A single-year release is in both systems.
@@ -163,6 +167,7 @@ class AuditResult:
     candidates: int = 0
     components: int = 0
     programs: int = 0
+    repeats: int = 0  # systems where the release only repeated earlier cells (nothing to audit)
 
     @property
     def ok(self) -> bool:
@@ -182,6 +187,28 @@ def _part_keys(codes: np.ndarray, record: int) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return np.where(codes < 0, np.uint64(0), x)
+
+
+def _cell_prints(record: AuditRecord) -> list[int]:
+    """A 64-bit fingerprint of each released cell's persons: the XOR of a hash of every person's id (equal sets of
+    persons, equal fingerprints; different sets collide with probability 2^-64)."""
+    if not record.cells or record.ids.size == 0:
+        return [0] * len(record.cells)
+    with np.errstate(over="ignore"):  # splitmix64: no id hashes to 0 for certain (0 would drop out of the XOR)
+        x = record.ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    order = np.argsort(record.codes, kind="stable")
+    codes, starts = np.unique(record.codes[order], return_index=True)
+    per_code = dict(zip(codes.tolist(), np.bitwise_xor.reduceat(x[order], starts).tolist(), strict=True))
+    prints = []
+    for cell in record.cells:
+        h = 0
+        for code in cell.codes:
+            h ^= per_code.get(int(code), 0)
+        prints.append(h)
+    return prints
 
 
 def _membership(record: AuditRecord) -> tuple[np.ndarray, list[tuple[int, ...]]]:
@@ -213,6 +240,9 @@ class System:
     matrix: sp.csr_matrix  # cells x atoms, 0/1
     rhs: np.ndarray
     cell_entry: np.ndarray  # the ledger entry of every cell (0: the release being checked)
+    # rows that span every cell (a tree's leaves, not its nodes, which are their sums): the algebra and the
+    # attacker's programs use these; the groups and the entries use every cell
+    basis: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # groups of fewer than the threshold that are unions of two or more atoms (a withheld cell whose persons
     # other releases split): groups x atoms, 0/1. An attacker may pin the union when no atom of it is pinned
     unions: sp.csr_matrix | None = None
@@ -227,6 +257,7 @@ class _Folded:
     positions: np.ndarray
     classes: np.ndarray
     incidence: sp.csr_matrix  # cells x classes
+    independent: np.ndarray  # cells that span all of the record's cells, the finest first (_independent_cells)
     small: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # per threshold
 
     def small_parts(self, threshold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,6 +277,7 @@ class _History:
 
     def __init__(self) -> None:
         self.folded: list[_Folded] = []
+        self.cells: set[int] = set()  # the 64-bit fingerprint of every released cell's persons (_cell_prints)
         self.ids = np.zeros(0, dtype=np.uint64)  # person index -> id, append-only
         self.order = np.zeros(0, dtype=np.int64)  # the index sorted by id, for lookups
         self.signature = np.zeros(0, dtype=np.uint64)
@@ -271,6 +303,17 @@ class _History:
             at = np.searchsorted(sorted_ids, ids)
         return self.order[at]
 
+    def repeats(self, new: Sequence[AuditRecord], threshold: int) -> bool:
+        """Whether ``new`` only repeats numbers already in the history: every released cell counts (or sums over)
+        exactly the persons of a cell released before, so it adds no equation and splits no atom (its parts are
+        Boolean combinations of earlier cells), and no part of it has fewer than ``threshold`` persons (a new
+        withheld cell would be a new group to audit). The audit then has nothing to check."""
+        for r in new:
+            _, counts = np.unique(r.codes, return_counts=True)
+            if (counts < threshold).any() or not self.cells.issuperset(_cell_prints(r)):
+                return False
+        return True
+
     def fold(self, record: AuditRecord) -> _Folded:
         positions = self.positions(record.ids)
         classes, cells_of = _membership(record)
@@ -279,10 +322,12 @@ class _History:
         incidence = sp.csr_matrix(
             (np.ones(len(rows)), (np.asarray(rows, dtype=np.int64), cols)), shape=(len(record.cells), len(cells_of))
         )
-        return _Folded(record, positions, classes, incidence)
+        persons = np.bincount(classes[classes >= 0], minlength=len(cells_of)).astype(np.float64)
+        return _Folded(record, positions, classes, incidence, _independent_cells(incidence, persons))
 
     def keep(self, folded: _Folded) -> None:
         """Add a folded record to the history for good."""
+        self.cells.update(_cell_prints(folded.record))
         self._apply(folded, len(self.folded), self.signature, self.values)
         self.present[folded.positions] = True
         self.folded.append(folded)
@@ -312,6 +357,7 @@ class _History:
         blocks: list[sp.csr_matrix] = []
         rhs: list[float] = []
         entry: list[int] = []
+        basis: list[np.ndarray] = []
         for f in (*self.folded, *new):
             if not f.record.cells:
                 continue
@@ -322,6 +368,7 @@ class _History:
             members = sp.csr_matrix(
                 (np.ones(atoms.size), (class_of_atom[atoms], atoms)), shape=(f.incidence.shape[1], n_atoms)
             )  # classes x atoms
+            basis.append(f.independent + len(rhs))
             blocks.append((f.incidence @ members).tocsr())
             rhs.extend(c.value for c in f.record.cells)
             entry.extend([f.record.seq] * len(f.record.cells))
@@ -338,7 +385,34 @@ class _History:
         unions = None
         if threshold is not None:
             unions = _unions([f.small_parts(threshold) for f in (*self.folded, *new)], atom_at, sizes)
-        return System(sizes, truth, lower, upper, matrix, np.asarray(rhs, dtype=np.float64), np.asarray(entry), unions)
+        return System(
+            sizes, truth, lower, upper, matrix, np.asarray(rhs, dtype=np.float64), np.asarray(entry),
+            basis=np.concatenate(basis) if basis else np.zeros(0, dtype=np.int64), unions=unions,
+        )
+
+
+def _independent_cells(incidence: sp.csr_matrix, persons: np.ndarray) -> np.ndarray:
+    """The cells of one record that span all of its cells (rows of ``incidence``, cells x membership classes),
+    chosen from the fewest persons up: a tree's leaves span its nodes (each node is the sum of its leaves), a
+    table's inner cells span its margins. Every other cell is an exact sum of these, so the linear system keeps
+    its solutions with these rows alone, and each atom lies in a few rows instead of one per level of every tree
+    (the Gram matrix and the leverages cost the sum over atoms of their rows squared). Gram-Schmidt, twice per
+    cell, in the record's own small space (classes: at most a few hundred)."""
+    rows = incidence.toarray()
+    order = np.argsort(rows @ persons, kind="stable")
+    basis = np.zeros((rows.shape[1], min(rows.shape)))
+    keep: list[int] = []
+    for i in order:
+        v = rows[i].copy()
+        norm = float(np.linalg.norm(v))
+        done = basis[:, : len(keep)]
+        for _ in range(2):
+            v -= done @ (done.T @ v)
+        rest = float(np.linalg.norm(v))
+        if rest > 1e-8 * max(norm, 1.0):
+            basis[:, len(keep)] = v / rest
+            keep.append(int(i))
+    return np.sort(np.asarray(keep, dtype=np.int64))
 
 
 def _unions(parts: Sequence[tuple[np.ndarray, np.ndarray]], atom_at: np.ndarray, sizes: np.ndarray) -> sp.csr_matrix:
@@ -461,70 +535,99 @@ class _Program:
 
 @dataclass(frozen=True, eq=False)
 class _Component:
-    """One connected component of a system: its atoms, the released cells over them (``a`` x = ``b``) and the
-    cells' Gram matrix ``a a^T`` (how many atoms two cells share), computed once for every use."""
+    """One connected component of a system: its atoms, every released cell over them (``rows`` of the system,
+    ``cells``) and the cells that span them (``a`` x = ``b``: the system's basis rows)."""
 
     atoms: np.ndarray
+    rows: np.ndarray  # the system's cells over these atoms
+    cells: sp.csr_matrix
     a: sp.csr_matrix
     b: np.ndarray
-    gram: np.ndarray
 
     @classmethod
     def of(cls, system: System, atoms: np.ndarray) -> _Component:
         whole = atoms.size == system.sizes.size  # usually one component holds every atom: no slicing then
         sub = system.matrix if whole else sp.csr_matrix(system.matrix.tocsc()[:, atoms])
         used = np.flatnonzero(sub.getnnz(axis=1))
-        a = sp.csr_matrix(sub[used])
-        return cls(atoms, a, system.rhs[used], (a @ a.T).toarray())
+        spanning = np.intersect1d(used, system.basis)
+        a = sp.csr_matrix(sub[spanning])
+        cells = sub if used.size == sub.shape[0] else sp.csr_matrix(sub[used])
+        return cls(atoms, used, cells, a, system.rhs[spanning])
 
 
-def _row_space(a: sp.csr_matrix, gram: np.ndarray) -> _Basis | None:
-    """An orthonormal basis ``Q`` (atoms x rank) of the row space of ``a``.
+def _row_space(a: sp.csr_matrix) -> _Basis | None:
+    """An orthonormal basis ``Q`` (atoms x rank) of the row space of ``a``, kept implicit.
 
-    The released cells are many and dependent (a tree's node is the sum of its children; tables repeat margins):
-    a pivoted Cholesky factorisation of the small Gram matrix ``a a^T`` (LAPACK's ``dpstrf``) picks ``rank``
-    independent cells ``B`` with ``a_B a_B^T = U^T U``, and ``Q = a_B^T U^-1`` (formed only when needed; the
-    leverages need no ``Q``: ``_Basis.leverages``). Checked, not assumed: ``Q^T Q = I`` and every cell lies in the
-    span of ``Q`` (``||a (I - Q Q^T)||_F^2 = trace(a a^T) - ||a Q||_F^2``, with ``a Q = (a a^T)[:, B] U^-1``), both
-    to working precision; otherwise None, and the caller proves nothing without a linear program."""
-    if gram.shape[0] == 0:
+    The released cells may be dependent (tables repeat margins; two releases count the same population): a
+    pivoted Cholesky factorisation of the small Gram matrix ``a a^T`` (how many atoms two cells share; LAPACK's
+    ``dpstrf``) picks ``rank`` independent cells ``B`` with ``a_B a_B^T = U^T U``; ``Q = a_B^T U^-1`` is never
+    formed: the leverages and the projections need only ``(a_B a_B^T)^-1`` (LAPACK's ``dpotri`` from the
+    factor, ``O(rank^3)``; its upper triangle, used through BLAS's symmetric product). Checked, not assumed, to
+    working precision: ``Q^T Q = I`` and the inverse on random probes ``Z`` (``U^-T a_B a_B^T U^-1 Z = Z`` and
+    ``a_B a_B^T (a_B a_B^T)^-1 Z = Z``, by sparse products: an error of 1e-6 in any entry shows in some probe),
+    and every other cell ``N`` lies in the span (``||a_N (I - Q Q^T)||_F^2 = ||a_N||_F^2 -
+    trace(G_NB G_BB^-1 G_BN)`` is nought); otherwise None, and the caller proves nothing without a linear
+    program. Dense work is two rank x rank matrices (the factor, the inverse), nothing of the atoms' size."""
+    if a.shape[0] == 0:
         return None
-    total = float(np.trace(gram))
-    with threadpool_limits(1, user_api="blas"):  # a few hundred cells: threads cost more than they give
-        factor, piv, rank, _ = scipy.linalg.lapack.dpstrf(gram, tol=1e-9 * max(float(gram.diagonal().max()), 1.0))
+    gram = (a @ a.T).toarray(order="F")
+    top = max(float(gram.diagonal().max()), 1.0)
+    with threadpool_limits(1, user_api="blas"):  # the cores are shared (the gate's service, the analysis)
+        factor, piv, rank, _ = scipy.linalg.lapack.dpstrf(gram, tol=1e-9 * top, overwrite_a=1)
         if rank == 0:
             return None
-        basis = piv[:rank] - 1
-        u = np.triu(factor[:rank, :rank])
-        u_inv = scipy.linalg.solve_triangular(u, np.eye(rank))
-        spanned = gram[:, basis] @ u_inv  # a Q
-        orthonormal = u_inv.T @ gram[np.ix_(basis, basis)] @ u_inv
-    if total - float(np.square(spanned).sum()) > 1e-8 * max(total, 1.0):
+        rows, other = sp.csr_matrix(a[piv[:rank] - 1]), sp.csr_matrix(a[piv[rank:] - 1])
+        u = factor[:rank, :rank]  # its upper triangle is U; nothing below is read
+        probes = np.random.default_rng(rank).standard_normal((rank, 8))
+        step = scipy.linalg.solve_triangular(u, probes, check_finite=False)
+        orthonormal = scipy.linalg.solve_triangular(u, rows @ (rows.T @ step), trans="T", check_finite=False)
+        upper, info = scipy.linalg.lapack.dpotri(u, lower=0)
+        if info != 0:
+            return None
+        inverted = rows @ (rows.T @ _symmetric(upper, probes))
+        g_nb = (other @ rows.T).toarray()
+        outside = float(other.multiply(other).sum()) - float((_symmetric(upper, g_nb.T).T * g_nb).sum())
+    if outside > 1e-8 * max(float(a.multiply(a).sum()), 1.0):
         return None
-    if float(np.abs(orthonormal - np.eye(rank)).max()) > 1e-6:
+    if max(float(np.abs(orthonormal - probes).max()), float(np.abs(inverted - probes).max())) > 1e-6:
         return None
-    return _Basis(sp.csr_matrix(a[basis]), u_inv)
+    return _Basis(rows, upper)
+
+
+def _symmetric(upper: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``S b`` for the symmetric ``S`` whose upper triangle ``upper`` holds (BLAS ``dsymm``; below it: anything)."""
+    if b.size == 0:
+        return np.zeros((upper.shape[0], b.shape[1]))
+    return scipy.linalg.blas.dsymm(1.0, upper, np.asfortranarray(b, dtype=np.float64), side=0, lower=0)
 
 
 @dataclass(eq=False)
 class _Basis:
-    """The row space of a component's cells: ``rows`` (independent cells, rank x atoms) and ``u_inv`` with
-    ``Q = rows^T u_inv`` orthonormal."""
+    """The row space of a component's cells: ``rows`` (independent cells, rank x atoms) and ``upper``, the upper
+    triangle of their Gram matrix's inverse: ``Q Q^T = rows^T inverse rows`` projects onto the row space."""
 
     rows: sp.csr_matrix
-    u_inv: np.ndarray
+    upper: np.ndarray
 
     @functools.cached_property
-    def q(self) -> np.ndarray:
-        """``Q`` itself, dense (atoms x rank): only for the groups the leverage bound leaves open."""
-        return np.asarray(sp.csr_matrix(self.rows.T) @ self.u_inv)  # row-wise: several times faster
+    def columns(self) -> sp.csr_matrix:
+        """``a_B^T`` row-wise (atoms x rank): products with it are several times faster so."""
+        m = sp.csr_matrix(self.rows.T)
+        m.sort_indices()
+        return m
+
+    def project(self, s: sp.csr_matrix | np.ndarray) -> np.ndarray:
+        """``Q Q^T s = a_B^T (a_B a_B^T)^-1 a_B s`` for a block of columns (atoms x k), without forming ``Q``
+        (atoms x rank, dense: gigabytes at a city's scale): two sparse products and one small dense one."""
+        inner = self.rows @ s
+        inner = inner.toarray() if sp.issparse(inner) else np.asarray(inner)
+        return np.asarray(self.columns @ _symmetric(self.upper, inner))
 
     def leverages(self, pairs_per_pass: int = 4_000_000) -> np.ndarray:
         """Every atom's ``|Q_j|^2 = a_j^T (a_B a_B^T)^-1 a_j``: the sum of the inverse Gram matrix over the pairs of
-        basis cells the atom is in (a few dozen cells each), without forming ``Q`` (``O(sum of cells^2)``)."""
-        inverse = self.u_inv @ self.u_inv.T
-        m = sp.csr_matrix(self.rows.T)
-        m.sort_indices()
+        basis cells the atom is in (a few dozen cells each; each unordered pair once, from the upper triangle),
+        without forming ``Q`` (``O(sum of cells^2)``)."""
+        m = self.columns  # sorted indices: position i < j in an atom's cells means cell i < cell j
         lengths = np.diff(m.indptr).astype(np.int64)
         pairs = lengths**2
         out = np.zeros(m.shape[0])
@@ -535,18 +638,20 @@ class _Basis:
             p, n = pairs[start:stop], lengths[start:stop]
             k = np.arange(int(p.sum())) - np.repeat(np.cumsum(p) - p, p)
             per = np.repeat(n, p)
-            base = np.repeat(m.indptr[start:stop].astype(np.int64), p)
-            first, second = m.indices[base + k // per], m.indices[base + k % per]
-            out[start:stop] = np.bincount(
-                np.repeat(np.arange(stop - start), p), weights=inverse[first, second], minlength=stop - start
-            )
+            i, j = k // per, k % per
+            keep = i <= j
+            base = np.repeat(m.indptr[start:stop].astype(np.int64), p)[keep]
+            first, second = m.indices[base + i[keep]], m.indices[base + j[keep]]
+            weight = self.upper[first, second] * np.where(first == second, 1.0, 2.0)
+            atom = np.repeat(np.arange(stop - start), p)[keep]
+            out[start:stop] = np.bincount(atom, weights=weight, minlength=stop - start)
             start = stop
         return np.clip(out, 0.0, 1.0)
 
 
 def _null_moves(
     a: sp.csr_matrix, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: sp.csr_matrix, need: np.ndarray,
-    quantity: str, gram: np.ndarray | None = None, chunk: int = 512,
+    quantity: str, chunk: int = 128,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """For each candidate group ``s`` (a row of ``groups``: one atom, or a union of atoms), two feasible values of
     ``s . x`` found without a linear program: move the true point along the group's own direction in the null
@@ -561,7 +666,7 @@ def _null_moves(
     get their exact direction (dense, in chunks)."""
     value = groups @ x
     low, high = value.astype(np.float64).copy(), value.astype(np.float64).copy()
-    basis = _row_space(a, (a @ a.T).toarray() if gram is None else gram)
+    basis = _row_space(a)
     if basis is None:
         return low, high
     single = np.flatnonzero(groups.getnnz(axis=1) == 1)
@@ -589,9 +694,9 @@ def _null_moves(
     room_down = (lo - x)[:, None]
     for start in range(0, left.size, chunk):
         idx = left[start : start + chunk]
-        s = groups[idx].T.toarray()  # atoms x k
-        q = basis.q
-        d = s - q @ (q.T @ s)  # every column in the null space of a
+        columns = sp.csc_matrix(groups[idx].T)  # atoms x k
+        s = columns.toarray()
+        d = s - basis.project(columns)  # every column in the null space of a
         d[np.abs(d) < 1e-9] = 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
             t_max = np.where(d > 0, room_up / d, np.where(d < 0, room_down / d, np.inf)).min(axis=0)
@@ -629,7 +734,7 @@ def _audit_component(
         open_[idx] &= _width(seen_lo[idx], seen_hi[idx], quantity) < need[idx]
 
     # first without a program: each group's own null-space direction from the true point; most clear here
-    moved_lo, moved_hi = _null_moves(a, x, lo, hi, groups, need, quantity, comp.gram)
+    moved_lo, moved_hi = _null_moves(a, x, lo, hi, groups, need, quantity)
     seen_lo, seen_hi = np.minimum(seen_lo, moved_lo), np.maximum(seen_hi, moved_hi)
     open_ &= _width(seen_lo, seen_hi, quantity) < need
     # batches: push every open group up, then down, with random weights; most move by the interval at once
@@ -689,20 +794,45 @@ def _candidates(
 
 def _nested_differences(comp: _Component, sizes: np.ndarray, threshold: int) -> sp.csr_matrix:
     """Released cells ``A`` and ``B`` with ``B`` inside ``A`` and fewer than ``threshold`` persons between them:
-    ``A - B`` is a small group whatever other releases split it into (groups x the component's atoms)."""
-    cells = comp.a
+    ``A - B`` is a small group whatever other releases split it into (groups x the component's atoms).
+
+    Only pairs of cells fewer than ``threshold`` persons apart can qualify: the cells sorted by persons give them
+    (a window per cell), and containment is tested on those pairs alone, in batches of bounded size."""
+    cells = comp.cells
     if cells.shape[0] < 2:
         return sp.csr_matrix((0, comp.atoms.size))
-    overlap = sp.coo_matrix(comp.gram)
     width = cells.getnnz(axis=1)
     persons = np.asarray(cells @ sizes).ravel()
-    i, j = overlap.row, overlap.col
-    inside = (overlap.data == width[j]) & (width[i] > width[j])  # B's atoms all in A, and A has more
-    between = persons[i] - persons[j]
-    pick = np.flatnonzero(inside & (between > 0) & (between < threshold))
+    order = np.argsort(persons, kind="stable")
+    ranked = persons[order]
+    first = np.searchsorted(ranked, ranked, side="right")  # the first cell with more persons than B
+    stop = np.searchsorted(ranked, ranked + threshold, side="left")  # ... and the first threshold or more above
+    counts = stop - first
+    inner = np.repeat(order, counts)  # B
+    outer = order[np.repeat(first, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
+    keep = width[outer] > width[inner]  # A has atoms B has not
+    outer, inner = outer[keep], inner[keep]
+    # a cheap look first: eight of B's atoms (its first, its last and six between) must all be in A
+    cells.sort_indices()
+    for k in range(8):
+        if outer.size == 0:
+            return sp.csr_matrix((0, comp.atoms.size))
+        at = cells.indptr[inner] + (width[inner] - 1) * k // 7
+        inside = np.asarray(cells[outer, cells.indices[at]]).ravel() > 0
+        outer, inner = outer[inside], inner[inside]
+    found: list[np.ndarray] = []
+    ends = np.cumsum(width[outer].astype(np.int64))
+    start = 0
+    while start < outer.size:
+        end = max(int(np.searchsorted(ends, ends[start] - width[outer[start]] + 20_000_000, side="right")), start + 1)
+        o, i = outer[start:end], inner[start:end]
+        shared = np.asarray(cells[o].multiply(cells[i]).sum(axis=1)).ravel()
+        found.append(np.flatnonzero(shared == width[i]) + start)  # every atom of B is in A
+        start = end
+    pick = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
     if pick.size == 0:
         return sp.csr_matrix((0, comp.atoms.size))
-    diff = (cells[i[pick]] - cells[j[pick]]).tocsr()
+    diff = (cells[outer[pick]] - cells[inner[pick]]).tocsr()
     diff.eliminate_zeros()
     return diff
 
@@ -724,19 +854,23 @@ def audit(
     result = AuditResult()
     systems = {r.system for r in new if r.cells}
     for quantity, unit in sorted(systems):
-        system = build_system(
-            [r for r in history if r.system == (quantity, unit)],
-            [r for r in new if r.system == (quantity, unit)],
-            reuse=incremental,
-            threshold=threshold,
-        )
+        earlier = _history_for([r for r in history if r.system == (quantity, unit)], incremental)
+        added = [r for r in new if r.system == (quantity, unit)]
+        if incremental and earlier.repeats(added, threshold):
+            result.repeats += 1
+            continue
+        system = earlier.system([earlier.fold(r) for r in added], threshold)
         result.atoms += system.sizes.size
-        n_cells = system.matrix.shape[0]
-        graph = sp.bmat([[None, system.matrix], [system.matrix.T, None]], format="csr")
-        _, label = connected_components(graph, directed=False)
-        atom_label = label[n_cells:]
-        new_rows = np.flatnonzero(system.cell_entry == 0)
-        touched = np.unique(label[new_rows]) if incremental else np.unique(atom_label)
+        # components over the spanning rows: the same solutions, and a dependent cell never joins two components
+        # its spanning cells keep apart (it is their sum: a group across them is pinned only if each part is)
+        spanning = sp.csr_matrix(system.matrix[system.basis])
+        k, n = spanning.shape
+        edges = np.concatenate([spanning.indptr, np.full(n, spanning.indptr[-1])])  # cell -> its atoms, one way
+        graph = sp.csr_matrix((np.ones(spanning.nnz, dtype=np.int8), spanning.indices + k, edges), shape=(k + n, k + n))
+        _, label = connected_components(graph, directed=True, connection="weak")
+        atom_label = label[k:]
+        new_atoms = np.unique(system.matrix[np.flatnonzero(system.cell_entry == 0)].indices)
+        touched = np.unique(atom_label[new_atoms]) if incremental else np.unique(atom_label)
         covered = np.asarray(system.matrix.sum(axis=0)).ravel() > 0
         unions = system.unions if system.unions is not None else sp.csr_matrix((0, system.sizes.size))
         for label_ in touched:
@@ -750,11 +884,10 @@ def audit(
             result.components += 1
             result.candidates += groups.shape[0]
             pinned, programs = _audit_component(system, comp, groups, quantity, interval, p, seed=int(label_))
-            rows = np.flatnonzero(label[:n_cells] == label_)
             result.programs += programs
             truth = groups @ system.truth[atoms]
             size = groups @ system.sizes[atoms]
             for g, (low, high) in pinned.items():
-                entries = tuple(sorted({int(e) for e in system.cell_entry[rows]}, key=lambda s: (s == 0, s)))
+                entries = tuple(sorted({int(e) for e in system.cell_entry[comp.rows]}, key=lambda s: (s == 0, s)))
                 result.disclosures.append(Disclosure(quantity, unit, int(size[g]), float(truth[g]), low, high, entries))
     return result

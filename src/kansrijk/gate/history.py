@@ -22,12 +22,13 @@ from kansrijk.gate.requests import (
     Histogram,
     MeanTable,
     ModelMetrics,
+    QuantileRequest,
     RegressionResult,
     ReleaseRequest,
     TestResult,
     TreeStructure,
 )
-from kansrijk.gate.sdc import RuleOutcome, TableCheck, histogram_frame
+from kansrijk.gate.sdc import RuleOutcome, TableCheck, _pooled, histogram_frame, quantile_spans
 from kansrijk.policy.release import SdcRules
 
 HISTORY_AUDIT = "history_audit"
@@ -60,15 +61,21 @@ def _table_codes(request: ReleaseRequest, check: TableCheck) -> np.ndarray:
 
 
 def records_for(
-    request: ReleaseRequest, computed: Materialised, check: TableCheck | None, verdicts: Sequence[RuleOutcome] = ()
-) -> list[AuditRecord]:
+    request: ReleaseRequest, computed: Materialised, check: TableCheck | None, verdicts: Sequence[RuleOutcome] = (),
+    rules: SdcRules | None = None,
+) -> list[AuditRecord]:  # fmt: skip
     """The audit records of an exact (SDC) release: its released counts, and its released sums of a value. A
-    tree whose class counts the tree rules withhold, and a model output's withheld keys, release nothing here."""
+    tree whose class counts the tree rules withhold, and a model output's withheld keys, release nothing here.
+    A quantile's released window means (``rules``: the window size) are sums over the window's persons."""
     rows = computed.persons
     if rows.height == 0:
         return []
     ids = person_year_ids(rows)
     records: list[AuditRecord] = []
+    if check is not None and isinstance(request, QuantileRequest):
+        if rules is None:
+            raise ValueError("a quantile's audit records need the policy's rules (the window size)")
+        return _quantile_records(request, ids, check, max(rules.min_persons_per_cell, rules.min_quantile_contributors))
     if check is not None and isinstance(request, CountTable | Histogram | MeanTable):
         codes = _table_codes(request, check)
         keep = codes >= 0
@@ -110,6 +117,46 @@ def records_for(
     if isinstance(request, TestResult | RegressionResult) and isinstance(n, int) and n == rows.height:
         return [AuditRecord(COUNT, PERSON_YEARS, ids, np.zeros(ids.size, dtype=np.int64), (AuditCell((0,), n, "n"),))]
     return []
+
+
+def _quantile_records(request: QuantileRequest, ids: np.ndarray, check: TableCheck, t: int) -> list[AuditRecord]:
+    """One sum record per quantile level: each released group's window (the persons whose values the released
+    mean averages, found as ``kansrijk.gate.sdc.quantile_spans`` finds them) is a cell whose value is the
+    window's sum. An attacker who knows who is in a window (as the audit assumes, to be safe) has its sum, and
+    sums of other releases over the same persons may difference it down to a few of them."""
+    value = request.data.get_column(request.value).cast(pl.Float64).to_numpy()
+    group = _table_codes(request, check)
+    known = (group >= 0) & ~np.isnan(value)
+    persons = request.data.get_column(PERSON).to_list() if _pooled(request) else None
+    released = ~check.cells.get_column("suppressed").to_numpy()
+    labels = _labels(check)
+    window = np.full((len(request.quantiles), value.size), -1, dtype=np.int64)
+    shown: list[int] = []
+    for g in np.flatnonzero(released):
+        at = np.flatnonzero(known & (group == g))
+        order = at[np.argsort(value[at], kind="stable")]  # the order of the gate's stable sort of the group
+        spans = quantile_spans(value[order], request.quantiles, t, [persons[i] for i in order] if persons else None)
+        if spans is None:
+            continue  # withheld (the quantile window rule)
+        shown.append(int(g))
+        for level, (start, end) in enumerate(spans):
+            window[level, order[start:end]] = g
+    if not shown:
+        return []
+    # the value's public bounds; without them, the values' own range (an attacker who knew that much)
+    bounds = request.bounds or (float(value[known].min()), float(value[known].max()))
+    records = []
+    for level, q in enumerate(request.quantiles):
+        sums = np.bincount(np.maximum(window[level], 0), weights=np.where(window[level] >= 0, value, 0.0),
+                           minlength=check.cells.height)  # fmt: skip
+        cells = tuple(AuditCell((g,), float(sums[g]), f"{labels[g]}: window of quantile {q:g}") for g in shown)
+        records.append(
+            AuditRecord(
+                f"sum:{request.value}", PERSON_YEARS, ids[known], window[level][known], cells, value[known],
+                (float(bounds[0]), float(bounds[1])),
+            )
+        )  # fmt: skip
+    return records
 
 
 def _leaves_under(node: int, children: dict[int, tuple[int, int]]) -> list[int]:

@@ -381,7 +381,7 @@ class Gate:
         if method == "sdc":
             record = _difference_record(request, check) if check is not None else _count_record(request)
             record = dataclasses.replace(record, persons=persons, nodes=nodes) if record is not None else None
-            new = history_mod.records_for(request, computed, check, verdicts)
+            new = history_mod.records_for(request, computed, check, verdicts, self.policy.sdc)
 
             def audit_new() -> tuple[RuleOutcome, list[AuditRecord]]:
                 """Inside the write lock: the new numbers against every exact number released before."""

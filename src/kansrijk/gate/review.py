@@ -256,7 +256,7 @@ def evaluate(gate: Gate, spec: ReleaseSpec, requested_by: str) -> Evaluation:
             persons=Population.of(computed.persons, spec.name),
             nodes=_tree_node_records(request, computed, spec.name),
         )
-    audit_records = tuple(history_mod.records_for(request, computed, check, verdicts))
+    audit_records = tuple(history_mod.records_for(request, computed, check, verdicts, gate.policy.sdc))
     return Evaluation(spec, tuple(verdicts), _plain(values), record, audit_records)
 
 

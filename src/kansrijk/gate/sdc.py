@@ -225,7 +225,8 @@ def _compute_cells(
         frame = request.data.filter(pl.col(request.value).is_not_null())
         aggs = [v.sort().alias("__values"), (v.n_unique() == 1).alias("all_same")]
         if pooled:
-            aggs += [pl.col(PERSON).sort_by(v).alias("__persons"), *_persons()]
+            # stable: the release-history audit finds the same windows (kansrijk.gate.history)
+            aggs += [pl.col(PERSON).sort_by(v, maintain_order=True).alias("__persons"), *_persons()]
         if not request.by:  # one group: lists, as a grouped aggregation gives them
             aggs = [a.implode() if a.meta.output_name().startswith("__") else a for a in aggs]
         cells, shape = _aggregate(frame, request.by, aggs, request.keys)
@@ -255,8 +256,16 @@ def quantile_windows(
     ``persons`` (the person of each sorted value, for data pooled over years, where a person has several
     values): each window is widened until it holds ``t`` distinct persons, each side must hold ``t`` persons
     who are not in the window, and no person is in two windows."""
+    spans = quantile_spans(values, levels, t, persons)
+    return None if spans is None else [float(values[start:end].mean()) for start, end in spans]
+
+
+def quantile_spans(
+    values: np.ndarray, levels: Sequence[float], t: int, persons: Sequence[Any] | None = None
+) -> list[tuple[int, int]] | None:
+    """The windows of ``quantile_windows`` as ``[start, end)`` positions in the sorted values (the release-history
+    audit records each window's sum), or None for a withheld group."""
     n = values.size
-    out: list[float] = []
     taken: list[tuple[int, int]] = []
     seen: set[Any] = set()
     for q in levels:
@@ -274,8 +283,7 @@ def quantile_windows(
                 return None
             seen |= window
         taken.append((start, end))
-        out.append(float(values[start:end].mean()))
-    return out
+    return taken
 
 
 def _cell_label(cells: pl.DataFrame, dims: Sequence[str]) -> pl.Series:
